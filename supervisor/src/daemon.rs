@@ -1,0 +1,167 @@
+//! berthd's life: take the root lock, detect the node, open metadata, serve gRPC (CRI and
+//! native API) on one unix socket, the shim event socket over ttrpc, and metrics over HTTP;
+//! stop cleanly on SIGTERM or SIGINT.
+
+use std::sync::Arc;
+
+use berth_cri_plugin::{CriImageService, CriRuntimeService};
+use berth_proto::MAX_MESSAGE_SIZE;
+use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
+use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
+
+use crate::config::Config;
+use crate::engine::SupervisorEngine;
+use crate::error::{Error, Result};
+use crate::events::{EventExchange, EventsTtrpcServer};
+use crate::metadata::MetadataStore;
+use crate::metrics::{GrpcMetricsLayer, Metrics};
+use crate::native::introspection::{IntrospectionService, PluginEntry};
+use crate::native::namespaces::NamespacesService;
+use crate::native::unserved::unserved;
+use crate::native::version::VersionService;
+use crate::node_facts::NodeFacts;
+use crate::root_lock::RootLock;
+use crate::socket::{prepare_socket_path, remove_socket, set_socket_mode};
+
+/// What berthd runs, named as containerd names its plugins (introspection lists these).
+fn plugins() -> Vec<PluginEntry> {
+    const GRPC: &str = "io.containerd.grpc.v1";
+    vec![
+        PluginEntry { plugin_type: "io.containerd.metadata.v1", id: "redb", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "version", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "namespaces", requires: &["io.containerd.metadata.v1"] },
+        PluginEntry { plugin_type: GRPC, id: "introspection", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "cri", requires: &[] },
+        PluginEntry { plugin_type: "io.containerd.ttrpc.v1", id: "events", requires: &[] },
+    ]
+}
+
+/// Sizes a generated tonic server to berth's message limits.
+macro_rules! sized {
+    ($server:expr, $config:expr) => {
+        $server
+            .max_decoding_message_size($config.grpc.max_recv_message_size)
+            .max_encoding_message_size($config.grpc.max_send_message_size)
+    };
+}
+
+/// Runs berthd until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let lock = RootLock::acquire(&config.root)?;
+    std::fs::create_dir_all(&config.state)
+        .map_err(|e| Error::io(format!("create {}", config.state.display()), e))?;
+
+    let facts = NodeFacts::detect().map_err(|e| Error::io("detect node facts", e))?;
+    tracing::info!(
+        cgroup_layout = facts.cgroup_layout.as_str(),
+        oom_score_adj = facts.oom_score_adj.current,
+        can_lower_oom_score_adj = facts.oom_score_adj.can_lower,
+        "node facts"
+    );
+    if !facts.oom_score_adj.can_lower {
+        tracing::warn!(
+            floor = facts.oom_score_adj.current,
+            "this node refuses to lower oom_score_adj; container values below it will be clamped"
+        );
+    }
+
+    let store = MetadataStore::open(&config.root)?;
+    let uuid = store.server_uuid()?;
+    let metrics = Metrics::new()?;
+    let events = EventExchange::new(metrics.registry())?;
+    let socket_mode = config.socket_mode()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let wait_for_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // gRPC: CRI and the native API on one socket.
+    let grpc_socket = config.grpc.address.clone();
+    prepare_socket_path(&grpc_socket)?;
+    let listener = UnixListener::bind(&grpc_socket)
+        .map_err(|e| Error::io(format!("listen on {}", grpc_socket.display()), e))?;
+    set_socket_mode(&grpc_socket, socket_mode)?;
+    nix::unistd::chown(
+        &grpc_socket,
+        Some(nix::unistd::Uid::from_raw(config.grpc.uid)),
+        Some(nix::unistd::Gid::from_raw(config.grpc.gid)),
+    )
+    .map_err(|e| Error::io(format!("chown {}", grpc_socket.display()), e.into()))?;
+
+    let engine = Arc::new(SupervisorEngine::new(facts));
+    let routes = Routes::new(sized!(
+        RuntimeServiceServer::new(CriRuntimeService::new(config.cri.clone(), engine)),
+        config
+    ))
+    .add_service(sized!(ImageServiceServer::new(CriImageService), config))
+    .add_service(sized!(VersionServer::new(VersionService), config))
+    .add_service(sized!(NamespacesServer::new(NamespacesService::new(store.clone())), config))
+    .add_service(sized!(IntrospectionServer::new(IntrospectionService::new(plugins(), uuid)), config));
+    let routes = Routes::from(routes.into_axum_router().fallback(unserved));
+
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer::new(metrics.clone()))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_for_stop(stopped.clone())),
+    );
+
+    // ttrpc: where shims publish their events.
+    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, events.clone()).await?;
+
+    // Metrics over HTTP.
+    let metrics_task = if config.metrics.address.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.address)
+            .await
+            .map_err(|e| Error::io(format!("listen on {} for metrics", config.metrics.address), e))?;
+        Some(tokio::spawn(metrics.clone().serve(listener, wait_for_stop(stopped.clone()))))
+    };
+
+    tracing::info!(
+        grpc = %grpc_socket.display(),
+        ttrpc = %config.ttrpc.address.display(),
+        metrics = %config.metrics.address,
+        root = %config.root.display(),
+        lock = %lock.path().display(),
+        max_message_size = MAX_MESSAGE_SIZE,
+        "berthd is serving"
+    );
+
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", e))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("install SIGINT handler", e))?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+
+    let _ = stop.send(true);
+    match grpc.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+    }
+    ttrpc.shutdown().await;
+    if let Some(task) = metrics_task {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "metrics server stopped with an error");
+        }
+    }
+    remove_socket(&grpc_socket);
+    remove_socket(&config.ttrpc.address);
+    drop(lock);
+    tracing::info!("berthd stopped");
+    Ok(())
+}

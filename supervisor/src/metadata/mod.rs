@@ -1,0 +1,43 @@
+//! berthd's metadata: one redb file (`<root>/meta.redb`), every change one ACID transaction, so
+//! a killed berthd never leaves a torn record.
+
+mod identifiers;
+mod namespaces;
+mod server;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use identifiers::{validate_identifier, validate_labels};
+pub use namespaces::Namespace;
+
+use crate::error::{Error, Result};
+
+/// The metadata store. Cheap to clone; every method is synchronous (redb is), so async
+/// callers run it through [`MetadataStore::run`].
+#[derive(Clone)]
+pub struct MetadataStore {
+    db: Arc<redb::Database>,
+}
+
+impl MetadataStore {
+    /// Opens (or creates) `<root>/meta.redb`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let path = root.join("meta.redb");
+        let db = redb::Database::create(&path)
+            .map_err(|e| Error::Metadata(format!("open {}: {e}", path.display())))?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs blocking metadata work off the async executor.
+    pub async fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MetadataStore) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| Error::Metadata(format!("metadata task failed: {e}")))?
+    }
+}

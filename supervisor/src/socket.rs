@@ -1,0 +1,61 @@
+//! Unix socket files: make their directory, clear a stale file, set their mode.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Creates the socket's directory and removes a stale socket left by a berthd that died. Only
+/// called while holding the root lock, so the stale socket cannot belong to a live berthd.
+pub fn prepare_socket_path(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| Error::io(format!("remove stale {}", path.display()), e))
+        }
+        Ok(_) => Err(Error::Config(format!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("inspect {}", path.display()), e)),
+    }
+}
+
+pub fn set_socket_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
+}
+
+/// Removes a socket file at shutdown; already gone is fine.
+pub fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "removing socket");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_directory_clears_stale_socket_and_refuses_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/berth.sock");
+        prepare_socket_path(&path).unwrap();
+        assert!(path.parent().unwrap().is_dir());
+
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(listener);
+        prepare_socket_path(&path).unwrap();
+        assert!(!path.exists());
+
+        std::fs::write(&path, "not a socket").unwrap();
+        assert!(prepare_socket_path(&path).is_err());
+        assert!(path.exists());
+    }
+}

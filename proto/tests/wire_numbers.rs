@@ -1,6 +1,8 @@
 //! Field numbers are the wire contract: these tests encode messages and check the numbers on
 //! the wire against the upstream CRI and containerd contracts, so a renumbered field fails.
 
+#![allow(clippy::unwrap_used)] // a malformed encoding should fail the test loudly
+
 use berth_proto::containerd::services::namespaces::v1 as namespaces;
 use berth_proto::containerd::services::tasks::v1 as tasks;
 use berth_proto::runtime::v1 as cri;

@@ -29,7 +29,7 @@ use crate::native::unserved::unserved;
 use crate::native::version::VersionService;
 use crate::node_facts::NodeFacts;
 use crate::root_lock::RootLock;
-use crate::socket::{prepare_socket_path, remove_socket, set_socket_mode};
+use crate::socket::{prepare_socket_path, remove_socket, set_socket_mode, set_socket_owner};
 
 /// What berthd runs, named as containerd names its plugins (introspection lists these).
 fn plugins() -> Vec<PluginEntry> {
@@ -90,12 +90,7 @@ pub async fn run(config: Config) -> Result<()> {
     let listener = UnixListener::bind(&grpc_socket)
         .map_err(|e| Error::io(format!("listen on {}", grpc_socket.display()), e))?;
     set_socket_mode(&grpc_socket, socket_mode)?;
-    nix::unistd::chown(
-        &grpc_socket,
-        Some(nix::unistd::Uid::from_raw(config.grpc.uid)),
-        Some(nix::unistd::Gid::from_raw(config.grpc.gid)),
-    )
-    .map_err(|e| Error::io(format!("chown {}", grpc_socket.display()), e.into()))?;
+    set_socket_owner(&grpc_socket, config.grpc.uid, config.grpc.gid)?;
 
     let engine = Arc::new(SupervisorEngine::new(facts));
     let routes = Routes::new(sized!(
@@ -154,10 +149,10 @@ pub async fn run(config: Config) -> Result<()> {
         Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
     }
     ttrpc.shutdown().await;
-    if let Some(task) = metrics_task {
-        if let Ok(Err(e)) = task.await {
-            tracing::warn!(error = %e, "metrics server stopped with an error");
-        }
+    if let Some(task) = metrics_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "metrics server stopped with an error");
     }
     remove_socket(&grpc_socket);
     remove_socket(&config.ttrpc.address);

@@ -232,10 +232,10 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
-                    if let Some(recorder) = self.recorder.take() {
-                        recorder.finish(code);
-                    }
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status)
+                    && let Some(recorder) = self.recorder.take()
+                {
+                    recorder.finish(code);
                 }
             }
             Poll::Ready(Some(Err(_))) => {

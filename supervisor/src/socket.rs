@@ -29,12 +29,24 @@ pub fn set_socket_mode(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
 }
 
+/// Gives the socket to `uid`:`gid`, when that is not already who owns it (so an unprivileged
+/// berthd with the default root:root owner works).
+pub fn set_socket_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("inspect {}", path.display()), e))?;
+    if meta.uid() == uid && meta.gid() == gid {
+        return Ok(());
+    }
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)))
+        .map_err(|e| Error::io(format!("chown {} to {uid}:{gid}", path.display()), e.into()))
+}
+
 /// Removes a socket file at shutdown; already gone is fine.
 pub fn remove_socket(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "removing socket");
-        }
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "removing socket");
     }
 }
 

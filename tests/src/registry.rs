@@ -1,0 +1,149 @@
+//! Debian's `docker-registry` (the CNCF distribution registry) on a loopback port, with its
+//! own storage, and pushes through its HTTP API (OCI distribution spec).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::http_client::{HttpClient, Reply};
+use crate::image::{Blob, OciImage};
+
+pub struct Registry {
+    child: Child,
+    port: u16,
+    http: HttpClient,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry and waits until it answers `/v2/`.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Self { child, port, http: HttpClient::default(), _dir: dir };
+        let url = format!("{}/v2/", registry.base_url());
+        let up = crate::wait_until(Duration::from_secs(20), || {
+            let http = registry.http.clone();
+            let url = url.clone();
+            async move { http.get(&url).await.is_ok_and(|r| r.status == StatusCode::OK) }
+        })
+        .await;
+        assert!(up, "docker-registry did not answer on {url}");
+        registry
+    }
+
+    /// `127.0.0.1:<port>`: the host part of image references pointing here.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+
+    /// Uploads a blob in one request (monolithic upload).
+    pub async fn push_blob(&self, repository: &str, blob: &Blob) {
+        let start = self
+            .http
+            .send(
+                Method::POST,
+                &format!("{}/v2/{repository}/blobs/uploads/", self.base_url()),
+                &[],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(start.status, StatusCode::ACCEPTED, "start upload: {}", start.text());
+        let location = start.header("location").expect("upload location").to_string();
+        let location =
+            if location.starts_with("http") { location } else { format!("{}{location}", self.base_url()) };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let done = self
+            .http
+            .send(
+                Method::PUT,
+                &format!("{location}{separator}digest={}", blob.digest),
+                &[("content-type", "application/octet-stream")],
+                blob.bytes.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.status, StatusCode::CREATED, "upload {}: {}", blob.digest, done.text());
+    }
+
+    /// Puts a manifest or index under `reference` (a tag or digest).
+    pub async fn push_manifest(&self, repository: &str, reference: &str, manifest: &Blob) {
+        let reply = self
+            .http
+            .send(
+                Method::PUT,
+                &format!("{}/v2/{repository}/manifests/{reference}", self.base_url()),
+                &[("content-type", manifest.media_type.as_str())],
+                manifest.bytes.clone(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::CREATED, "put manifest {reference}: {}", reply.text());
+    }
+
+    /// Pushes an image's layers, config and manifest, tagging the manifest `tag`.
+    pub async fn push_image(&self, repository: &str, tag: &str, image: &OciImage) {
+        for layer in &image.layers {
+            self.push_blob(repository, layer).await;
+        }
+        self.push_blob(repository, &image.config).await;
+        self.push_manifest(repository, tag, &image.manifest).await;
+    }
+
+    /// Pushes several images and an index over them, tagging the index `tag`.
+    pub async fn push_index(&self, repository: &str, tag: &str, images: &[&OciImage], index: &Blob) {
+        for image in images {
+            self.push_image(repository, &image.manifest.digest, image).await;
+        }
+        self.push_manifest(repository, tag, index).await;
+    }
+
+    /// Fetches a manifest or index the way a puller does.
+    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Reply {
+        self.http
+            .send(
+                Method::GET,
+                &format!("{}/v2/{repository}/manifests/{reference}", self.base_url()),
+                &[(
+                    "accept",
+                    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+                )],
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_blob(&self, repository: &str, digest: &str) -> Reply {
+        self.http.get(&format!("{}/v2/{repository}/blobs/{digest}", self.base_url())).await.unwrap()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

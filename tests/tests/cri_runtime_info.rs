@@ -1,0 +1,146 @@
+//! CRI Version, Status and RuntimeConfig against a real berthd.
+
+use std::os::unix::fs::PermissionsExt;
+
+use berth_proto::runtime::v1 as cri;
+use berth_tests::Berthd;
+
+fn condition<'a>(status: &'a cri::StatusResponse, kind: &str) -> &'a cri::RuntimeCondition {
+    status
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {status:?}"))
+}
+
+/// What this test process sees of the node, to compare with what berthd reports.
+fn expected_cgroup_layout() -> &'static str {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        "hybrid"
+    } else {
+        "v1"
+    }
+}
+
+#[tokio::test]
+async fn version_names_berth() {
+    let berthd = Berthd::start().await;
+    let version =
+        berthd.runtime_client().await.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+    assert_eq!(version.runtime_name, "berth");
+    assert_eq!(version.runtime_api_version, "v1");
+    assert_eq!(version.version, "0.1.0");
+    assert_eq!(version.runtime_version, env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn status_reports_conditions_and_node_facts() {
+    let berthd = Berthd::start().await;
+    let mut client = berthd.runtime_client().await;
+
+    let status = client.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    assert!(status.info.is_empty(), "non-verbose status has no info: {:?}", status.info);
+    let runtime = condition(&status, "RuntimeReady");
+    // berth cannot run containers yet, and says why.
+    assert!(!runtime.status);
+    assert!(!runtime.reason.is_empty() && !runtime.message.is_empty(), "{runtime:?}");
+    let network = condition(&status, "NetworkReady");
+    assert!(!network.status, "no CNI config exists in the test's conf dir");
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(network.message.contains(&berthd.paths.cni_conf_dir.display().to_string()), "{network:?}");
+
+    let verbose = client.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["runtime"]).unwrap();
+    assert_eq!(info["cgroupLayout"], expected_cgroup_layout());
+    assert_eq!(info["cgroupDriver"], "cgroupfs");
+    // berthd inherits our oom_score_adj.
+    let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap().trim().parse().unwrap();
+    assert_eq!(info["oomScoreAdj"], own);
+    assert!(info["canLowerOomScoreAdj"].is_boolean(), "{info}");
+    let cni: serde_json::Value = serde_json::from_str(&verbose.info["cni"]).unwrap();
+    assert_eq!(cni["confDir"], berthd.paths.cni_conf_dir.display().to_string());
+}
+
+#[tokio::test]
+async fn network_ready_follows_the_cni_config_on_disk() {
+    let berthd = Berthd::start_with_config(|paths| {
+        paths.config_text(&format!("cni_bin_dirs = [{:?}]", paths.base.join("cni/bin")))
+    })
+    .await;
+    let mut client = berthd.runtime_client().await;
+    let network_ready = |status: cri::StatusResponse| condition(&status, "NetworkReady").clone();
+
+    let conf_dir = &berthd.paths.cni_conf_dir;
+    let bin_dir = berthd.paths.base.join("cni/bin");
+    std::fs::create_dir_all(conf_dir).unwrap();
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::write(
+        conf_dir.join("10-pods.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"pods","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#,
+    )
+    .unwrap();
+    let not_ready = network_ready(client.status(cri::StatusRequest::default()).await.unwrap().into_inner());
+    assert!(!not_ready.status);
+    assert!(not_ready.message.contains("bridge") && not_ready.message.contains("portmap"), "{not_ready:?}");
+
+    for plugin in ["bridge", "portmap"] {
+        let path = bin_dir.join(plugin);
+        std::fs::write(&path, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ready = network_ready(client.status(cri::StatusRequest::default()).await.unwrap().into_inner());
+    assert!(ready.status, "{ready:?}");
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_configured_cgroup_driver() {
+    let cgroupfs = Berthd::start().await;
+    let reply = cgroupfs
+        .runtime_client()
+        .await
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+
+    let systemd = Berthd::start_with_config(|paths| paths.config_text("cgroup_driver = \"systemd\"")).await;
+    let reply = systemd
+        .runtime_client()
+        .await
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.linux.unwrap().cgroup_driver, cri::CgroupDriver::Systemd as i32);
+}
+
+#[tokio::test]
+async fn calls_of_later_capabilities_are_unimplemented_naming_the_capability() {
+    let berthd = Berthd::start().await;
+    let mut runtime = berthd.runtime_client().await;
+    let err = runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("RunPodSandbox") && err.message().contains("pod sandboxes"), "{err:?}");
+
+    let err = runtime.exec_sync(cri::ExecSyncRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("streaming capability"), "{err:?}");
+
+    let err = runtime.stream_containers(cri::StreamContainersRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("containers capability"), "{err:?}");
+
+    let err = berthd.image_client().await.pull_image(cri::PullImageRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("images capability"), "{err:?}");
+
+    // Nothing was made: the state directory holds no bundles or sandboxes.
+    let made: Vec<_> = std::fs::read_dir(&berthd.paths.state).unwrap().collect();
+    assert!(made.is_empty(), "state dir not empty: {made:?}");
+}

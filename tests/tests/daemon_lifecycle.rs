@@ -1,0 +1,163 @@
+//! berthd as a process: config handling, the root lock, sockets, signals, metrics and the
+//! shim event socket.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+use berth_proto::runtime::v1 as cri;
+use berth_tests::Berthd;
+use berth_tests::berthd::run_berthd;
+use berth_tests::http_client::HttpClient;
+use containerd_shim_protos::events::task::TaskExit;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::EventsClient;
+use nix::sys::signal::Signal;
+
+#[test]
+fn config_default_prints_every_section() {
+    let (status, out) = run_berthd(&["config", "default"]);
+    assert!(status.success(), "{out}");
+    for key in [
+        "root = ",
+        "state = ",
+        "[grpc]",
+        "socket_mode = \"0660\"",
+        "max_recv_message_size = 16777216",
+        "[ttrpc]",
+        "[metrics]",
+        "address = \"127.0.0.1:1338\"",
+        "[log]",
+        "[cri]",
+        "cgroup_driver = \"cgroupfs\"",
+    ] {
+        assert!(out.contains(key), "missing {key:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn config_with_unknown_key_or_wrong_type_is_refused_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "root = \"/tmp/x\"\n\n[metrics]\nadress = \"127.0.0.1:1\"\n").unwrap();
+    let (status, out) = run_berthd(&["--config", path.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(out.contains("adress") && out.contains("line 4"), "{out}");
+
+    std::fs::write(&path, "[grpc]\nuid = \"root\"\n").unwrap();
+    let (status, out) = run_berthd(&["--config", path.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(out.contains("line 2") && out.contains("uid"), "{out}");
+
+    let (status, out) = run_berthd(&["--config", dir.path().join("absent.toml").to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(out.contains("absent.toml"), "{out}");
+}
+
+#[tokio::test]
+async fn socket_directory_is_created_and_socket_is_0660() {
+    let berthd = Berthd::start_with_config(|paths| {
+        // A socket three directories deep that do not exist yet.
+        paths.socket = paths.base.join("deep/er/dir/berth.sock");
+        paths.config_text("")
+    })
+    .await;
+    let socket = &berthd.paths.socket;
+    let meta = std::fs::metadata(socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+}
+
+#[tokio::test]
+async fn a_second_berthd_on_the_same_root_refuses_to_start() {
+    let berthd = Berthd::start().await;
+    let (status, out) = run_berthd(&["--config", berthd.paths.config.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(out.contains("another berthd") && out.contains(&berthd.pid().to_string()), "{out}");
+    // The first one is unharmed.
+    berthd.runtime_client().await.version(cri::VersionRequest::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_stop_cleanly_and_release_everything() {
+    let mut berthd = Berthd::start().await;
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let status = berthd.signal_and_wait(signal).await;
+        assert!(status.success(), "{signal:?}: {status:?}\n{}", berthd.log());
+        assert!(!berthd.paths.socket.exists(), "gRPC socket left behind after {signal:?}");
+        assert!(!berthd.paths.ttrpc_socket.exists(), "ttrpc socket left behind after {signal:?}");
+        // The lock is free again.
+        berthd.restart().await;
+    }
+    assert!(berthd.log().contains("berthd stopped"));
+}
+
+#[tokio::test]
+async fn a_killed_berthd_leaves_a_stale_socket_the_next_one_replaces() {
+    let mut berthd = Berthd::start().await;
+    berthd.kill().await;
+    assert!(berthd.paths.socket.exists(), "SIGKILL cannot clean up");
+    berthd.restart().await;
+    berthd.runtime_client().await.version(cri::VersionRequest::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_show_the_grpc_calls_just_made() {
+    let berthd = Berthd::start().await;
+    let mut client = berthd.runtime_client().await;
+    for _ in 0..3 {
+        client.version(cri::VersionRequest::default()).await.unwrap();
+    }
+    client.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
+
+    let reply = HttpClient::default().get(&berthd.paths.metrics_url()).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
+    let text = reply.text();
+    for line in [
+        r#"berth_grpc_server_handled_total{grpc_code="OK",grpc_method="Version",grpc_service="runtime.v1.RuntimeService"} 3"#,
+        r#"berth_grpc_server_handled_total{grpc_code="Unimplemented",grpc_method="RunPodSandbox",grpc_service="runtime.v1.RuntimeService"} 1"#,
+        r#"berth_grpc_server_handling_seconds_count{grpc_method="Version",grpc_service="runtime.v1.RuntimeService"} 3"#,
+    ] {
+        assert!(text.contains(line), "missing {line}\nin:\n{text}");
+    }
+    assert!(text.contains("berth_build_info{revision="), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    assert!(text.contains("process_cpu_seconds_total "), "{text}");
+}
+
+#[tokio::test]
+async fn the_ttrpc_socket_takes_shim_events() {
+    let berthd = Berthd::start().await;
+    let address = format!("unix://{}", berthd.paths.ttrpc_socket.display());
+    let client = EventsClient::new(ttrpc::r#async::Client::connect(&address).await.unwrap());
+
+    let exit = TaskExit {
+        container_id: "c1".into(),
+        id: "c1".into(),
+        pid: 42,
+        exit_status: 7,
+        ..Default::default()
+    };
+    let mut any = Any::new();
+    any.type_url = "containerd.events.TaskExit".into();
+    any.value = exit.write_to_bytes().unwrap();
+    let mut envelope = Envelope::new();
+    envelope.namespace = "k8s.io".into();
+    envelope.topic = "/tasks/exit".into();
+    envelope.event = Some(any).into();
+    let mut request = ForwardRequest::new();
+    request.envelope = Some(envelope).into();
+    client.forward(ttrpc::context::with_timeout(5_000_000_000), &request).await.unwrap();
+
+    // An envelope-less forward is refused.
+    let err = client
+        .forward(ttrpc::context::with_timeout(5_000_000_000), &ForwardRequest::new())
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("envelope"), "{err:?}");
+
+    let text = HttpClient::default().get(&berthd.paths.metrics_url()).await.unwrap().text();
+    assert!(text.contains(r#"berth_events_received_total{topic="/tasks/exit"} 1"#), "{text}");
+}

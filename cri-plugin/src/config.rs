@@ -25,6 +25,8 @@ pub struct CriConfig {
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugin binaries are looked for, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// The pod infrastructure image: pinned, so image garbage collection in kubelet keeps it.
+    pub sandbox_image: String,
 }
 
 impl Default for CriConfig {
@@ -33,6 +35,7 @@ impl Default for CriConfig {
             cgroup_driver: CgroupDriver::default(),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            sandbox_image: "registry.k8s.io/pause:3.10".to_string(),
         }
     }
 }

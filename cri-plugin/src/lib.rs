@@ -9,12 +9,14 @@ pub mod cni_status;
 pub mod config;
 pub mod engine;
 pub mod image_service;
+pub mod images;
 pub mod pending;
 pub mod runtime_service;
 
 pub use config::{CgroupDriver, CriConfig};
 pub use engine::{Engine, Readiness, RuntimeFacts};
 pub use image_service::CriImageService;
+pub use images::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 pub use runtime_service::CriRuntimeService;
 
 /// The CRI API version berth speaks, as `Version` reports it.

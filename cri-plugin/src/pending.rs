@@ -8,8 +8,6 @@ use tonic::Status;
 /// A capability of berth that serves a group of CRI calls.
 #[derive(Debug, Clone, Copy)]
 pub enum Capability {
-    /// Content store, registry pull, snapshots: the CRI ImageService.
-    Images,
     /// Pod sandboxes with their namespaces and CNI networking.
     PodSandboxes,
     /// Containers created and run through shims.
@@ -25,7 +23,6 @@ pub enum Capability {
 impl Capability {
     fn describe(self) -> &'static str {
         match self {
-            Capability::Images => "the images capability (content store, registry pull, snapshots)",
             Capability::PodSandboxes => "the pod sandboxes capability (pod namespaces, CNI networking)",
             Capability::Containers => "the containers capability (shims, OCI runtime, logs)",
             Capability::Streaming => "the streaming capability (exec, attach, port-forward)",

@@ -1,16 +1,43 @@
 //! Snapshotters: the filesystems containers run on, built from image layers.
 //!
-//! A snapshot is *committed* (read-only, a layer others build on) or *active* (writable, one
-//! container's root). Backends: overlayfs (default) and a native copy backend; layer apply
-//! from tar lands here too. This crate holds the contract every backend keeps.
+//! A snapshot is *committed* (read-only, a layer others build on), *active* (writable, one
+//! container's root or a layer being unpacked) or a *view* (read-only look at a committed one).
+//! Backends: [`OverlaySnapshotter`] (default) and [`NativeSnapshotter`] (plain copies); both keep
+//! their records in the engine's redb database and their files under `<root>/snapshots/<id>`,
+//! never under a path made from a key. Layer tars are unpacked with [`apply_layer`] /
+//! [`apply_layer_to_mounts`].
+//!
+//! Everything here is blocking file-system work: async callers run it on a blocking thread.
 
 #![deny(unsafe_code)]
 
+mod apply;
+mod attrs;
+mod copy;
+mod error;
+mod metadata;
+mod mount;
+mod native;
+mod overlay;
+mod paths;
+mod store;
+mod usage;
+mod whiteout;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub use apply::{ApplyStats, WhiteoutMode, apply_layer, apply_layer_to_mounts};
+pub use error::{Code, Error, Result};
+pub use mount::{Mount, mount_all, unmount};
+pub use native::NativeSnapshotter;
+pub use overlay::OverlaySnapshotter;
+
+/// Labels of a snapshot, as containerd keeps them.
+pub type Labels = HashMap<String, String>;
 
 /// What kind of snapshot a key names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// A read-only view of a committed snapshot.
     View,
@@ -20,61 +47,71 @@ pub enum Kind {
     Committed,
 }
 
-/// A snapshot's record.
+/// A snapshot's record, as `stat` and `walk` report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
-    pub key: String,
+    /// The key of an active snapshot or view, the name of a committed one.
+    pub name: String,
+    /// The committed snapshot this one is built on.
     pub parent: Option<String>,
     pub kind: Kind,
-    pub labels: HashMap<String, String>,
+    pub labels: Labels,
+    pub created: SystemTime,
+    pub updated: SystemTime,
 }
 
-/// Disk a snapshot uses on its own (not counting its parents).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Disk a snapshot uses on its own (not counting its parents), measured like `du`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
+    /// Allocated bytes (`st_blocks * 512`), each inode counted once.
     pub bytes: u64,
+    /// Distinct inodes, the snapshot's root directory included.
     pub inodes: u64,
 }
 
-/// A mount that makes a snapshot appear at a target, in `mount(8)` terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub fs_type: String,
-    pub source: PathBuf,
-    pub options: Vec<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("snapshot {0:?} not found")]
-    NotFound(String),
-    #[error("snapshot {0:?} already exists")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// A filter for [`Snapshotter::walk`]: keeps the snapshots it answers `true` for.
+pub type WalkFilter<'a> = &'a dyn Fn(&Info) -> bool;
 
 /// The contract of a snapshotter backend, the same operations as containerd's.
+///
+/// Errors carry a [`Code`] (see [`Error::code`]) that maps onto gRPC status codes.
 pub trait Snapshotter: Send + Sync {
-    /// A writable snapshot on `parent`, returning the mounts that show it.
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: HashMap<String, String>)
-    -> Result<Vec<Mount>>;
-    /// A read-only view of `parent`.
-    fn view(&self, key: &str, parent: Option<&str>, labels: HashMap<String, String>) -> Result<Vec<Mount>>;
-    /// Turns the active snapshot `key` into the committed snapshot `name`.
-    fn commit(&self, name: &str, key: &str, labels: HashMap<String, String>) -> Result<()>;
-    /// Removes a snapshot that no other snapshot has as parent.
+    /// The backend's name, as containerd names it ("overlayfs", "native").
+    fn name(&self) -> &'static str;
+
+    /// Creates the writable snapshot `key` on the committed snapshot `parent` (or empty), and
+    /// returns the mounts that show it. `AlreadyExists` when `key` is taken, `NotFound` when
+    /// `parent` is unknown, `FailedPrecondition` when `parent` is not committed.
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>>;
+
+    /// Like [`prepare`](Self::prepare), but the snapshot is a read-only view of `parent`.
+    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>>;
+
+    /// Turns the active snapshot `key` into the committed snapshot `name`; `key` is gone after.
+    /// `FailedPrecondition` when `key` is not active.
+    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()>;
+
+    /// Removes a snapshot and its files. `FailedPrecondition` while another snapshot has it
+    /// as parent; `NotFound` when it does not exist.
     fn remove(&self, key: &str) -> Result<()>;
-    /// The mounts of an active snapshot or view.
+
+    /// The mounts of an active snapshot or view (`FailedPrecondition` for committed ones).
     fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
+
+    /// The record of `key`.
     fn stat(&self, key: &str) -> Result<Info>;
-    /// Replaces the labels of `key`.
-    fn update(&self, key: &str, labels: HashMap<String, String>) -> Result<Info>;
+
+    /// Changes the labels of `key`, containerd's way: with no `fieldpaths` the labels are
+    /// replaced; `"labels"` replaces them too; `"labels.<name>"` sets (or, absent from
+    /// `labels`, deletes) one label. Any other field is `InvalidArgument`.
+    fn update(&self, key: &str, labels: Labels, fieldpaths: &[String]) -> Result<Info>;
+
+    /// Disk used by `key` itself, without its parents.
     fn usage(&self, key: &str) -> Result<Usage>;
-    /// Every snapshot, in no particular order.
-    fn walk(&self) -> Result<Vec<Info>>;
+
+    /// Every snapshot the filter keeps (all with `None`), sorted by name.
+    fn walk(&self, filter: Option<WalkFilter<'_>>) -> Result<Vec<Info>>;
+
+    /// Removes directories no record points at: leftovers of a crash or of a failed removal.
+    fn cleanup(&self) -> Result<()>;
 }

@@ -23,6 +23,7 @@ pub struct Config {
     pub ttrpc: TtrpcConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub images: ImagesConfig,
     pub cri: CriConfig,
 }
 
@@ -57,6 +58,27 @@ pub struct MetricsConfig {
     pub address: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Snapshotter images unpack into: `overlayfs` or `native`.
+    pub snapshotter: String,
+    /// Where `<host>/hosts.toml` files configure registries (mirrors, plain HTTP, CAs).
+    pub registry_config_path: PathBuf,
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            snapshotter: "overlayfs".to_string(),
+            registry_config_path: PathBuf::from("/etc/berth/certs.d"),
+            max_concurrent_downloads: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -81,6 +103,7 @@ impl Default for Config {
             ttrpc: TtrpcConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            images: ImagesConfig::default(),
             cri: CriConfig::default(),
         }
     }
@@ -172,6 +195,19 @@ impl Config {
                 "{}: metrics.address = {:?} is not host:port",
                 origin.display(),
                 self.metrics.address
+            )));
+        }
+        if !["overlayfs", "native"].contains(&self.images.snapshotter.as_str()) {
+            return Err(Error::Config(format!(
+                "{}: images.snapshotter = {:?}: berth has \"overlayfs\" and \"native\"",
+                origin.display(),
+                self.images.snapshotter
+            )));
+        }
+        if self.images.max_concurrent_downloads == 0 {
+            return Err(Error::Config(format!(
+                "{}: images.max_concurrent_downloads must be at least 1",
+                origin.display()
             )));
         }
         Ok(())

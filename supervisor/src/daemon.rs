@@ -6,8 +6,13 @@ use std::sync::Arc;
 
 use berth_cri_plugin::{CriImageService, CriRuntimeService};
 use berth_proto::MAX_MESSAGE_SIZE;
+use berth_proto::containerd::services::content::v1::content_server::ContentServer;
+use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
+use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
 use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
@@ -18,18 +23,28 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 
 use crate::config::Config;
-use crate::engine::SupervisorEngine;
+use crate::cri_engine::CriEngine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::{EventExchange, EventsTtrpcServer};
-use crate::metadata::MetadataStore;
+use crate::events::EventsTtrpcServer;
+use crate::images::cri_store::CriImageStore;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
+use crate::native::content::ContentService;
+use crate::native::diff::DiffService;
+use crate::native::images::ImagesService;
 use crate::native::introspection::{IntrospectionService, PluginEntry};
+use crate::native::leases::LeasesService;
 use crate::native::namespaces::NamespacesService;
+use crate::native::snapshots::SnapshotsService;
 use crate::native::unserved::unserved;
 use crate::native::version::VersionService;
 use crate::node_facts::NodeFacts;
 use crate::root_lock::RootLock;
 use crate::socket::{prepare_socket_path, remove_socket, set_socket_mode, set_socket_owner};
+
+/// How often garbage collection runs even when nothing asks for it (expiring leases and
+/// abandoned ingests).
+const GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// What berthd runs, named as containerd names its plugins (introspection lists these).
 fn plugins() -> Vec<PluginEntry> {
@@ -40,6 +55,20 @@ fn plugins() -> Vec<PluginEntry> {
         PluginEntry { plugin_type: GRPC, id: "namespaces", requires: &["io.containerd.metadata.v1"] },
         PluginEntry { plugin_type: GRPC, id: "introspection", requires: &[] },
         PluginEntry { plugin_type: GRPC, id: "cri", requires: &[] },
+        PluginEntry { plugin_type: "io.containerd.content.v1", id: "content", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "content", requires: &["io.containerd.content.v1"] },
+        PluginEntry { plugin_type: GRPC, id: "images", requires: &["io.containerd.metadata.v1"] },
+        PluginEntry { plugin_type: GRPC, id: "leases", requires: &["io.containerd.metadata.v1"] },
+        PluginEntry {
+            plugin_type: "io.containerd.gc.v1",
+            id: "scheduler",
+            requires: &["io.containerd.metadata.v1"],
+        },
+        PluginEntry { plugin_type: "io.containerd.snapshotter.v1", id: "overlayfs", requires: &[] },
+        PluginEntry { plugin_type: "io.containerd.snapshotter.v1", id: "native", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "snapshots", requires: &["io.containerd.snapshotter.v1"] },
+        PluginEntry { plugin_type: "io.containerd.differ.v1", id: "walking", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "diff", requires: &["io.containerd.differ.v1"] },
         PluginEntry { plugin_type: "io.containerd.ttrpc.v1", id: "events", requires: &[] },
     ]
 }
@@ -73,11 +102,12 @@ pub async fn run(config: Config) -> Result<()> {
         );
     }
 
-    let store = MetadataStore::open(&config.root)?;
-    let uuid = store.server_uuid()?;
     let metrics = Metrics::new()?;
-    let events = EventExchange::new(metrics.registry())?;
+    let engine = Engine::open(config.clone(), facts, metrics.clone())?;
+    let store = engine.meta.clone();
+    let uuid = store.server_uuid()?;
     let socket_mode = config.socket_mode()?;
+    let gc_task = tokio::spawn(engine.gc.clone().run_background(GC_PERIOD));
 
     let (stop, stopped) = watch::channel(false);
     let wait_for_stop = |mut rx: watch::Receiver<bool>| async move {
@@ -92,15 +122,23 @@ pub async fn run(config: Config) -> Result<()> {
     set_socket_mode(&grpc_socket, socket_mode)?;
     set_socket_owner(&grpc_socket, config.grpc.uid, config.grpc.gid)?;
 
-    let engine = Arc::new(SupervisorEngine::new(facts));
+    let cri_engine = Arc::new(CriEngine::new(facts));
     let routes = Routes::new(sized!(
-        RuntimeServiceServer::new(CriRuntimeService::new(config.cri.clone(), engine)),
+        RuntimeServiceServer::new(CriRuntimeService::new(config.cri.clone(), cri_engine)),
         config
     ))
-    .add_service(sized!(ImageServiceServer::new(CriImageService), config))
+    .add_service(sized!(
+        ImageServiceServer::new(CriImageService::new(Arc::new(CriImageStore::new(engine.clone())))),
+        config
+    ))
     .add_service(sized!(VersionServer::new(VersionService), config))
     .add_service(sized!(NamespacesServer::new(NamespacesService::new(store.clone())), config))
-    .add_service(sized!(IntrospectionServer::new(IntrospectionService::new(plugins(), uuid)), config));
+    .add_service(sized!(IntrospectionServer::new(IntrospectionService::new(plugins(), uuid)), config))
+    .add_service(sized!(ContentServer::new(ContentService::new(engine.clone())), config))
+    .add_service(sized!(ImagesServer::new(ImagesService::new(engine.clone())), config))
+    .add_service(sized!(LeasesServer::new(LeasesService::new(engine.clone())), config))
+    .add_service(sized!(SnapshotsServer::new(SnapshotsService::new(engine.clone())), config))
+    .add_service(sized!(DiffServer::new(DiffService::new(engine.clone())), config));
     let routes = Routes::from(routes.into_axum_router().fallback(unserved));
 
     let grpc = tokio::spawn(
@@ -111,7 +149,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
 
     // ttrpc: where shims publish their events.
-    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, events.clone()).await?;
+    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, engine.events.clone()).await?;
 
     // Metrics over HTTP.
     let metrics_task = if config.metrics.address.is_empty() {
@@ -149,6 +187,7 @@ pub async fn run(config: Config) -> Result<()> {
         Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
     }
     ttrpc.shutdown().await;
+    gc_task.abort();
     if let Some(task) = metrics_task
         && let Ok(Err(e)) = task.await
     {

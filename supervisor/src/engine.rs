@@ -1,59 +1,70 @@
-//! The engine as the CRI plugin sees it (the [`berth_cri_plugin::Engine`] trait).
+//! The engine: the stores and services every API of berthd shares.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use berth_cri_plugin::{Engine, Readiness, RuntimeFacts};
+use berth_snapshotter::{NativeSnapshotter, OverlaySnapshotter, Snapshotter};
 
+use crate::config::Config;
+use crate::content::ContentStore;
+use crate::error::Result;
+use crate::events::EventExchange;
+use crate::gc::GarbageCollector;
+use crate::images::metrics::PullMetrics;
+use crate::images::pull::{PullConfig, Puller};
+use crate::images::unpack::snapshot_error;
+use crate::metadata::MetadataStore;
+use crate::metrics::Metrics;
 use crate::node_facts::NodeFacts;
 
-/// The OCI runtime berth drives by default.
-const DEFAULT_OCI_RUNTIME: &str = "runc";
-
-pub struct SupervisorEngine {
-    facts: NodeFacts,
+pub struct Engine {
+    pub config: Config,
+    pub facts: NodeFacts,
+    pub meta: MetadataStore,
+    pub content: ContentStore,
+    /// Every snapshotter by name (`overlayfs`, `native`); images unpack into the configured one.
+    pub snapshotters: HashMap<String, Arc<dyn Snapshotter>>,
+    pub events: EventExchange,
+    pub metrics: Metrics,
+    pub gc: GarbageCollector,
+    pub puller: Puller,
 }
 
-impl SupervisorEngine {
-    pub fn new(facts: NodeFacts) -> Self {
-        Self { facts }
-    }
-}
-
-/// The first executable named `name` on `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
-        Path::new(candidate).metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
-
-impl Engine for SupervisorEngine {
-    fn facts(&self) -> RuntimeFacts {
-        RuntimeFacts {
-            runtime_name: "berth".to_string(),
-            runtime_version: crate::VERSION.to_string(),
-            cgroup_layout: self.facts.cgroup_layout.as_str().to_string(),
-            oom_score_adj: self.facts.oom_score_adj.current,
-            can_lower_oom_score_adj: self.facts.oom_score_adj.can_lower,
+impl Engine {
+    /// Opens the stores under `config.root`, and clears what a crash may have left half-made.
+    pub fn open(config: Config, facts: NodeFacts, metrics: Metrics) -> Result<Arc<Self>> {
+        let meta = MetadataStore::open(&config.root)?;
+        let content = ContentStore::open(&config.root)?;
+        let events = EventExchange::new(metrics.registry())?;
+        let snapshots = config.root.join("snapshots");
+        let overlay: Arc<dyn Snapshotter> = Arc::new(
+            OverlaySnapshotter::open(&snapshots.join("overlayfs"), meta.database())
+                .map_err(snapshot_error)?,
+        );
+        let native: Arc<dyn Snapshotter> = Arc::new(
+            NativeSnapshotter::open(&snapshots.join("native"), meta.database()).map_err(snapshot_error)?,
+        );
+        let mut snapshotters = HashMap::new();
+        for snapshotter in [overlay, native] {
+            snapshotter.cleanup().map_err(snapshot_error)?;
+            snapshotters.insert(snapshotter.name().to_string(), snapshotter);
         }
-    }
-
-    fn runtime_readiness(&self) -> Readiness {
-        match find_in_path(DEFAULT_OCI_RUNTIME) {
-            None => Readiness::not_ready(
-                "OCIRuntimeNotFound",
-                format!("the default OCI runtime {DEFAULT_OCI_RUNTIME:?} is not on PATH"),
-            ),
-            // The OCI runtime is there, but this berth has no task service to drive it with.
-            Some(runtime) => Readiness::not_ready(
-                "ContainersNotSupported",
-                format!(
-                    "found {}, but this berth cannot start containers yet: that arrives with the \
-                     shim and tasks capability",
-                    runtime.display()
-                ),
-            ),
-        }
+        let gc = GarbageCollector::new(meta.clone(), content.clone(), snapshotters.clone());
+        let unpack_into = snapshotters.get(&config.images.snapshotter).cloned().ok_or_else(|| {
+            crate::error::Error::Config(format!("no snapshotter {:?}", config.images.snapshotter))
+        })?;
+        let puller = Puller::new(
+            PullConfig {
+                registry_config_path: config.images.registry_config_path.clone(),
+                max_concurrent_downloads: config.images.max_concurrent_downloads,
+                snapshotter: config.images.snapshotter.clone(),
+            },
+            meta.clone(),
+            content.clone(),
+            unpack_into,
+            gc.clone(),
+            PullMetrics::new(metrics.registry())?,
+        );
+        Ok(Arc::new(Self { config, facts, meta, content, snapshotters, events, metrics, gc, puller }))
     }
 }

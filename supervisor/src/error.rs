@@ -20,11 +20,37 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A copy for every waiter of a shared operation (an I/O cause is kept as its text).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::Locked(m) => Error::Locked(m.clone()),
+            Error::Io { what, source } => Error::Io {
+                what: what.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Metadata(m) => Error::Metadata(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(m.clone()),
+            Error::Internal(m) => Error::Internal(m.clone()),
+        }
+    }
+
     /// An I/O error with what was being done, so the message stands on its own.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { what: what.into(), source }
@@ -58,7 +84,14 @@ impl From<Error> for Status {
             Error::AlreadyExists(_) => Status::already_exists(message),
             Error::InvalidArgument(_) | Error::Config(_) => Status::invalid_argument(message),
             Error::FailedPrecondition(_) | Error::Locked(_) => Status::failed_precondition(message),
-            Error::Io { .. } | Error::Metadata(_) => Status::internal(message),
+            Error::Unavailable(_) => Status::unavailable(message),
+            Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+            Error::Io { source, .. }
+                if source.raw_os_error() == Some(28) || source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Status::resource_exhausted(format!("{message}: free disk space and retry"))
+            }
+            Error::Io { .. } | Error::Metadata(_) | Error::Internal(_) => Status::internal(message),
         }
     }
 }

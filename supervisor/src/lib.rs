@@ -4,10 +4,14 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod content;
+pub mod cri_engine;
 pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod gc;
+pub mod images;
 pub mod metadata;
 pub mod metrics;
 pub mod native;

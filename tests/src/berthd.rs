@@ -46,6 +46,8 @@ pub struct Paths {
     pub log: PathBuf,
     pub metrics_port: u16,
     pub cni_conf_dir: PathBuf,
+    /// `images.registry_config_path`: `<host>/hosts.toml` files.
+    pub certs_dir: PathBuf,
 }
 
 impl Paths {
@@ -60,19 +62,38 @@ impl Paths {
             log: base.join("berthd.log"),
             metrics_port: crate::free_port(),
             cni_conf_dir: base.join("cni/net.d"),
+            certs_dir: base.join("certs.d"),
         }
     }
 
     /// The config a test berthd runs with; `extra` is appended inside the `[cri]` table.
     pub fn config_text(&self, extra_cri: &str) -> String {
         format!(
-            "root = {:?}\nstate = {:?}\n\n[grpc]\naddress = {:?}\n\n[ttrpc]\naddress = {:?}\n\n[metrics]\naddress = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"debug\"\n\n[cri]\ncni_conf_dir = {:?}\n{extra_cri}\n",
-            self.root, self.state, self.socket, self.ttrpc_socket, self.metrics_port, self.cni_conf_dir
+            "root = {:?}\nstate = {:?}\n\n[grpc]\naddress = {:?}\n\n[ttrpc]\naddress = {:?}\n\n[metrics]\naddress = \"127.0.0.1:{}\"\n\n[log]\nlevel = \"debug\"\n\n[images]\nregistry_config_path = {:?}\n\n[cri]\ncni_conf_dir = {:?}\n{extra_cri}\n",
+            self.root,
+            self.state,
+            self.socket,
+            self.ttrpc_socket,
+            self.metrics_port,
+            self.certs_dir,
+            self.cni_conf_dir
         )
     }
 
     pub fn metrics_url(&self) -> String {
         format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+
+    /// Writes `<certs.d>/<host>/hosts.toml` (read at every pull, so it may change any time).
+    pub fn write_hosts_toml(&self, host: &str, text: &str) {
+        let dir = self.certs_dir.join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts.toml"), text).unwrap();
+    }
+
+    /// Lets berthd pull from `registry` over plain HTTP.
+    pub fn trust_registry(&self, registry: &crate::Registry) {
+        self.write_hosts_toml(&registry.host(), &format!("server = \"{}\"\n", registry.base_url()));
     }
 }
 
@@ -138,6 +159,20 @@ impl Berthd {
         self.child.as_ref().expect("berthd running").id()
     }
 
+    /// The metrics page, whole.
+    pub async fn metrics(&self) -> String {
+        crate::http_client::HttpClient::default().get(&self.paths.metrics_url()).await.unwrap().text()
+    }
+
+    /// The value of one metric line (`name{labels}` exactly as printed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.paths.log).unwrap_or_default()
     }
@@ -184,6 +219,10 @@ impl Berthd {
 
 impl Drop for Berthd {
     fn drop(&mut self) {
+        // A failing test shows what berthd said.
+        if std::thread::panicking() {
+            eprintln!("---- berthd log ({}) ----\n{}", self.paths.log.display(), self.log());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

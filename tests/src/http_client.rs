@@ -28,15 +28,24 @@ impl Reply {
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Sent with every request when set (`Basic …`).
+    authorization: Option<String>,
 }
 
 impl Default for HttpClient {
     fn default() -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).build_http() }
+        Self { client: Client::builder(TokioExecutor::new()).build_http(), authorization: None }
     }
 }
 
 impl HttpClient {
+    /// A client that authenticates every request with HTTP basic auth.
+    pub fn with_basic_auth(user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self { authorization: Some(format!("Basic {token}")), ..Self::default() }
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -45,6 +54,9 @@ impl HttpClient {
         body: Vec<u8>,
     ) -> Result<Reply, String> {
         let mut request = Request::builder().method(method).uri(url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization.as_str());
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

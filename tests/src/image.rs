@@ -12,6 +12,8 @@ pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Where Debian's `busybox-static` puts its binary.
 pub const BUSYBOX_STATIC: &str = "/bin/busybox";
@@ -83,6 +85,24 @@ impl LayerBuilder {
         self
     }
 
+    /// An entry written with its name bytes as given, for layers that try what a well-formed
+    /// tar never would (`../x`, `/etc/x`): `kind` is the tar type, `link` the link target.
+    pub fn raw(mut self, name: &str, kind: tar::EntryType, link: Option<&str>, contents: &[u8]) -> Self {
+        let mut header = Self::header(kind, 0o644, contents.len() as u64);
+        {
+            let gnu = header.as_gnu_mut().unwrap();
+            gnu.name = [0; 100];
+            gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(link) = link {
+                gnu.linkname = [0; 100];
+                gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+        }
+        header.set_cksum();
+        self.tar.append(&header, contents).unwrap();
+        self
+    }
+
     /// The uncompressed tar.
     pub fn into_tar(self) -> Vec<u8> {
         self.tar.into_inner().unwrap()
@@ -105,8 +125,17 @@ impl OciImage {
 }
 
 /// Assembles an [`OciImage`] from layer tars and image config fields.
+/// How a layer is stored in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    Gzip,
+    Zstd,
+    None,
+}
+
 pub struct ImageBuilder {
     layer_tars: Vec<Vec<u8>>,
+    compressions: Vec<LayerCompression>,
     architecture: String,
     variant: Option<String>,
     config: serde_json::Value,
@@ -116,6 +145,7 @@ impl Default for ImageBuilder {
     fn default() -> Self {
         Self {
             layer_tars: Vec::new(),
+            compressions: Vec::new(),
             architecture: "amd64".to_string(),
             variant: None,
             config: serde_json::json!({ "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] }),
@@ -149,8 +179,14 @@ impl ImageBuilder {
         Ok(image)
     }
 
-    pub fn layer(mut self, tar: Vec<u8>) -> Self {
+    /// Adds a gzip-compressed layer.
+    pub fn layer(self, tar: Vec<u8>) -> Self {
+        self.layer_with(tar, LayerCompression::Gzip)
+    }
+
+    pub fn layer_with(mut self, tar: Vec<u8>, compression: LayerCompression) -> Self {
         self.layer_tars.push(tar);
+        self.compressions.push(compression);
         self
     }
 
@@ -169,11 +205,19 @@ impl ImageBuilder {
     pub fn build(self) -> OciImage {
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
-        for tar in &self.layer_tars {
+        for (tar, compression) in self.layer_tars.iter().zip(&self.compressions) {
             diff_ids.push(sha256_digest(tar));
-            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-            gz.write_all(tar).unwrap();
-            layers.push(Blob::new(MEDIA_TYPE_LAYER_GZIP, gz.finish().unwrap()));
+            layers.push(match compression {
+                LayerCompression::Gzip => {
+                    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+                    gz.write_all(tar).unwrap();
+                    Blob::new(MEDIA_TYPE_LAYER_GZIP, gz.finish().unwrap())
+                }
+                LayerCompression::Zstd => {
+                    Blob::new(MEDIA_TYPE_LAYER_ZSTD, zstd::encode_all(tar.as_slice(), 3).unwrap())
+                }
+                LayerCompression::None => Blob::new(MEDIA_TYPE_LAYER_TAR, tar.clone()),
+            });
         }
         let mut config = serde_json::json!({
             "architecture": self.architecture,

@@ -37,3 +37,24 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Pushes the usual busybox image (amd64 and arm64/v8 behind an index) as `repository:tag`,
+/// returning the amd64 image.
+pub async fn push_busybox(registry: &Registry, repository: &str, tag: &str) -> OciImage {
+    let amd64 = ImageBuilder::busybox().unwrap().build();
+    let arm64 = ImageBuilder::busybox().unwrap().architecture("arm64", Some("v8")).build();
+    let index = image::index(&[(&amd64, "amd64", None), (&arm64, "arm64", Some("v8"))]);
+    registry.push_index(repository, tag, &[&amd64, &arm64], &index).await;
+    amd64
+}
+
+/// Names of the files directly in `dir` (empty when it does not exist).
+pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

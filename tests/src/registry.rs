@@ -19,17 +19,35 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a registry that demands HTTP basic auth with `user`:`password` (an htpasswd
+    /// file made with Apache's `htpasswd`, as the registry reads only bcrypt).
+    pub async fn start_with_basic_auth(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password))).await
+    }
+
+    async fn start_with(basic_auth: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        );
+        if let Some((user, password)) = basic_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let output =
+                Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("run htpasswd");
+            assert!(output.status.success(), "htpasswd failed");
+            std::fs::write(&htpasswd, output.stdout).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -37,12 +55,21 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
-        let registry = Self { child, port, http: HttpClient::default(), _dir: dir };
+        let http = match basic_auth {
+            Some((user, password)) => HttpClient::with_basic_auth(user, password),
+            None => HttpClient::default(),
+        };
+        let registry = Self { child, port, http, _dir: dir };
         let url = format!("{}/v2/", registry.base_url());
         let up = crate::wait_until(Duration::from_secs(20), || {
             let http = registry.http.clone();
             let url = url.clone();
-            async move { http.get(&url).await.is_ok_and(|r| r.status == StatusCode::OK) }
+            // 401 is an answer too: an auth-protected registry is up.
+            async move {
+                http.get(&url)
+                    .await
+                    .is_ok_and(|r| r.status == StatusCode::OK || r.status == StatusCode::UNAUTHORIZED)
+            }
         })
         .await;
         assert!(up, "docker-registry did not answer on {url}");
@@ -134,6 +161,17 @@ impl Registry {
             )
             .await
             .unwrap()
+    }
+
+    /// Where the registry keeps a blob's bytes, to corrupt them in tests of bad downloads.
+    pub fn blob_data_path(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self._dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 
     pub async fn get_blob(&self, repository: &str, digest: &str) -> Reply {

@@ -39,6 +39,6 @@ async fn ctr_version_and_namespaces() {
     assert!(ok && out.contains("io.containerd.grpc.v1") && out.contains("cri"), "{out}");
 
     // What berth does not serve yet says which capability brings it.
-    let (ok, out) = ctr(&berthd, &["images", "ls"]);
-    assert!(!ok && out.contains("images capability"), "{out}");
+    let (ok, out) = ctr(&berthd, &["tasks", "ls"]);
+    assert!(!ok && out.contains("shim and tasks capability"), "{out}");
 }

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use berth_proto::containerd::services::content::v1::InfoRequest;
-use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::containerd::services::introspection::v1::PluginsRequest;
 use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
 use berth_proto::containerd::services::namespaces::v1 as ns;
 use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
 use berth_proto::containerd::services::tasks::v1::ListTasksRequest;
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
+use berth_proto::containerd::services::transfer::v1::TransferRequest;
+use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use berth_tests::Berthd;
 
@@ -133,12 +133,13 @@ async fn namespaces_lifecycle_bad_input_and_crash_survival() {
 #[tokio::test]
 async fn services_of_later_capabilities_are_unimplemented_naming_the_capability() {
     let berthd = Berthd::start().await;
-    let err = ContentClient::new(berthd.channel().await)
-        .info(InfoRequest { digest: "sha256:00".into() })
-        .await
-        .unwrap_err();
+    let err =
+        TransferClient::new(berthd.channel().await).transfer(TransferRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Content/Info") && err.message().contains("images capability"), "{err:?}");
+    assert!(
+        err.message().contains("Transfer/Transfer") && err.message().contains("transfer service"),
+        "{err:?}"
+    );
 
     let err = TasksClient::new(berthd.channel().await).list(ListTasksRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);

@@ -1,14 +1,23 @@
 //! berthd's metadata: one redb file (`<root>/meta.redb`), every change one ACID transaction, so
 //! a killed berthd never leaves a torn record.
 
+mod content;
 mod identifiers;
+mod images;
+mod labels;
+mod leases;
 mod namespaces;
+pub(crate) mod records;
 mod server;
 
 use std::path::Path;
 use std::sync::Arc;
 
+pub use content::ContentRecord;
 pub use identifiers::{validate_identifier, validate_labels};
+pub use images::{ImageRecord, Target};
+pub use labels::apply_label_update;
+pub use leases::{EXPIRE_LABEL, LeaseRecord, LeaseResource};
 pub use namespaces::Namespace;
 
 use crate::error::{Error, Result};

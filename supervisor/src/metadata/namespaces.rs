@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::labels::apply_label_update;
 use super::{MetadataStore, validate_identifier, validate_labels};
 use crate::error::{Error, Result};
 
@@ -16,6 +17,17 @@ pub struct Namespace {
     #[serde(skip)]
     pub name: String,
     pub labels: HashMap<String, String>,
+}
+
+/// Creates `name` inside `txn` if it does not exist: like containerd, using a namespace
+/// creates it.
+pub(crate) fn ensure_namespace_in(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
+    validate_identifier("namespace", name)?;
+    let mut table = txn.open_table(NAMESPACES)?;
+    if table.get(name)?.is_none() {
+        table.insert(name, serde_json::to_vec(&Namespace::default())?.as_slice())?;
+    }
+    Ok(())
 }
 
 impl MetadataStore {
@@ -83,24 +95,7 @@ impl MetadataStore {
                 let body = table.get(name)?.ok_or_else(|| Error::NotFound(format!("namespace {name:?}")))?;
                 serde_json::from_slice(body.value())?
             };
-            if paths.is_empty() {
-                namespace.labels = labels;
-            } else {
-                for path in paths {
-                    if path == "labels" {
-                        namespace.labels = labels.clone();
-                    } else if let Some(key) = path.strip_prefix("labels.") {
-                        match labels.get(key) {
-                            Some(value) => namespace.labels.insert(key.to_string(), value.clone()),
-                            None => namespace.labels.remove(key),
-                        };
-                    } else {
-                        return Err(Error::InvalidArgument(format!(
-                            "cannot update {path:?} field on namespace {name:?}"
-                        )));
-                    }
-                }
-            }
+            apply_label_update(&mut namespace.labels, &labels, paths, &format!("namespace {name:?}"))?;
             table.insert(name, serde_json::to_vec(&namespace)?.as_slice())?;
             namespace.name = name.to_string();
             namespace

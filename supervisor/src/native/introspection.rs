@@ -5,6 +5,8 @@ use berth_proto::containerd::services::introspection::v1 as api;
 use berth_proto::containerd::services::introspection::v1::introspection_server::Introspection;
 use tonic::{Request, Response, Status};
 
+use super::filters::Filters;
+
 /// One part of berthd, named the way containerd names its plugins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginEntry {
@@ -14,10 +16,10 @@ pub struct PluginEntry {
 }
 
 impl PluginEntry {
-    fn field(&self, name: &str) -> Option<&str> {
-        match name {
-            "type" => Some(self.plugin_type),
-            "id" => Some(self.id),
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path {
+            [field] if field == "type" => Some(self.plugin_type.to_string()),
+            [field] if field == "id" => Some(self.id.to_string()),
             _ => None,
         }
     }
@@ -30,33 +32,6 @@ impl PluginEntry {
             ..Default::default()
         }
     }
-}
-
-/// A containerd filter: `,`-joined conditions that must all hold; several filters match when
-/// any one does. Supports `field==value`, `field!=value`, and a bare `field` (present).
-fn matches(filter: &str, plugin: &PluginEntry) -> Result<bool, Status> {
-    for condition in filter.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-        let holds = if let Some((field, value)) = condition.split_once("!=") {
-            plugin.field(field.trim()) != Some(unquote(value))
-        } else if let Some((field, value)) = condition.split_once("==") {
-            plugin.field(field.trim()) == Some(unquote(value))
-        } else if condition.contains(['~', '=', '!']) {
-            return Err(Status::invalid_argument(format!(
-                "filter {filter:?}: only ==, != and bare field names are supported"
-            )));
-        } else {
-            plugin.field(condition).is_some()
-        };
-        if !holds {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn unquote(value: &str) -> &str {
-    let value = value.trim();
-    value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
 }
 
 pub struct IntrospectionService {
@@ -82,17 +57,13 @@ impl Introspection for IntrospectionService {
         &self,
         request: Request<api::PluginsRequest>,
     ) -> Result<Response<api::PluginsResponse>, Status> {
-        let filters = request.into_inner().filters;
-        let mut plugins = Vec::new();
-        for plugin in &self.plugins {
-            let mut selected = filters.is_empty();
-            for filter in &filters {
-                selected |= matches(filter, plugin)?;
-            }
-            if selected {
-                plugins.push(plugin.to_api());
-            }
-        }
+        let filters = Filters::parse(&request.into_inner().filters)?;
+        let plugins = self
+            .plugins
+            .iter()
+            .filter(|p| filters.matches(&|path| p.field(path)))
+            .map(PluginEntry::to_api)
+            .collect();
         Ok(Response::new(api::PluginsResponse { plugins }))
     }
 
@@ -124,13 +95,17 @@ mod tests {
 
     const CRI: PluginEntry = PluginEntry { plugin_type: "io.containerd.grpc.v1", id: "cri", requires: &[] };
 
+    fn matches(filter: &str) -> bool {
+        Filters::parse(&[filter.to_string()]).unwrap().matches(&|path| CRI.field(path))
+    }
+
     #[test]
     fn filters() {
-        assert!(matches("type==io.containerd.grpc.v1", &CRI).unwrap());
-        assert!(matches("type==io.containerd.grpc.v1,id==cri", &CRI).unwrap());
-        assert!(!matches("type==io.containerd.grpc.v1,id==version", &CRI).unwrap());
-        assert!(matches("id!=version", &CRI).unwrap());
-        assert!(matches(r#"id=="cri""#, &CRI).unwrap());
-        assert!(matches("id~=c.*", &CRI).is_err());
+        assert!(matches("type==io.containerd.grpc.v1"));
+        assert!(matches("type==io.containerd.grpc.v1,id==cri"));
+        assert!(!matches("type==io.containerd.grpc.v1,id==version"));
+        assert!(matches("id!=version"));
+        assert!(matches(r#"id=="cri""#));
+        assert!(Filters::parse(&["id~=c.*".to_string()]).is_err());
     }
 }

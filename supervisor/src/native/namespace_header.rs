@@ -19,6 +19,19 @@ pub fn request_namespace<T>(request: &tonic::Request<T>) -> Result<String, Statu
     Ok(namespace.to_string())
 }
 
+/// The metadata key containerd clients name a lease with, to hold what a call creates.
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+/// The lease a call runs under, if any.
+pub fn request_lease<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,9 @@
 fn capability_of(service: &str) -> Option<&'static str> {
     let name = service.strip_prefix("containerd.services.")?;
     let capability = match name.split('.').next()? {
-        "content" | "images" | "snapshots" | "diff" | "leases" | "transfer" | "streaming" => {
-            "the images capability (content store, registry pull, snapshots)"
+        "transfer" | "streaming" => {
+            "no capability: berth pulls through the CRI and the content, images, snapshots, diff and \
+             leases services (what ctr 1.6 uses), not the transfer service"
         }
         "containers" | "tasks" | "events" => "the shim and tasks capability (containers, tasks, events)",
         _ => return None,
@@ -19,7 +20,7 @@ pub fn unserved_status(path: &str) -> tonic::Status {
     let (service, _) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
     match capability_of(service) {
         Some(capability) => tonic::Status::unimplemented(format!(
-            "{} is not served by this berth yet: it arrives with {capability}",
+            "{} is not served by this berth: it arrives with {capability}",
             path.trim_start_matches('/')
         )),
         None => tonic::Status::unimplemented(format!("berth has no gRPC service {service:?}")),
@@ -39,10 +40,10 @@ mod tests {
 
     #[test]
     fn names_the_capability() {
-        let status = unserved_status("/containerd.services.content.v1.Content/Info");
+        let status = unserved_status("/containerd.services.transfer.v1.Transfer/Transfer");
         assert_eq!(status.code(), tonic::Code::Unimplemented);
-        assert!(status.message().contains("containerd.services.content.v1.Content/Info"));
-        assert!(status.message().contains("images capability"));
+        assert!(status.message().contains("containerd.services.transfer.v1.Transfer/Transfer"));
+        assert!(status.message().contains("not the transfer service"));
         assert!(
             unserved_status("/containerd.services.tasks.v1.Tasks/Create")
                 .message()

@@ -1,0 +1,193 @@
+//! Unpacking one layer into a snapshot: decompress (gzip via zlib-rs, zstd, or plain), check
+//! the uncompressed bytes against the config's diffID, apply the tar, and commit the snapshot
+//! under its chainID. A failure removes the half-made snapshot.
+
+use std::io::{BufRead, BufReader, Read};
+
+use berth_snapshotter::{Labels, Snapshotter};
+use sha2::{Digest as _, Sha256};
+
+use crate::content::{ContentStore, Digest};
+use crate::error::{Error, Result};
+
+/// How a layer blob is compressed, from its media type, or its first bytes when the media
+/// type does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn detect(media_type: &str, head: &[u8]) -> Self {
+        if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+            Compression::Gzip
+        } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+            Compression::Zstd
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::Plain
+        }
+    }
+}
+
+/// Hashes what passes through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+
+    /// Reads what is left (tar padding after the end marker) and returns the digest and size.
+    pub fn finish(mut self) -> std::io::Result<(Digest, u64)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok((Digest::from_hasher(self.hasher), self.bytes))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// The uncompressed stream of a layer blob.
+pub fn decompressed(blob: std::fs::File, media_type: &str) -> Result<Box<dyn Read + Send>> {
+    let mut buffered = BufReader::with_capacity(1 << 20, blob);
+    let head = buffered.fill_buf().map_err(|e| Error::io("read layer", e))?.to_vec();
+    Ok(match Compression::detect(media_type, &head) {
+        Compression::Plain => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|e| Error::io("open zstd layer", e))?,
+        ),
+    })
+}
+
+/// Decompresses `blob` and applies it into `mounts`, returning the uncompressed digest and size.
+pub fn apply_blob(
+    content: &ContentStore,
+    blob: &Digest,
+    media_type: &str,
+    mounts: &[berth_snapshotter::Mount],
+) -> Result<(Digest, u64)> {
+    let file = content.open_blob(blob)?;
+    let mut reader = HashingReader::new(decompressed(file, media_type)?);
+    berth_snapshotter::apply_layer_to_mounts(&mut reader, mounts).map_err(snapshot_error)?;
+    reader.finish().map_err(|e| Error::io(format!("read layer {blob}"), e))
+}
+
+/// One layer to unpack.
+pub struct LayerUnpack<'a> {
+    pub blob: &'a Digest,
+    pub media_type: &'a str,
+    pub diff_id: &'a str,
+    /// Snapshot name of the layers below (namespaced), if any.
+    pub parent: Option<&'a str>,
+    /// Snapshot name to commit this layer as (namespaced chainID).
+    pub name: &'a str,
+    /// Key of the temporary active snapshot.
+    pub key: &'a str,
+}
+
+/// Unpacks a layer unless its snapshot exists already. Returns whether it did the work.
+pub fn unpack_layer(
+    snapshotter: &dyn Snapshotter,
+    content: &ContentStore,
+    layer: &LayerUnpack<'_>,
+) -> Result<bool> {
+    if snapshotter.stat(layer.name).is_ok() {
+        return Ok(false);
+    }
+    let labels = Labels::from([("containerd.io/snapshot.ref".to_string(), layer.name.to_string())]);
+    let mounts = snapshotter.prepare(layer.key, layer.parent, labels).map_err(snapshot_error)?;
+    let applied = apply_blob(content, layer.blob, layer.media_type, &mounts).and_then(|(digest, _)| {
+        if digest.to_string() != layer.diff_id {
+            return Err(Error::FailedPrecondition(format!(
+                "layer {} unpacks to {digest}, but the image config says {}",
+                layer.blob, layer.diff_id
+            )));
+        }
+        match snapshotter.commit(layer.name, layer.key, Labels::new()) {
+            Ok(()) => Ok(true),
+            // Another unpack of the same layers won the race: theirs is as good as ours.
+            Err(e) if e.code() == berth_snapshotter::Code::AlreadyExists => {
+                let _ = snapshotter.remove(layer.key);
+                Ok(false)
+            }
+            Err(e) => Err(snapshot_error(e)),
+        }
+    });
+    if applied.is_err()
+        && let Err(e) = snapshotter.remove(layer.key)
+        && e.code() != berth_snapshotter::Code::NotFound
+    {
+        tracing::warn!(key = layer.key, error = %e, "removing a failed unpack");
+    }
+    applied
+}
+
+/// A snapshotter error as berth's.
+pub fn snapshot_error(e: berth_snapshotter::Error) -> Error {
+    use berth_snapshotter::Code;
+    // Keep the OS error, so a full disk is still a full disk to the caller.
+    if let berth_snapshotter::Error::Io { what, source } = e {
+        return Error::Io { what, source };
+    }
+    let message = e.to_string();
+    match e.code() {
+        Code::NotFound => Error::NotFound(message),
+        Code::AlreadyExists => Error::AlreadyExists(message),
+        Code::FailedPrecondition => Error::FailedPrecondition(message),
+        Code::InvalidArgument => Error::InvalidArgument(message),
+        Code::Internal => Error::Internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_compression() {
+        assert_eq!(
+            Compression::detect("application/vnd.oci.image.layer.v1.tar+gzip", b""),
+            Compression::Gzip
+        );
+        assert_eq!(
+            Compression::detect("application/vnd.docker.image.rootfs.diff.tar.gzip", b""),
+            Compression::Gzip
+        );
+        assert_eq!(
+            Compression::detect("application/vnd.oci.image.layer.v1.tar+zstd", b""),
+            Compression::Zstd
+        );
+        assert_eq!(
+            Compression::detect("application/vnd.oci.image.layer.v1.tar", b"ustar"),
+            Compression::Plain
+        );
+        assert_eq!(Compression::detect("", &[0x1f, 0x8b, 8]), Compression::Gzip);
+    }
+
+    #[test]
+    fn hashing_reader_counts_everything() {
+        let mut reader = HashingReader::new(&b"hello world"[..]);
+        let mut first = [0u8; 5];
+        reader.read_exact(&mut first).unwrap();
+        let (digest, size) = reader.finish().unwrap();
+        assert_eq!((digest, size), (Digest::of(b"hello world"), 11));
+    }
+}

@@ -1,0 +1,279 @@
+//! `containerd.services.snapshots.v1.Snapshots`: the snapshotters, namespaced. A namespace's
+//! key `k` is `<namespace>/k` in the backend, so namespaces never see each other's snapshots.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_proto::containerd::services::snapshots::v1 as api;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::Snapshots;
+use berth_proto::containerd::types::Mount as ApiMount;
+use berth_snapshotter::{Info, Kind, Mount, Snapshotter};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::filters::Filters;
+use super::namespace_header::{request_lease, request_namespace};
+use super::timestamps::from_system;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::images::unpack::snapshot_error;
+use crate::metadata::LeaseResource;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Infos per List answer.
+const LIST_BATCH: usize = 100;
+
+pub struct SnapshotsService {
+    engine: Arc<Engine>,
+}
+
+impl SnapshotsService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    fn snapshotter(&self, name: &str) -> Result<Arc<dyn Snapshotter>, Status> {
+        let name = if name.is_empty() { self.engine.config.images.snapshotter.as_str() } else { name };
+        self.engine.snapshotters.get(name).cloned().ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "snapshotter {name:?} is not one of berth's (overlayfs, native)"
+            ))
+        })
+    }
+}
+
+pub fn to_api_mount(mount: Mount) -> ApiMount {
+    ApiMount {
+        r#type: mount.fs_type,
+        source: mount.source,
+        target: mount.target.unwrap_or_default(),
+        options: mount.options,
+    }
+}
+
+pub fn from_api_mount(mount: ApiMount) -> Mount {
+    Mount {
+        fs_type: mount.r#type,
+        source: mount.source,
+        target: (!mount.target.is_empty()).then_some(mount.target),
+        options: mount.options,
+    }
+}
+
+fn scoped(namespace: &str, key: &str) -> Result<String, Status> {
+    if key.is_empty() {
+        return Err(Status::invalid_argument("snapshot key must not be empty"));
+    }
+    Ok(format!("{namespace}/{key}"))
+}
+
+fn parent_of(namespace: &str, parent: &str) -> Option<String> {
+    (!parent.is_empty()).then(|| format!("{namespace}/{parent}"))
+}
+
+fn unscoped<'a>(namespace: &str, key: &'a str) -> &'a str {
+    key.strip_prefix(namespace).and_then(|k| k.strip_prefix('/')).unwrap_or(key)
+}
+
+fn to_api_info(namespace: &str, info: Info) -> api::Info {
+    api::Info {
+        name: unscoped(namespace, &info.name).to_string(),
+        parent: info.parent.as_deref().map(|p| unscoped(namespace, p).to_string()).unwrap_or_default(),
+        kind: match info.kind {
+            Kind::View => api::Kind::View,
+            Kind::Active => api::Kind::Active,
+            Kind::Committed => api::Kind::Committed,
+        } as i32,
+        created_at: Some(from_system(info.created)),
+        updated_at: Some(from_system(info.updated)),
+        labels: info.labels,
+    }
+}
+
+/// Runs blocking snapshotter work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, berth_snapshotter::Error> + Send + 'static,
+) -> Result<T, Status> {
+    let outcome = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("snapshot task: {e}")))?;
+    Ok(outcome.map_err(snapshot_error)?)
+}
+
+impl SnapshotsService {
+    /// Puts a new snapshot in the caller's lease, if the call carries one.
+    async fn hold(
+        &self,
+        namespace: &str,
+        lease: Option<String>,
+        snapshotter: &str,
+        key: String,
+    ) -> Result<(), Status> {
+        let Some(lease) = lease else { return Ok(()) };
+        let namespace = namespace.to_string();
+        let resource = LeaseResource { id: key, r#type: format!("snapshots/{snapshotter}") };
+        self.engine.meta.run(move |meta| meta.add_lease_resource(&namespace, &lease, resource)).await?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Snapshots for SnapshotsService {
+    async fn prepare(
+        &self,
+        request: Request<api::PrepareSnapshotRequest>,
+    ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
+        let namespace = request_namespace(&request)?;
+        let lease = request_lease(&request);
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let key = scoped(&namespace, &request.key)?;
+        let parent = parent_of(&namespace, &request.parent);
+        let backend = snapshotter.clone();
+        let held = request.key.clone();
+        let mounts = blocking(move || backend.prepare(&key, parent.as_deref(), request.labels)).await?;
+        self.hold(&namespace, lease, snapshotter.name(), held).await?;
+        Ok(Response::new(api::PrepareSnapshotResponse {
+            mounts: mounts.into_iter().map(to_api_mount).collect(),
+        }))
+    }
+
+    async fn view(
+        &self,
+        request: Request<api::ViewSnapshotRequest>,
+    ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
+        let namespace = request_namespace(&request)?;
+        let lease = request_lease(&request);
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let key = scoped(&namespace, &request.key)?;
+        let parent = parent_of(&namespace, &request.parent);
+        let backend = snapshotter.clone();
+        let held = request.key.clone();
+        let mounts = blocking(move || backend.view(&key, parent.as_deref(), request.labels)).await?;
+        self.hold(&namespace, lease, snapshotter.name(), held).await?;
+        Ok(Response::new(api::ViewSnapshotResponse {
+            mounts: mounts.into_iter().map(to_api_mount).collect(),
+        }))
+    }
+
+    async fn mounts(
+        &self,
+        request: Request<api::MountsRequest>,
+    ) -> Result<Response<api::MountsResponse>, Status> {
+        let namespace = request_namespace(&request)?;
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let key = scoped(&namespace, &request.key)?;
+        let mounts = blocking(move || snapshotter.mounts(&key)).await?;
+        Ok(Response::new(api::MountsResponse { mounts: mounts.into_iter().map(to_api_mount).collect() }))
+    }
+
+    async fn commit(&self, request: Request<api::CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+        let namespace = request_namespace(&request)?;
+        let lease = request_lease(&request);
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let name = scoped(&namespace, &request.name)?;
+        let key = scoped(&namespace, &request.key)?;
+        let backend = snapshotter.clone();
+        let held = request.name.clone();
+        blocking(move || backend.commit(&name, &key, request.labels)).await?;
+        self.hold(&namespace, lease, snapshotter.name(), held).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn remove(&self, request: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+        let namespace = request_namespace(&request)?;
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let key = scoped(&namespace, &request.key)?;
+        blocking(move || snapshotter.remove(&key)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn stat(
+        &self,
+        request: Request<api::StatSnapshotRequest>,
+    ) -> Result<Response<api::StatSnapshotResponse>, Status> {
+        let namespace = request_namespace(&request)?;
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let key = scoped(&namespace, &request.key)?;
+        let info = blocking(move || snapshotter.stat(&key)).await?;
+        Ok(Response::new(api::StatSnapshotResponse { info: Some(to_api_info(&namespace, info)) }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<api::UpdateSnapshotRequest>,
+    ) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
+        let namespace = request_namespace(&request)?;
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let info = request.info.ok_or_else(|| Status::invalid_argument("update needs info"))?;
+        let key = scoped(&namespace, &info.name)?;
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let updated = blocking(move || snapshotter.update(&key, info.labels, &paths)).await?;
+        Ok(Response::new(api::UpdateSnapshotResponse { info: Some(to_api_info(&namespace, updated)) }))
+    }
+
+    type ListStream = ResponseStream<api::ListSnapshotsResponse>;
+
+    async fn list(
+        &self,
+        request: Request<api::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let namespace = request_namespace(&request)?;
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let filters = Filters::parse(&request.filters)?;
+        let prefix = format!("{namespace}/");
+        let all =
+            blocking(move || snapshotter.walk(Some(&|info: &Info| info.name.starts_with(&prefix)))).await?;
+        let infos: Vec<api::Info> = all
+            .into_iter()
+            .map(|info| to_api_info(&namespace, info))
+            .filter(|info| {
+                filters.matches(&|path: &[String]| match path {
+                    [field] if field == "name" => Some(info.name.clone()),
+                    [field] if field == "parent" => Some(info.parent.clone()),
+                    [labels, rest @ ..] if labels == "labels" && !rest.is_empty() => {
+                        info.labels.get(&rest.join(".")).cloned()
+                    }
+                    _ => None,
+                })
+            })
+            .collect();
+        let batches: Vec<Result<api::ListSnapshotsResponse, Status>> = infos
+            .chunks(LIST_BATCH)
+            .map(|chunk| Ok(api::ListSnapshotsResponse { info: chunk.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<api::UsageRequest>,
+    ) -> Result<Response<api::UsageResponse>, Status> {
+        let namespace = request_namespace(&request)?;
+        let request = request.into_inner();
+        let snapshotter = self.snapshotter(&request.snapshotter)?;
+        let key = scoped(&namespace, &request.key)?;
+        let usage = blocking(move || snapshotter.usage(&key)).await?;
+        Ok(Response::new(api::UsageResponse { size: usage.bytes as i64, inodes: usage.inodes as i64 }))
+    }
+
+    async fn cleanup(&self, request: Request<api::CleanupRequest>) -> Result<Response<()>, Status> {
+        let snapshotter = self.snapshotter(&request.into_inner().snapshotter)?;
+        blocking(move || snapshotter.cleanup()).await?;
+        Ok(Response::new(()))
+    }
+}
+
+impl From<berth_snapshotter::Error> for Error {
+    fn from(e: berth_snapshotter::Error) -> Self {
+        snapshot_error(e)
+    }
+}

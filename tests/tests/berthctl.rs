@@ -53,3 +53,29 @@ fn unreachable_socket_is_a_clear_error() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("/nonexistent/berth.sock"), "{err}");
 }
+
+#[tokio::test]
+async fn images_pull_ls_inspect_rm() {
+    berth_tests::skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
+    let registry = berth_tests::Registry::start().await;
+    let berthd = Berthd::start().await;
+    berthd.paths.trust_registry(&registry);
+    let image = berth_tests::push_busybox(&registry, "library/busybox", "1").await;
+    let name = format!("{}/library/busybox:1", registry.host());
+
+    let (ok, out) = berthctl(&berthd, &["images", "pull", &name]);
+    assert!(ok && out.contains(image.id()), "{out}");
+    let (ok, out) = berthctl(&berthd, &["images", "ls"]);
+    assert!(ok && out.contains(&name) && out.contains(&image.id()[7..20]), "{out}");
+    let (ok, out) = berthctl(&berthd, &["images", "inspect", &name]);
+    assert!(ok, "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["id"], image.id());
+    assert_eq!(inspected["info"]["imageSpec"]["architecture"], "amd64");
+    let (ok, out) = berthctl(&berthd, &["images", "rm", &name]);
+    assert!(ok, "{out}");
+    let (ok, out) = berthctl(&berthd, &["images", "inspect", &name]);
+    assert!(!ok && out.contains("not found"), "{out}");
+    let (ok, out) = berthctl(&berthd, &["images", "pull", "Not/Valid:ref"]);
+    assert!(!ok && out.contains("InvalidArgument"), "{out}");
+}

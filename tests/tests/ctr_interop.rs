@@ -42,3 +42,42 @@ async fn ctr_version_and_namespaces() {
     let (ok, out) = ctr(&berthd, &["tasks", "ls"]);
     assert!(!ok && out.contains("shim and tasks capability"), "{out}");
 }
+
+#[tokio::test]
+async fn ctr_pulls_lists_and_removes_images_through_berth() {
+    skip_unless!(root: true, tools: ["ctr", "docker-registry", "busybox"]);
+    let registry = berth_tests::Registry::start().await;
+    let berthd = Berthd::start().await;
+    berth_tests::push_busybox(&registry, "library/busybox", "1.36").await;
+    let name = format!("{}/library/busybox:1.36", registry.host());
+
+    // ctr pulls on its own (content Write, images Create, snapshots Prepare/Commit, diff Apply,
+    // leases), through berth's native API.
+    let (ok, out) = ctr(&berthd, &["-n", "default", "images", "pull", "--plain-http", &name]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctr(&berthd, &["-n", "default", "images", "ls"]);
+    assert!(ok && out.contains(&name) && out.contains("linux/amd64"), "{out}");
+    let (ok, out) = ctr(&berthd, &["-n", "default", "snapshots", "ls"]);
+    assert!(ok && out.contains("Committed"), "{out}");
+    let (ok, out) = ctr(&berthd, &["-n", "default", "content", "ls"]);
+    assert!(ok && out.contains("containerd.io/gc.ref.content.config"), "{out}");
+    // The pull left no lease behind.
+    let (ok, out) = ctr(&berthd, &["-n", "default", "leases", "ls"]);
+    assert!(ok && out.lines().count() <= 1, "{out}");
+
+    let (ok, out) = ctr(&berthd, &["-n", "default", "images", "rm", "--sync", &name]);
+    assert!(ok, "{out}");
+    let (_, out) = ctr(&berthd, &["-n", "default", "images", "ls", "-q"]);
+    assert!(out.trim().is_empty(), "{out}");
+    let (_, out) = ctr(&berthd, &["-n", "default", "content", "ls", "-q"]);
+    assert!(out.trim().is_empty(), "content left after rm --sync: {out}");
+    let (_, out) = ctr(&berthd, &["-n", "default", "snapshots", "ls"]);
+    assert!(!out.contains("Committed"), "snapshots left after rm --sync: {out}");
+
+    // A pull ctr cannot resolve fails with the registry's word.
+    let (ok, out) = ctr(
+        &berthd,
+        &["-n", "default", "images", "pull", "--plain-http", &format!("{}/library/nope:1", registry.host())],
+    );
+    assert!(!ok && out.contains("not found"), "{out}");
+}

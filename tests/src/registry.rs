@@ -13,6 +13,7 @@ pub struct Registry {
     child: Child,
     port: u16,
     http: HttpClient,
+    tls: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -28,7 +29,17 @@ impl Registry {
         Self::start_with(Some((user, password))).await
     }
 
+    /// Starts a registry serving HTTPS with a certificate for 127.0.0.1 signed by a fresh CA
+    /// (made with `openssl`); [`Registry::ca_path`] is that CA.
+    pub async fn start_tls() -> Self {
+        Self::start_with_tls(None, true).await
+    }
+
     async fn start_with(basic_auth: Option<(&str, &str)>) -> Self {
+        Self::start_with_tls(basic_auth, false).await
+    }
+
+    async fn start_with_tls(basic_auth: Option<(&str, &str)>, tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let config = dir.path().join("config.yml");
@@ -47,6 +58,14 @@ impl Registry {
                 htpasswd.display()
             ));
         }
+        if tls {
+            make_certificates(dir.path());
+            text.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("server.crt").display(),
+                dir.path().join("server.key").display()
+            ));
+        }
         std::fs::write(&config, text).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -59,8 +78,18 @@ impl Registry {
             Some((user, password)) => HttpClient::with_basic_auth(user, password),
             None => HttpClient::default(),
         };
-        let registry = Self { child, port, http, _dir: dir };
+        let registry = Self { child, port, http, tls, _dir: dir };
         let url = format!("{}/v2/", registry.base_url());
+        if tls {
+            // The test's own HTTP client speaks plain HTTP only: wait for the port instead.
+            let port = registry.port;
+            let up = crate::wait_until(Duration::from_secs(20), || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            })
+            .await;
+            assert!(up, "docker-registry (TLS) did not listen on {port}");
+            return registry;
+        }
         let up = crate::wait_until(Duration::from_secs(20), || {
             let http = registry.http.clone();
             let url = url.clone();
@@ -82,7 +111,24 @@ impl Registry {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.host())
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.host())
+    }
+
+    /// The CA that signed a TLS registry's certificate.
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("ca.crt")
+    }
+
+    /// Copies a TLS registry's storage from a plain one: the way to fill a registry the test's
+    /// plain-HTTP client cannot push to. Both must be stopped or idle.
+    pub fn copy_storage_from(&self, other: &Registry) {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(other._dir.path().join("storage"))
+            .arg(self._dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Uploads a blob in one request (monolithic upload).
@@ -184,4 +230,61 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA, and a server certificate for 127.0.0.1 it signs, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=berth test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
 }

@@ -567,3 +567,64 @@ async fn the_sandbox_image_is_pinned() {
     pull(&berthd, &format!("{host}/pause:3.10")).await.unwrap();
     assert!(status(&berthd, &format!("{host}/pause:3.10")).await.unwrap().pinned);
 }
+
+#[tokio::test]
+async fn https_registries_need_their_ca_or_skip_verify() {
+    skip_unless!(root: true, tools: ["docker-registry", "busybox", "openssl", "cp"]);
+    // Fill a plain registry, then serve the same storage over TLS.
+    let plain = Registry::start().await;
+    let image = push_busybox(&plain, "library/busybox", "tls").await;
+    let secure = Registry::start_tls().await;
+    secure.copy_storage_from(&plain);
+    let berthd = Berthd::start().await;
+    let name = format!("{}/library/busybox:tls", secure.host());
+
+    // No file: https with the system roots, which do not know the test CA.
+    let err = pull(&berthd, &name).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&secure.host()), "{err:?}");
+
+    berthd.paths.write_hosts_toml(
+        &secure.host(),
+        &format!("server = \"{}\"\nca = \"{}\"\n", secure.base_url(), secure.ca_path().display()),
+    );
+    assert_eq!(pull(&berthd, &name).await.unwrap(), image.id());
+
+    let other = Berthd::start().await;
+    other.paths.write_hosts_toml(
+        &secure.host(),
+        &format!("server = \"{}\"\nskip_verify = true\n", secure.base_url()),
+    );
+    assert_eq!(pull(&other, &name).await.unwrap(), image.id());
+}
+
+#[tokio::test]
+async fn remove_by_id_or_digest_removes_every_name_of_the_image() {
+    skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
+    let (berthd, registry) = berthd_and_registry().await;
+    let image = push_busybox(&registry, "library/busybox", "a").await;
+    let index = registry.get_manifest("library/busybox", "a").await;
+    registry
+        .push_manifest(
+            "library/busybox",
+            "b",
+            &berth_tests::Blob::new(berth_tests::image::MEDIA_TYPE_INDEX, index.body.clone()),
+        )
+        .await;
+    for tag in ["a", "b"] {
+        pull(&berthd, &format!("{}/library/busybox:{tag}", registry.host())).await.unwrap();
+    }
+    let listed = list(&berthd).await;
+    assert_eq!(listed.len(), 1, "two tags, one image");
+    assert_eq!(listed[0].repo_tags.len(), 2);
+
+    let by_id = cri::RemoveImageRequest { image: spec(image.id()) };
+    berthd.image_client().await.remove_image(by_id).await.unwrap();
+    assert!(list(&berthd).await.is_empty(), "removing by ID removes both tags");
+
+    pull(&berthd, &format!("{}/library/busybox:a", registry.host())).await.unwrap();
+    let digest = list(&berthd).await[0].repo_digests[0].clone();
+    berthd.image_client().await.remove_image(cri::RemoveImageRequest { image: spec(&digest) }).await.unwrap();
+    assert!(list(&berthd).await.is_empty(), "removing by repo digest");
+    assert!(wait_for_blobs(&berthd, 0).await.is_empty());
+}

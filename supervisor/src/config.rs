@@ -8,6 +8,7 @@ use berth_cri_plugin::CriConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tasks::runtimes::TasksConfig;
 
 /// Where berthd looks for its config when none is named.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
@@ -24,6 +25,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub images: ImagesConfig,
+    pub tasks: TasksConfig,
     pub cri: CriConfig,
 }
 
@@ -104,6 +106,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             images: ImagesConfig::default(),
+            tasks: TasksConfig::default(),
             cri: CriConfig::default(),
         }
     }
@@ -204,6 +207,7 @@ impl Config {
                 self.images.snapshotter
             )));
         }
+        self.tasks.validate().map_err(|e| Error::Config(format!("{}: {e}", origin.display())))?;
         if self.images.max_concurrent_downloads == 0 {
             return Err(Error::Config(format!(
                 "{}: images.max_concurrent_downloads must be at least 1",

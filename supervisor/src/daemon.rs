@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use berth_cri_plugin::{CriImageService, CriRuntimeService};
 use berth_proto::MAX_MESSAGE_SIZE;
+use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
+use berth_proto::containerd::services::events::v1::events_server::EventsServer;
 use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
 use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
@@ -29,18 +32,22 @@ use crate::error::{Error, Result};
 use crate::events::EventsTtrpcServer;
 use crate::images::cri_store::CriImageStore;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
+use crate::native::containers::ContainersService;
 use crate::native::content::ContentService;
 use crate::native::diff::DiffService;
+use crate::native::events::EventsService;
 use crate::native::images::ImagesService;
 use crate::native::introspection::{IntrospectionService, PluginEntry};
 use crate::native::leases::LeasesService;
 use crate::native::namespaces::NamespacesService;
 use crate::native::snapshots::SnapshotsService;
+use crate::native::tasks::TasksService;
 use crate::native::unserved::unserved;
 use crate::native::version::VersionService;
 use crate::node_facts::NodeFacts;
 use crate::root_lock::RootLock;
 use crate::socket::{prepare_socket_path, remove_socket, set_socket_mode, set_socket_owner};
+use crate::tasks::shim::DaemonAddresses;
 
 /// How often garbage collection runs even when nothing asks for it (expiring leases and
 /// abandoned ingests).
@@ -70,6 +77,14 @@ fn plugins() -> Vec<PluginEntry> {
         PluginEntry { plugin_type: "io.containerd.differ.v1", id: "walking", requires: &[] },
         PluginEntry { plugin_type: GRPC, id: "diff", requires: &["io.containerd.differ.v1"] },
         PluginEntry { plugin_type: "io.containerd.ttrpc.v1", id: "events", requires: &[] },
+        PluginEntry { plugin_type: GRPC, id: "containers", requires: &["io.containerd.metadata.v1"] },
+        PluginEntry {
+            plugin_type: "io.containerd.runtime.v2",
+            id: "task",
+            requires: &["io.containerd.metadata.v1"],
+        },
+        PluginEntry { plugin_type: GRPC, id: "tasks", requires: &["io.containerd.runtime.v2"] },
+        PluginEntry { plugin_type: GRPC, id: "events", requires: &[] },
     ]
 }
 
@@ -103,7 +118,14 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     let metrics = Metrics::new()?;
-    let engine = Engine::open(config.clone(), facts, metrics.clone())?;
+    let daemon = DaemonAddresses {
+        grpc: config.grpc.address.to_string_lossy().into_owned(),
+        ttrpc: config.ttrpc.address.to_string_lossy().into_owned(),
+        binary: std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "berthd".to_string()),
+    };
+    let engine = Engine::open(config.clone(), facts, metrics.clone(), daemon)?;
     let store = engine.meta.clone();
     let uuid = store.server_uuid()?;
     let socket_mode = config.socket_mode()?;
@@ -138,7 +160,10 @@ pub async fn run(config: Config) -> Result<()> {
     .add_service(sized!(ImagesServer::new(ImagesService::new(engine.clone())), config))
     .add_service(sized!(LeasesServer::new(LeasesService::new(engine.clone())), config))
     .add_service(sized!(SnapshotsServer::new(SnapshotsService::new(engine.clone())), config))
-    .add_service(sized!(DiffServer::new(DiffService::new(engine.clone())), config));
+    .add_service(sized!(DiffServer::new(DiffService::new(engine.clone())), config))
+    .add_service(sized!(ContainersServer::new(ContainersService::new(engine.clone())), config))
+    .add_service(sized!(TasksServer::new(TasksService::new(engine.clone())), config))
+    .add_service(sized!(EventsServer::new(EventsService::new(engine.clone())), config));
     let routes = Routes::from(routes.into_axum_router().fallback(unserved));
 
     let grpc = tokio::spawn(
@@ -150,6 +175,9 @@ pub async fn run(config: Config) -> Result<()> {
 
     // ttrpc: where shims publish their events.
     let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, engine.events.clone()).await?;
+
+    // Shims that outlived the last berthd: reconnect the live, clean up after the dead.
+    engine.tasks.recover().await?;
 
     // Metrics over HTTP.
     let metrics_task = if config.metrics.address.is_empty() {

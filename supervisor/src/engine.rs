@@ -16,6 +16,9 @@ use crate::images::unpack::snapshot_error;
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::node_facts::NodeFacts;
+use crate::tasks::TaskManager;
+use crate::tasks::metrics::TaskMetrics;
+use crate::tasks::shim::DaemonAddresses;
 
 pub struct Engine {
     pub config: Config,
@@ -28,11 +31,17 @@ pub struct Engine {
     pub metrics: Metrics,
     pub gc: GarbageCollector,
     pub puller: Puller,
+    pub tasks: TaskManager,
 }
 
 impl Engine {
     /// Opens the stores under `config.root`, and clears what a crash may have left half-made.
-    pub fn open(config: Config, facts: NodeFacts, metrics: Metrics) -> Result<Arc<Self>> {
+    pub fn open(
+        config: Config,
+        facts: NodeFacts,
+        metrics: Metrics,
+        daemon: DaemonAddresses,
+    ) -> Result<Arc<Self>> {
         let meta = MetadataStore::open(&config.root)?;
         let content = ContentStore::open(&config.root)?;
         let events = EventExchange::new(metrics.registry())?;
@@ -65,6 +74,15 @@ impl Engine {
             gc.clone(),
             PullMetrics::new(metrics.registry())?,
         );
-        Ok(Arc::new(Self { config, facts, meta, content, snapshotters, events, metrics, gc, puller }))
+        let tasks = TaskManager::new(
+            config.state.clone(),
+            config.tasks.clone(),
+            daemon,
+            facts.oom_score_adj,
+            meta.clone(),
+            events.clone(),
+            TaskMetrics::new(metrics.registry())?,
+        );
+        Ok(Arc::new(Self { config, facts, meta, content, snapshotters, events, metrics, gc, puller, tasks }))
     }
 }

@@ -24,6 +24,7 @@ pub struct Event {
     pub type_url: String,
     /// The encoded payload.
     pub payload: Vec<u8>,
+    pub timestamp: std::time::SystemTime,
 }
 
 /// Fans events out to subscribers. Slow subscribers lose the oldest events rather than
@@ -83,6 +84,14 @@ impl Events for ForwardService {
                 "event envelope has no topic",
             )));
         }
+        let timestamp = envelope
+            .timestamp
+            .as_ref()
+            .map(|t| {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32)
+            })
+            .unwrap_or_else(std::time::SystemTime::now);
         let (type_url, payload) =
             envelope.event.into_option().map(|any| (any.type_url, any.value)).unwrap_or_default();
         self.exchange.publish(Event {
@@ -90,6 +99,7 @@ impl Events for ForwardService {
             topic: envelope.topic,
             type_url,
             payload,
+            timestamp,
         });
         Ok(Empty::new())
     }

@@ -118,6 +118,15 @@ impl GarbageCollector {
                 }
             }
         }
+        // A container's root filesystem snapshot stays with the container.
+        for (namespace, container) in self.meta.list_containers(None)? {
+            if !container.snapshot_key.is_empty() {
+                held_snapshots.insert((
+                    container.snapshotter.clone(),
+                    format!("{namespace}/{}", container.snapshot_key),
+                ));
+            }
+        }
         for (namespace, image) in self.meta.all_images()? {
             roots.insert((namespace.clone(), image.target.digest.clone()));
             roots.extend(content_refs(&image.labels).map(|d| (namespace.clone(), d)));

@@ -18,6 +18,7 @@ pub mod native;
 pub mod node_facts;
 pub mod root_lock;
 pub mod socket;
+pub mod tasks;
 
 pub use config::Config;
 pub use error::{Error, Result};

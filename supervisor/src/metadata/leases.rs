@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::namespaces::ensure_namespace_in;
 use super::records::{RecordTable, get_in, now_nanos, put_in};
-use super::{MetadataStore, validate_identifier, validate_labels};
+use super::{MetadataStore, validate_labels};
 use crate::error::{Error, Result};
 
 pub(crate) const LEASES: RecordTable = RecordTable::new("leases");
@@ -65,7 +65,6 @@ impl MetadataStore {
         id: &str,
         labels: HashMap<String, String>,
     ) -> Result<LeaseRecord> {
-        validate_identifier("lease", id)?;
         validate_labels(&labels)?;
         self.write(|txn| {
             ensure_namespace_in(txn, namespace)?;

@@ -1,6 +1,7 @@
 //! berthd's metadata: one redb file (`<root>/meta.redb`), every change one ACID transaction, so
 //! a killed berthd never leaves a torn record.
 
+mod containers;
 mod content;
 mod identifiers;
 mod images;
@@ -9,6 +10,7 @@ mod leases;
 mod namespaces;
 pub(crate) mod records;
 mod server;
+mod task_exits;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ pub use images::{ImageRecord, Target};
 pub use labels::apply_label_update;
 pub use leases::{EXPIRE_LABEL, LeaseRecord, LeaseResource};
 pub use namespaces::Namespace;
+pub use task_exits::TaskExitRecord;
 
 use crate::error::{Error, Result};
 

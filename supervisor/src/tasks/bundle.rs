@@ -1,0 +1,179 @@
+//! Bundles: one directory per task under `<state>/tasks/<namespace>/<id>`, laid out as shims
+//! expect it (`config.json`, `rootfs/`, the `log` FIFO) plus what they write back (`address`,
+//! berth's shim also `exit`).
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, umount2};
+
+use crate::error::{Error, Result};
+use crate::node_facts::OomScoreAdjPolicy;
+
+/// A task's bundle directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub path: PathBuf,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(what, e)
+}
+
+/// Adjusts an OCI spec before a shim sees it: `oomScoreAdj` values this node would refuse are
+/// clamped (runc would fail the container otherwise).
+pub fn prepare_spec(spec: &[u8], oom: &OomScoreAdjPolicy) -> Result<Vec<u8>> {
+    let mut document: serde_json::Value = serde_json::from_slice(spec)
+        .map_err(|e| Error::InvalidArgument(format!("the container's OCI spec is not valid JSON: {e}")))?;
+    if !document.is_object() {
+        return Err(Error::InvalidArgument("the container's OCI spec is not a JSON object".to_string()));
+    }
+    if let Some(adj) = document.pointer_mut("/process/oomScoreAdj")
+        && let Some(requested) = adj.as_i64()
+    {
+        let clamped = oom.clamp(requested.clamp(-1000, 1000) as i32);
+        if i64::from(clamped) != requested {
+            tracing::debug!(requested, clamped, "oom_score_adj clamped to what this node allows");
+        }
+        *adj = serde_json::json!(clamped);
+    }
+    serde_json::to_vec_pretty(&document).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+}
+
+impl Bundle {
+    pub fn path_for(state: &Path, namespace: &str, id: &str) -> PathBuf {
+        state.join("tasks").join(namespace).join(id)
+    }
+
+    /// Makes the bundle: `config.json`, an empty `rootfs/`, and the `log` FIFO shims write
+    /// their own logs to (Go shims fail to start without it).
+    pub fn create(state: &Path, namespace: &str, id: &str, spec: &[u8]) -> Result<Self> {
+        let path = Self::path_for(state, namespace, id);
+        if path.exists() {
+            return Err(Error::AlreadyExists(format!("task {id:?} in namespace {namespace:?}")));
+        }
+        std::fs::create_dir_all(&path).map_err(io(format!("create {}", path.display())))?;
+        let bundle = Self { path };
+        let made = (|| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&bundle.path, std::fs::Permissions::from_mode(0o711))
+                .map_err(io("chmod bundle".into()))?;
+            std::fs::write(bundle.path.join("config.json"), spec).map_err(io("write config.json".into()))?;
+            std::fs::create_dir(bundle.rootfs()).map_err(io("create rootfs".into()))?;
+            nix::unistd::mkfifo(&bundle.path.join("log"), nix::sys::stat::Mode::from_bits_truncate(0o700))
+                .map_err(|e| Error::io("create log FIFO", e.into()))?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            bundle.remove();
+            return Err(e);
+        }
+        Ok(bundle)
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.path.join("rootfs")
+    }
+
+    /// Unmounts whatever is left on `rootfs` (a shim that died cannot) and removes the bundle.
+    pub fn remove(&self) {
+        let rootfs = self.rootfs();
+        // Each call takes one mount off the stack; stop when nothing is mounted there.
+        for _ in 0..32 {
+            if umount2(&rootfs, MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(bundle = %self.path.display(), error = %e, "removing bundle");
+        }
+    }
+
+    /// Reads the shim's `log` FIFO into berthd's log, for as long as the shim has it open.
+    /// Shims block opening it for writing until someone reads, so this must run before
+    /// `start`.
+    pub fn forward_shim_log(&self, namespace: &str, id: &str) {
+        let path = self.path.join("log");
+        let (namespace, id) = (namespace.to_string(), id.to_string());
+        // Read-write: the FIFO stays open when the shim restarts its end, and opening never blocks.
+        let receiver = match tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(&path)
+        {
+            Ok(receiver) => receiver,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "opening the shim log");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(receiver).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(%namespace, container = %id, "shim: {line}");
+            }
+        });
+    }
+
+    /// The shim's ttrpc address it wrote into the bundle, if any.
+    pub fn address(&self) -> Option<String> {
+        std::fs::read_to_string(self.path.join("address"))
+            .ok()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The shim binary recorded when the shim started.
+    pub fn shim_binary(&self) -> Option<PathBuf> {
+        std::fs::read_to_string(self.path.join("shim-binary-path")).ok().map(|p| PathBuf::from(p.trim()))
+    }
+
+    pub fn record_shim_binary(&self, shim: &Path) -> Result<()> {
+        std::fs::write(self.path.join("shim-binary-path"), shim.as_os_str().as_encoded_bytes())
+            .map_err(io("write shim-binary-path".into()))
+    }
+}
+
+/// The exit berth's shim recorded in `<bundle>/exit` before publishing it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RecordedExit {
+    pub pid: u32,
+    pub exit_status: u32,
+    /// RFC 3339 with nanoseconds.
+    pub exited_at: String,
+}
+
+impl Bundle {
+    pub fn recorded_exit(&self) -> Option<RecordedExit> {
+        let text = std::fs::read(self.path.join("exit")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamps_oom_score_adj_only_where_the_node_refuses() {
+        let spec = br#"{"process":{"args":["sh"],"oomScoreAdj":-998}}"#;
+        let strict = OomScoreAdjPolicy { current: 0, can_lower: false };
+        let out: serde_json::Value = serde_json::from_slice(&prepare_spec(spec, &strict).unwrap()).unwrap();
+        assert_eq!(out["process"]["oomScoreAdj"], 0);
+        let lenient = OomScoreAdjPolicy { current: 0, can_lower: true };
+        let out: serde_json::Value = serde_json::from_slice(&prepare_spec(spec, &lenient).unwrap()).unwrap();
+        assert_eq!(out["process"]["oomScoreAdj"], -998);
+        assert!(prepare_spec(b"not json", &strict).is_err());
+        assert!(prepare_spec(b"[1]", &strict).is_err());
+    }
+
+    #[test]
+    fn create_and_remove() {
+        let state = tempfile::tempdir().unwrap();
+        let bundle = Bundle::create(state.path(), "default", "c1", b"{}").unwrap();
+        assert!(bundle.rootfs().is_dir());
+        assert!(bundle.path.join("config.json").is_file());
+        assert!(matches!(Bundle::create(state.path(), "default", "c1", b"{}"), Err(Error::AlreadyExists(_))));
+        bundle.remove();
+        assert!(!bundle.path.exists());
+    }
+}

@@ -1,0 +1,736 @@
+//! The task manager: starts a shim per task, drives it over ttrpc, watches it, and finds the
+//! shims that outlived a berthd restart. A task whose shim dies is cleaned up with the shim's
+//! `delete` and reported exited with a reason, never left "running".
+
+pub mod bundle;
+pub mod convert;
+pub mod metrics;
+pub mod runtimes;
+pub mod shim;
+pub mod shim_client;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use self::shim_client::ShimClient as TaskClient;
+use berth_proto::containerd::services::containers::v1::Container;
+use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
+use containerd_shim_protos::shim::shim as api;
+
+use self::bundle::{Bundle, prepare_spec};
+use self::convert::{to_shim_any, to_shim_mount};
+use self::metrics::TaskMetrics;
+use self::runtimes::{RuntimeHandler, TasksConfig};
+use self::shim::{DaemonAddresses, context, is_gone, shim_error};
+use crate::error::{Error, Result};
+use crate::events::EventExchange;
+use crate::metadata::{MetadataStore, TaskExitRecord};
+use crate::node_facts::OomScoreAdjPolicy;
+
+/// Deadline of ordinary shim calls.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shim found after a restart has to answer.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `Create` needs beyond the container record.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTask {
+    pub rootfs: Vec<berth_proto::containerd::types::Mount>,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+    pub options: Option<prost_types::Any>,
+    /// A shim binary the client chose instead of the runtime's.
+    pub runtime_path: String,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub pid: u32,
+    pub exit_status: u32,
+    pub exited_at: SystemTime,
+}
+
+/// A task's process as clients see it.
+#[derive(Debug, Clone)]
+pub struct ProcessState {
+    pub container_id: String,
+    pub exec_id: String,
+    pub state: api::StateResponse,
+}
+
+/// One running shim and the task it serves.
+struct Task {
+    namespace: String,
+    id: String,
+    bundle: Bundle,
+    shim: PathBuf,
+    client: TaskClient,
+}
+
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: PathBuf,
+    config: TasksConfig,
+    daemon: DaemonAddresses,
+    oom: OomScoreAdjPolicy,
+    meta: MetadataStore,
+    events: EventExchange,
+    metrics: TaskMetrics,
+    tasks: Mutex<HashMap<(String, String), Arc<Task>>>,
+}
+
+fn nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn from_nanos(nanos: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64)
+}
+
+/// The runc options a handler gives its shim, Any-packed as containerd does.
+fn handler_options(handler: &RuntimeHandler) -> Option<prost_types::Any> {
+    use prost::Message;
+    let config = handler.oci_runtime.as_ref()?;
+    let options = berth_proto::containerd::runc::v1::Options {
+        binary_name: config.binary.clone(),
+        root: config.root.clone(),
+        systemd_cgroup: config.systemd_cgroup,
+        ..Default::default()
+    };
+    Some(prost_types::Any {
+        type_url: "containerd.runc.v1.Options".to_string(),
+        value: options.encode_to_vec(),
+    })
+}
+
+impl TaskManager {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        state: PathBuf,
+        config: TasksConfig,
+        daemon: DaemonAddresses,
+        oom: OomScoreAdjPolicy,
+        meta: MetadataStore,
+        events: EventExchange,
+        metrics: TaskMetrics,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                config,
+                daemon,
+                oom,
+                meta,
+                events,
+                metrics,
+                tasks: Mutex::default(),
+            }),
+        }
+    }
+
+    fn task(&self, namespace: &str, id: &str) -> Result<Arc<Task>> {
+        let tasks = self.inner.tasks.lock().map_err(|_| Error::Internal("task table poisoned".into()))?;
+        tasks
+            .get(&(namespace.to_string(), id.to_string()))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("task {id:?} in namespace {namespace:?}")))
+    }
+
+    fn insert(&self, task: Arc<Task>) -> Result<()> {
+        let mut tasks = self.inner.tasks.lock().map_err(|_| Error::Internal("task table poisoned".into()))?;
+        tasks.insert((task.namespace.clone(), task.id.clone()), task);
+        self.inner.metrics.shims.set(tasks.len() as i64);
+        Ok(())
+    }
+
+    fn forget(&self, namespace: &str, id: &str) -> Option<Arc<Task>> {
+        let mut tasks = self.inner.tasks.lock().ok()?;
+        let task = tasks.remove(&(namespace.to_string(), id.to_string()));
+        self.inner.metrics.shims.set(tasks.len() as i64);
+        task
+    }
+
+    /// Starts the container's shim and creates its task. On any failure nothing is left: the
+    /// shim is shut down and the bundle removed.
+    pub async fn create(&self, namespace: &str, container: &Container, request: CreateTask) -> Result<u32> {
+        let id = container.id.clone();
+        if self.task(namespace, &id).is_ok() {
+            return Err(Error::AlreadyExists(format!("task {id:?} in namespace {namespace:?}")));
+        }
+        // A new task replaces the recorded end of an earlier one.
+        self.inner.meta.take_task_exit(namespace, &id)?;
+        let runtime = container.runtime.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+        let mut handler = self.inner.config.resolve(runtime)?;
+        if !request.runtime_path.is_empty() {
+            handler.shim = PathBuf::from(&request.runtime_path);
+        }
+        let spec =
+            container.spec.as_ref().ok_or_else(|| Error::InvalidArgument("container has no spec".into()))?;
+        let spec = prepare_spec(&spec.value, &self.inner.oom)?;
+        let bundle = Bundle::create(&self.inner.state, namespace, &id, &spec)?;
+        bundle.forward_shim_log(namespace, &id);
+        // The client's options win; otherwise the handler's (runc binary, root, cgroup driver).
+        let options = request
+            .options
+            .clone()
+            .or_else(|| container.runtime.as_ref().and_then(|r| r.options.clone()))
+            .or_else(|| handler_options(&handler));
+        let started = Instant::now();
+        let client = match self.start_shim(namespace, &id, &handler, &bundle, options.as_ref()).await {
+            Ok(client) => client,
+            Err(e) => {
+                bundle.remove();
+                return Err(e);
+            }
+        };
+        self.inner.metrics.shim_start.observe(started.elapsed().as_secs_f64());
+        let mut create = api::CreateTaskRequest::new();
+        create.id = id.clone();
+        create.bundle = bundle.path.to_string_lossy().into_owned();
+        create.rootfs = request.rootfs.iter().map(to_shim_mount).collect();
+        create.stdin = request.stdin;
+        create.stdout = request.stdout;
+        create.stderr = request.stderr;
+        create.terminal = request.terminal;
+        create.options = options.as_ref().map(to_shim_any).into();
+        let task = Arc::new(Task {
+            namespace: namespace.to_string(),
+            id: id.clone(),
+            bundle,
+            shim: handler.shim,
+            client,
+        });
+        match task.client.create(context(namespace, Some(CALL_TIMEOUT)), &create).await {
+            Ok(created) => {
+                self.insert(task.clone())?;
+                self.watch(task);
+                tracing::info!(namespace, container = %id, pid = created.pid, "task created");
+                Ok(created.pid)
+            }
+            Err(e) => {
+                let error = shim_error(e, &format!("create task {id:?}"));
+                self.shut_down(&task).await;
+                task.bundle.remove();
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_shim(
+        &self,
+        namespace: &str,
+        id: &str,
+        handler: &RuntimeHandler,
+        bundle: &Bundle,
+        options: Option<&prost_types::Any>,
+    ) -> Result<TaskClient> {
+        use prost::Message;
+        let options = options.map(|o| o.encode_to_vec()).unwrap_or_default();
+        let address =
+            shim::start(&handler.shim, &bundle.path, namespace, id, &self.inner.daemon, &options).await?;
+        bundle.record_shim_binary(&handler.shim)?;
+        let client = shim::connect(&address).await?;
+        tracing::debug!(namespace, container = id, shim = %handler.shim.display(), %address, "shim started");
+        Ok(client)
+    }
+
+    /// Waits on the task's init process in the background: when the shim's answer is an
+    /// exit, it is counted; when the shim is gone, the task is cleaned up and its exit recorded.
+    fn watch(&self, task: Arc<Task>) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let mut request = api::WaitRequest::new();
+            request.id = task.id.clone();
+            match task.client.wait(context(&task.namespace, None), &request).await {
+                Ok(_) => manager.inner.metrics.exits.inc(),
+                Err(e) if is_gone(&e) => {
+                    // Only the first to notice cleans up (Delete may have raced us).
+                    if manager.forget(&task.namespace, &task.id).is_some() {
+                        manager.clean_up_dead_shim(&task.namespace, &task.id, &task.bundle, &task.shim).await;
+                    }
+                }
+                Err(e) => tracing::debug!(container = %task.id, error = %e, "wait on task ended"),
+            }
+        });
+    }
+
+    /// A shim that went away: let it clean up (`delete`), record how the container ended
+    /// (the exit the shim wrote down, if it saw one), and tell subscribers.
+    async fn clean_up_dead_shim(&self, namespace: &str, id: &str, bundle: &Bundle, shim: &std::path::Path) {
+        tracing::warn!(namespace, container = id, "shim died");
+        let recorded = bundle.recorded_exit();
+        let deleted = shim::delete(shim, &bundle.path, namespace, id, &self.inner.daemon).await;
+        let exit = match (&recorded, &deleted) {
+            (Some(exit), _) => TaskExitRecord {
+                pid: exit.pid,
+                exit_status: exit.exit_status,
+                exited_at: humantime::parse_rfc3339_weak(&exit.exited_at)
+                    .map(nanos)
+                    .unwrap_or_else(|_| nanos(SystemTime::now())),
+                reason: String::new(),
+            },
+            (None, Ok(response)) => TaskExitRecord {
+                pid: response.pid,
+                exit_status: response.exit_status,
+                exited_at: nanos(SystemTime::now()),
+                reason: "shim died".to_string(),
+            },
+            (None, Err(e)) => {
+                tracing::warn!(container = id, error = %e, "shim delete failed");
+                TaskExitRecord {
+                    pid: 0,
+                    exit_status: 255,
+                    exited_at: nanos(SystemTime::now()),
+                    reason: "shim died".into(),
+                }
+            }
+        };
+        bundle.remove();
+        if let Err(e) = self.inner.meta.record_task_exit(namespace, id, &exit) {
+            tracing::warn!(container = id, error = %e, "recording the exit of a dead shim");
+        }
+        self.inner.metrics.exits.inc();
+        self.publish_exit(namespace, id, &exit);
+    }
+
+    fn publish_exit(&self, namespace: &str, id: &str, exit: &TaskExitRecord) {
+        use containerd_shim_protos::events::task::{TaskDelete, TaskExit};
+        use containerd_shim_protos::protobuf::Message;
+        let at = containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp {
+            seconds: exit.exited_at.div_euclid(1_000_000_000),
+            nanos: exit.exited_at.rem_euclid(1_000_000_000) as i32,
+            ..Default::default()
+        };
+        let mut exited = TaskExit::new();
+        exited.container_id = id.to_string();
+        exited.id = id.to_string();
+        exited.pid = exit.pid;
+        exited.exit_status = exit.exit_status;
+        exited.exited_at = MessageField::some(at.clone());
+        let mut deleted = TaskDelete::new();
+        deleted.container_id = id.to_string();
+        deleted.pid = exit.pid;
+        deleted.exit_status = exit.exit_status;
+        deleted.exited_at = MessageField::some(at);
+        for (topic, type_url, payload) in [
+            ("/tasks/exit", "containerd.events.TaskExit", exited.write_to_bytes()),
+            ("/tasks/delete", "containerd.events.TaskDelete", deleted.write_to_bytes()),
+        ] {
+            if let Ok(payload) = payload {
+                self.inner.events.publish(crate::events::Event {
+                    namespace: namespace.to_string(),
+                    topic: topic.to_string(),
+                    type_url: type_url.to_string(),
+                    payload,
+                    timestamp: SystemTime::now(),
+                });
+            }
+        }
+    }
+
+    /// Asks a shim to exit (it does once it serves no task); errors only logged.
+    async fn shut_down(&self, task: &Task) {
+        let mut request = api::ShutdownRequest::new();
+        request.id = task.id.clone();
+        if let Err(e) =
+            task.client.shutdown(context(&task.namespace, Some(Duration::from_secs(3))), &request).await
+            && !is_gone(&e)
+        {
+            tracing::debug!(container = %task.id, error = %e, "shim shutdown");
+        }
+    }
+
+    pub async fn start(&self, namespace: &str, id: &str, exec_id: &str) -> Result<u32> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::StartRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        let started = task
+            .client
+            .start(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("start {id:?}")))?;
+        if exec_id.is_empty() {
+            self.inner.metrics.starts.inc();
+        }
+        Ok(started.pid)
+    }
+
+    /// Deletes the task's init (it must have exited or never started), stops its shim and
+    /// removes its bundle. A task whose shim died answers with the exit recorded for it.
+    pub async fn delete(&self, namespace: &str, id: &str) -> Result<ExitInfo> {
+        let task = match self.task(namespace, id) {
+            Ok(task) => task,
+            Err(Error::NotFound(message)) => {
+                return match self.inner.meta.take_task_exit(namespace, id)? {
+                    Some(exit) => Ok(ExitInfo {
+                        pid: exit.pid,
+                        exit_status: exit.exit_status,
+                        exited_at: from_nanos(exit.exited_at),
+                    }),
+                    None => Err(Error::NotFound(message)),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let mut request = api::DeleteRequest::new();
+        request.id = id.to_string();
+        let deleted = task
+            .client
+            .delete(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("delete task {id:?}")))?;
+        self.forget(namespace, id);
+        self.shut_down(&task).await;
+        task.bundle.remove();
+        tracing::info!(namespace, container = id, exit_status = deleted.exit_status, "task deleted");
+        Ok(ExitInfo {
+            pid: deleted.pid,
+            exit_status: deleted.exit_status,
+            exited_at: deleted.exited_at.as_ref().map(convert::from_shim_timestamp).unwrap_or(UNIX_EPOCH),
+        })
+    }
+
+    pub async fn delete_process(&self, namespace: &str, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::DeleteRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        let deleted = task
+            .client
+            .delete(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("delete process {exec_id:?} of {id:?}")))?;
+        Ok(ExitInfo {
+            pid: deleted.pid,
+            exit_status: deleted.exit_status,
+            exited_at: deleted.exited_at.as_ref().map(convert::from_shim_timestamp).unwrap_or(UNIX_EPOCH),
+        })
+    }
+
+    /// A process's state; a task whose shim died is reported stopped with its recorded exit.
+    pub async fn state(&self, namespace: &str, id: &str, exec_id: &str) -> Result<ProcessState> {
+        let task = match self.task(namespace, id) {
+            Ok(task) => task,
+            Err(Error::NotFound(message)) => {
+                return match (exec_id.is_empty(), self.inner.meta.task_exit(namespace, id)?) {
+                    (true, Some(exit)) => Ok(stopped_state(id, &exit)),
+                    _ => Err(Error::NotFound(message)),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let mut request = api::StateRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        let state = task
+            .client
+            .state(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("state of {id:?}")))?;
+        Ok(ProcessState { container_id: id.to_string(), exec_id: exec_id.to_string(), state })
+    }
+
+    /// Every task of a namespace, live or ended with a dead shim.
+    pub async fn list(&self, namespace: &str) -> Result<Vec<ProcessState>> {
+        let ids: Vec<String> = {
+            let tasks = self.inner.tasks.lock().map_err(|_| Error::Internal("task table poisoned".into()))?;
+            tasks.keys().filter(|(ns, _)| ns == namespace).map(|(_, id)| id.clone()).collect()
+        };
+        let mut states = Vec::new();
+        for id in ids {
+            match self.state(namespace, &id, "").await {
+                Ok(state) => states.push(state),
+                Err(e) => tracing::debug!(container = %id, error = %e, "listing task"),
+            }
+        }
+        for (id, exit) in self.inner.meta.task_exits(namespace)? {
+            states.push(stopped_state(&id, &exit));
+        }
+        Ok(states)
+    }
+
+    pub async fn kill(&self, namespace: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::KillRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        request.signal = signal;
+        request.all = all;
+        task.client
+            .kill(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("kill {id:?}")))?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exec(
+        &self,
+        namespace: &str,
+        id: &str,
+        exec_id: &str,
+        stdin: String,
+        stdout: String,
+        stderr: String,
+        terminal: bool,
+        spec: Option<prost_types::Any>,
+    ) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        if exec_id.is_empty() {
+            return Err(Error::InvalidArgument("exec needs an exec id".to_string()));
+        }
+        let mut request = api::ExecProcessRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        request.stdin = stdin;
+        request.stdout = stdout;
+        request.stderr = stderr;
+        request.terminal = terminal;
+        request.spec = spec.as_ref().map(to_shim_any).into();
+        task.client
+            .exec(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("exec {exec_id:?} in {id:?}")))?;
+        Ok(())
+    }
+
+    pub async fn resize_pty(
+        &self,
+        namespace: &str,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::ResizePtyRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        request.width = width;
+        request.height = height;
+        task.client
+            .resize_pty(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("resize pty of {id:?}")))?;
+        Ok(())
+    }
+
+    pub async fn close_io(&self, namespace: &str, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::CloseIORequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        request.stdin = stdin;
+        task.client
+            .close_io(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("close io of {id:?}")))?;
+        Ok(())
+    }
+
+    pub async fn pause(&self, namespace: &str, id: &str) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::PauseRequest::new();
+        request.id = id.to_string();
+        task.client
+            .pause(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("pause {id:?}")))?;
+        Ok(())
+    }
+
+    pub async fn resume(&self, namespace: &str, id: &str) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::ResumeRequest::new();
+        request.id = id.to_string();
+        task.client
+            .resume(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("resume {id:?}")))?;
+        Ok(())
+    }
+
+    pub async fn pids(
+        &self,
+        namespace: &str,
+        id: &str,
+    ) -> Result<Vec<containerd_shim_protos::types::task::ProcessInfo>> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::PidsRequest::new();
+        request.id = id.to_string();
+        let pids = task
+            .client
+            .pids(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("pids of {id:?}")))?;
+        Ok(pids.processes)
+    }
+
+    pub async fn checkpoint(
+        &self,
+        namespace: &str,
+        id: &str,
+        path: &str,
+        options: Option<prost_types::Any>,
+    ) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::CheckpointTaskRequest::new();
+        request.id = id.to_string();
+        request.path = path.to_string();
+        request.options = options.as_ref().map(to_shim_any).into();
+        task.client
+            .checkpoint(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("checkpoint {id:?}")))?;
+        Ok(())
+    }
+
+    pub async fn update(
+        &self,
+        namespace: &str,
+        id: &str,
+        resources: Option<prost_types::Any>,
+        annotations: HashMap<String, String>,
+    ) -> Result<()> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::UpdateTaskRequest::new();
+        request.id = id.to_string();
+        request.resources = resources.as_ref().map(to_shim_any).into();
+        request.annotations = annotations;
+        task.client
+            .update(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("update {id:?}")))?;
+        Ok(())
+    }
+
+    /// The task's cgroup statistics, as the shim packs them.
+    pub async fn stats(&self, namespace: &str, id: &str) -> Result<Option<prost_types::Any>> {
+        let task = self.task(namespace, id)?;
+        let mut request = api::StatsRequest::new();
+        request.id = id.to_string();
+        let stats = task
+            .client
+            .stats(context(namespace, Some(CALL_TIMEOUT)), &request)
+            .await
+            .map_err(|e| shim_error(e, &format!("stats of {id:?}")))?;
+        Ok(stats.stats.into_option().map(|any| prost_types::Any { type_url: any.type_url, value: any.value }))
+    }
+
+    /// Waits for a process to exit (no deadline: the caller's cancellation ends it).
+    pub async fn wait(&self, namespace: &str, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        let task = match self.task(namespace, id) {
+            Ok(task) => task,
+            Err(Error::NotFound(message)) => {
+                return match self.inner.meta.task_exit(namespace, id)? {
+                    Some(exit) if exec_id.is_empty() => Ok(ExitInfo {
+                        pid: exit.pid,
+                        exit_status: exit.exit_status,
+                        exited_at: from_nanos(exit.exited_at),
+                    }),
+                    _ => Err(Error::NotFound(message)),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let mut request = api::WaitRequest::new();
+        request.id = id.to_string();
+        request.exec_id = exec_id.to_string();
+        match task.client.wait(context(namespace, None), &request).await {
+            Ok(waited) => Ok(ExitInfo {
+                pid: 0,
+                exit_status: waited.exit_status,
+                exited_at: waited.exited_at.as_ref().map(convert::from_shim_timestamp).unwrap_or(UNIX_EPOCH),
+            }),
+            // The shim died while we waited: the watcher records the exit; report it.
+            Err(e) if is_gone(&e) && exec_id.is_empty() => {
+                for _ in 0..100 {
+                    if let Some(exit) = self.inner.meta.task_exit(namespace, id)? {
+                        return Ok(ExitInfo {
+                            pid: exit.pid,
+                            exit_status: exit.exit_status,
+                            exited_at: from_nanos(exit.exited_at),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(shim_error(e, &format!("wait on {id:?}")))
+            }
+            Err(e) => Err(shim_error(e, &format!("wait on {id:?}"))),
+        }
+    }
+
+    /// Finds the shims of tasks that outlived the last berthd: each live one is reconnected
+    /// (its containers never notice); each dead one is cleaned up and its exit recorded.
+    pub async fn recover(&self) -> Result<()> {
+        let root = self.inner.state.join("tasks");
+        let Ok(namespaces) = std::fs::read_dir(&root) else { return Ok(()) };
+        for namespace_dir in namespaces.filter_map(|e| e.ok()) {
+            let namespace = namespace_dir.file_name().to_string_lossy().into_owned();
+            let Ok(entries) = std::fs::read_dir(namespace_dir.path()) else { continue };
+            for entry in entries.filter_map(|e| e.ok()) {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let bundle = Bundle { path: entry.path() };
+                self.recover_one(&namespace, &id, bundle).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_one(&self, namespace: &str, id: &str, bundle: Bundle) {
+        let Some(shim) = bundle.shim_binary() else {
+            tracing::info!(namespace, container = id, "removing a bundle whose shim never started");
+            bundle.remove();
+            return;
+        };
+        let reconnected = async {
+            let address = bundle.address().ok_or_else(|| Error::NotFound("no address file".into()))?;
+            let client = shim::connect(&address).await?;
+            let request = api::ConnectRequest { id: id.to_string(), ..Default::default() };
+            tokio::time::timeout(
+                LOAD_TIMEOUT,
+                client.connect(context(namespace, Some(LOAD_TIMEOUT)), &request),
+            )
+            .await
+            .map_err(|_| Error::DeadlineExceeded("shim did not answer Connect".into()))?
+            .map_err(|e| shim_error(e, "connect"))?;
+            Ok::<_, Error>(client)
+        }
+        .await;
+        match reconnected {
+            Ok(client) => {
+                bundle.forward_shim_log(namespace, id);
+                let task =
+                    Arc::new(Task { namespace: namespace.into(), id: id.into(), bundle, shim, client });
+                if self.insert(task.clone()).is_ok() {
+                    tracing::info!(namespace, container = id, "reconnected to shim");
+                    self.watch(task);
+                }
+            }
+            Err(e) => {
+                tracing::info!(namespace, container = id, error = %e, "shim is gone; cleaning up");
+                self.clean_up_dead_shim(namespace, id, &bundle, &shim).await;
+            }
+        }
+    }
+}
+
+fn stopped_state(id: &str, exit: &TaskExitRecord) -> ProcessState {
+    let mut state = api::StateResponse::new();
+    state.id = id.to_string();
+    state.pid = exit.pid;
+    state.status = EnumOrUnknown::new(containerd_shim_protos::types::task::Status::STOPPED);
+    state.exit_status = exit.exit_status;
+    state.exited_at = MessageField::some(convert::to_shim_timestamp(from_nanos(exit.exited_at)));
+    ProcessState { container_id: id.to_string(), exec_id: String::new(), state }
+}

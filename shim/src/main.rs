@@ -1,122 +1,112 @@
-//! containerd-shim-berth-v2: berth's shim, one per container.
+//! containerd-shim-berth-v2: berth's shim, one per container (or per pod, grouped by the
+//! sandbox annotation), speaking the containerd shim v2 contract.
 //!
-//! The shim v2 command contract is `containerd-shim-berth-v2 [flags] start|delete`, and
-//! `-v` for the version. The ttrpc task service it serves arrives with the shim and tasks
-//! capability; until then `start` and `delete` fail with a message saying so, so a containerd
-//! or berthd that tries to use this shim gets a clear error instead of a hang.
+//! `containerd-shim-berth-v2 [flags] start` daemonises a server and prints its ttrpc address;
+//! `... delete` cleans up after a dead shim and prints a `DeleteResponse`; without an action
+//! the process is that server; `-v` prints the version.
+//!
+//! # The bundle (what the daemon provides, what the shim adds)
+//!
+//! The daemon creates the bundle directory, writes `config.json` (OCI spec; annotations
+//! `io.containerd.berth.v2.group`, `io.containerd.runc.v2.group` or
+//! `io.kubernetes.cri.sandbox-id` group several containers into one shim), creates an empty
+//! `rootfs/` when it passes rootfs mounts in Create (the shim mounts them there and unmounts
+//! them at Delete or on a failed Create), optionally creates a `log` FIFO for the shim's own
+//! log, and runs `start` with the bundle as cwd. The shim writes:
+//!
+//! | file | content |
+//! |---|---|
+//! | `address` | `unix:///…/s/<sha256>` of the ttrpc socket (at `start`) |
+//! | `options.json`, `runtime` | the runtime options and binary name (at Create) |
+//! | `init.pid`, `<exec>.pid` | written by the OCI runtime |
+//! | `log.json` | the OCI runtime's JSON log |
+//! | `exit`, `<exec>.exit` | exit records, see [`exit_file`] |
+//! | `attach.sock` | live stdio of the init process, see [`io::attach`] |
+//!
+//! A CRI log is requested with stdout = `file:///abs/path.log?format=cri` (stderr the same or
+//! empty), see [`io::cri_log`]; berthd reopens it after rotation with Task `Update`,
+//! annotation `io.berth.log.reopen` = `"true"` and no resources.
 
 #![deny(unsafe_code)]
 
+#[macro_use]
+mod log;
+
+mod args;
+mod cgroup;
+mod container;
+mod delete;
+mod error;
+mod events;
+mod exit_file;
+mod io;
+mod mount;
+mod oom;
+mod options;
+mod process;
+mod reaper;
+mod runtime;
+mod server;
+mod service;
+mod start;
+mod stats;
+mod sys;
+mod util;
+
 use std::process::ExitCode;
 
-/// The shim v2 command line: Go-style flags (`-namespace ns`, `-id id`, `-address a`,
-/// `-publish-binary b`, `-bundle b`, `-debug`) then an action.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct ShimArgs {
-    namespace: String,
-    id: String,
-    address: String,
-    publish_binary: String,
-    bundle: String,
-    debug: bool,
-    version: bool,
-    action: Option<String>,
-}
-
-fn parse(args: impl IntoIterator<Item = String>) -> Result<ShimArgs, String> {
-    let mut parsed = ShimArgs::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-            parsed.action = Some(arg);
-            continue;
-        };
-        let (name, inline) = match flag.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_string())),
-            None => (flag, None),
-        };
-        let mut value =
-            || inline.clone().or_else(|| args.next()).ok_or_else(|| format!("flag -{name} needs a value"));
-        match name {
-            "namespace" => parsed.namespace = value()?,
-            "id" => parsed.id = value()?,
-            "address" => parsed.address = value()?,
-            "publish-binary" => parsed.publish_binary = value()?,
-            "bundle" => parsed.bundle = value()?,
-            "socket" | "ttrpc-address" => {
-                value()?;
-            }
-            "debug" => parsed.debug = true,
-            "v" | "version" => parsed.version = true,
-            other => return Err(format!("unknown flag -{other}")),
-        }
+fn quiet_stderr() {
+    // `start` must print nothing on stderr: containerd reads stdout and stderr together.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stderr(null);
     }
-    Ok(parsed)
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(args) => args,
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(a) => a.with_env_fallback(),
         Err(e) => {
             eprintln!("containerd-shim-berth-v2: {e}");
             return ExitCode::from(2);
         }
     };
     if args.version {
-        println!("containerd-shim-berth-v2:\n  Version: {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "containerd-shim-berth-v2:\n  Version: {}\n  Runtime: io.containerd.berth.v2",
+            env!("CARGO_PKG_VERSION")
+        );
         return ExitCode::SUCCESS;
     }
+    log::set_debug(args.debug);
     match args.action.as_deref() {
-        Some(action @ ("start" | "delete")) => {
-            eprintln!(
-                "containerd-shim-berth-v2: {action} for {}/{}: this berth shim cannot run tasks yet; \
-                 that arrives with the shim and tasks capability",
-                args.namespace, args.id
-            );
-            ExitCode::FAILURE
+        Some("start") => {
+            quiet_stderr();
+            match start::start(&args).and_then(|a| start::print_address(&a)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // stdout is all containerd shows; keep it to the error text
+                    print!("containerd-shim-berth-v2 start: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
+        Some("delete") => match delete::delete(&args).and_then(|b| delete::print(&b)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("containerd-shim-berth-v2 delete: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(other) => {
             eprintln!("containerd-shim-berth-v2: unknown action {other:?} (expected start or delete)");
             ExitCode::from(2)
         }
-        None => {
-            eprintln!("containerd-shim-berth-v2: no action given (expected start or delete)");
-            ExitCode::from(2)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_the_shim_v2_command_line() {
-        let parsed = parse(args(&[
-            "-namespace",
-            "k8s.io",
-            "-address",
-            "/run/berth/berth.sock",
-            "-publish-binary",
-            "/usr/bin/berthd",
-            "-id",
-            "abc",
-            "-debug",
-            "start",
-        ]))
-        .unwrap();
-        assert_eq!(parsed.namespace, "k8s.io");
-        assert_eq!(parsed.id, "abc");
-        assert_eq!(parsed.address, "/run/berth/berth.sock");
-        assert!(parsed.debug);
-        assert_eq!(parsed.action.as_deref(), Some("start"));
-        assert!(parse(args(&["-v"])).unwrap().version);
-        assert!(parse(args(&["-id"])).is_err());
-        assert!(parse(args(&["-bogus", "x"])).is_err());
-        assert_eq!(parse(args(&["--id=x", "delete"])).unwrap().id, "x");
+        None => match server::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                warn!("shim server: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

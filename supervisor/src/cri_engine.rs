@@ -1,32 +1,20 @@
 //! The engine as the CRI plugin sees it (the [`berth_cri_plugin::Engine`] trait).
 
-use std::path::{Path, PathBuf};
-
 use berth_cri_plugin::{Engine, Readiness, RuntimeFacts};
 
 use crate::node_facts::NodeFacts;
-
-/// The OCI runtime berth drives by default.
-const DEFAULT_OCI_RUNTIME: &str = "runc";
+use crate::tasks::runtimes::{TasksConfig, find_executable};
 
 /// The engine's face toward the CRI plugin.
 pub struct CriEngine {
     facts: NodeFacts,
+    tasks: TasksConfig,
 }
 
 impl CriEngine {
-    pub fn new(facts: NodeFacts) -> Self {
-        Self { facts }
+    pub fn new(facts: NodeFacts, tasks: TasksConfig) -> Self {
+        Self { facts, tasks }
     }
-}
-
-/// The first executable named `name` on `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
-        Path::new(candidate).metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
 }
 
 impl Engine for CriEngine {
@@ -40,21 +28,21 @@ impl Engine for CriEngine {
         }
     }
 
+    /// Ready when the default runtime handler resolves: its shim and its OCI runtime are
+    /// installed.
     fn runtime_readiness(&self) -> Readiness {
-        match find_in_path(DEFAULT_OCI_RUNTIME) {
-            None => Readiness::not_ready(
+        let handler = match self.tasks.resolve(&self.tasks.default_runtime) {
+            Ok(handler) => handler,
+            Err(e) => return Readiness::not_ready("ShimNotFound", e.to_string()),
+        };
+        if let Some(oci) = &handler.oci_runtime
+            && find_executable(&oci.binary).is_none()
+        {
+            return Readiness::not_ready(
                 "OCIRuntimeNotFound",
-                format!("the default OCI runtime {DEFAULT_OCI_RUNTIME:?} is not on PATH"),
-            ),
-            // The OCI runtime is there, but this berth has no task service to drive it with.
-            Some(runtime) => Readiness::not_ready(
-                "ContainersNotSupported",
-                format!(
-                    "found {}, but this berth cannot start containers yet: that arrives with the \
-                     shim and tasks capability",
-                    runtime.display()
-                ),
-            ),
+                format!("runtime {:?}: OCI runtime {:?} is not installed", handler.name, oci.binary),
+            );
         }
+        Readiness::ready()
     }
 }

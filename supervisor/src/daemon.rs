@@ -144,7 +144,7 @@ pub async fn run(config: Config) -> Result<()> {
     set_socket_mode(&grpc_socket, socket_mode)?;
     set_socket_owner(&grpc_socket, config.grpc.uid, config.grpc.gid)?;
 
-    let cri_engine = Arc::new(CriEngine::new(facts));
+    let cri_engine = Arc::new(CriEngine::new(facts, config.tasks.clone()));
     let routes = Routes::new(sized!(
         RuntimeServiceServer::new(CriRuntimeService::new(config.cri.clone(), cri_engine)),
         config

@@ -227,6 +227,58 @@ impl Drop for Berthd {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Shims outlive berthd by design: end this instance's shims and their containers, and
+        // take down what they mounted, so tests leave nothing running.
+        kill_process_trees(&self.paths.socket.to_string_lossy());
+        unmount_below(&self.paths.base);
+    }
+}
+
+/// (pid, parent pid, command line) of every process.
+fn processes() -> Vec<(i32, i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces: the parent pid follows the closing parenthesis.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            Some((pid, ppid, cmdline))
+        })
+        .collect()
+}
+
+/// SIGKILLs every process whose command line mentions `marker`, and all their descendants.
+pub fn kill_process_trees(marker: &str) {
+    let all = processes();
+    let mut doomed: Vec<i32> =
+        all.iter().filter(|(_, _, cmd)| cmd.contains(marker)).map(|(pid, _, _)| *pid).collect();
+    let mut i = 0;
+    while i < doomed.len() {
+        let parent = doomed[i];
+        doomed.extend(all.iter().filter(|(_, ppid, _)| *ppid == parent).map(|(pid, _, _)| *pid));
+        i += 1;
+    }
+    for pid in doomed {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Lazily unmounts every mount point below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4).map(str::to_string))
+        .filter(|point| point.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

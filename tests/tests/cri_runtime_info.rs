@@ -46,9 +46,8 @@ async fn status_reports_conditions_and_node_facts() {
     let status = client.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
     assert!(status.info.is_empty(), "non-verbose status has no info: {:?}", status.info);
     let runtime = condition(&status, "RuntimeReady");
-    // berth cannot run containers yet, and says why.
-    assert!(!runtime.status);
-    assert!(!runtime.reason.is_empty() && !runtime.message.is_empty(), "{runtime:?}");
+    // The default handler's shim (beside berthd) and runc are installed.
+    assert!(runtime.status, "{runtime:?}");
     let network = condition(&status, "NetworkReady");
     assert!(!network.status, "no CNI config exists in the test's conf dir");
     assert_eq!(network.reason, "NetworkPluginNotReady");
@@ -95,6 +94,23 @@ async fn network_ready_follows_the_cni_config_on_disk() {
     }
     let ready = network_ready(client.status(cri::StatusRequest::default()).await.unwrap().into_inner());
     assert!(ready.status, "{ready:?}");
+}
+
+#[tokio::test]
+async fn runtime_ready_says_what_is_missing() {
+    let berthd = Berthd::start_with_config(|paths| {
+        format!(
+            "{}\n[tasks]\ndefault_runtime = \"gone\"\n[tasks.runtimes.gone]\nshim = \"containerd-shim-absent-v9\"\n",
+            paths.config_text("")
+        )
+    })
+    .await;
+    let status =
+        berthd.runtime_client().await.status(cri::StatusRequest::default()).await.unwrap().into_inner();
+    let runtime = condition(&status, "RuntimeReady");
+    assert!(!runtime.status);
+    assert_eq!(runtime.reason, "ShimNotFound");
+    assert!(runtime.message.contains("containerd-shim-absent-v9"), "{runtime:?}");
 }
 
 #[tokio::test]

@@ -7,8 +7,6 @@ use berth_proto::containerd::services::introspection::v1::PluginsRequest;
 use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
 use berth_proto::containerd::services::namespaces::v1 as ns;
 use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
-use berth_proto::containerd::services::tasks::v1::ListTasksRequest;
-use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::services::transfer::v1::TransferRequest;
 use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
@@ -140,10 +138,6 @@ async fn services_of_later_capabilities_are_unimplemented_naming_the_capability(
         err.message().contains("Transfer/Transfer") && err.message().contains("transfer service"),
         "{err:?}"
     );
-
-    let err = TasksClient::new(berthd.channel().await).list(ListTasksRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("shim and tasks capability"), "{err:?}");
 }
 
 #[tokio::test]

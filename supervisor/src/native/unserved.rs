@@ -9,7 +9,6 @@ fn capability_of(service: &str) -> Option<&'static str> {
             "no capability: berth pulls through the CRI and the content, images, snapshots, diff and \
              leases services (what ctr 1.6 uses), not the transfer service"
         }
-        "containers" | "tasks" | "events" => "the shim and tasks capability (containers, tasks, events)",
         _ => return None,
     };
     Some(capability)
@@ -44,11 +43,6 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unimplemented);
         assert!(status.message().contains("containerd.services.transfer.v1.Transfer/Transfer"));
         assert!(status.message().contains("not the transfer service"));
-        assert!(
-            unserved_status("/containerd.services.tasks.v1.Tasks/Create")
-                .message()
-                .contains("shim and tasks")
-        );
         assert!(unserved_status("/nope.Service/X").message().contains("no gRPC service \"nope.Service\""));
     }
 }

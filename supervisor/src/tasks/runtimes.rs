@@ -78,8 +78,8 @@ pub struct RuntimeHandler {
     pub oci_runtime: Option<RuntimeConfig>,
 }
 
-/// Finds an executable: absolute paths as they are, names on PATH and then beside the running
-/// berthd (where its own shim is installed).
+/// Finds an executable: absolute paths as they are, names beside the running berthd (where its
+/// own shim is installed) and then on PATH.
 pub fn find_executable(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable =
@@ -88,10 +88,12 @@ pub fn find_executable(name: &str) -> Option<PathBuf> {
         let path = PathBuf::from(name);
         return executable(&path).then_some(path);
     }
+    // berthd's own directory first: the shim installed with this berthd is the one that
+    // matches it, whatever an older install left on PATH.
     let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    if let Some(own_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
-        dirs.push(own_dir);
+        std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)).into_iter().collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
     }
     dirs.into_iter().map(|dir| dir.join(name)).find(|p| executable(p))
 }

@@ -1,0 +1,313 @@
+//! Running containers end to end: Debian's `ctr` through berthd, berth's shim driving runc,
+//! exits, logs and restarts; and Debian's containerd daemon driving berth's shim.
+
+use std::process::Command;
+use std::time::Duration;
+
+use berth_proto::containerd::services::tasks::v1 as tasks;
+use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
+use berth_proto::containerd::v1::types::Status as ProcessStatus;
+use berth_tests::{Berthd, Registry, push_busybox, skip_unless, wait_until};
+
+fn ctr_at(socket: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new("ctr").arg("--address").arg(socket).args(args).output().expect("run ctr");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+fn in_namespace<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("containerd-namespace", "default".parse().unwrap());
+    request
+}
+
+/// berthd with busybox pulled into `default` through ctr; returns the image name.
+async fn berthd_with_busybox() -> (Berthd, Registry, String) {
+    let registry = Registry::start().await;
+    let berthd = Berthd::start().await;
+    push_busybox(&registry, "library/busybox", "1.36").await;
+    let image = format!("{}/library/busybox:1.36", registry.host());
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["images", "pull", "--plain-http", &image]);
+    assert!(ok, "{out}");
+    (berthd, registry, image)
+}
+
+async fn task_state(berthd: &Berthd, id: &str) -> Result<(i32, u32, u32), tonic::Status> {
+    let mut client = TasksClient::new(berthd.channel().await);
+    let process = client
+        .get(in_namespace(tasks::GetRequest { container_id: id.into(), exec_id: String::new() }))
+        .await?
+        .into_inner()
+        .process
+        .unwrap();
+    Ok((process.status, process.pid, process.exit_status))
+}
+
+fn shim_pid(id: &str) -> Option<i32> {
+    let output = Command::new("pgrep")
+        .args(["-f", &format!("containerd-shim-berth-v2 .*-id {id}( |$)")])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout).lines().next()?.trim().parse().ok()
+}
+
+#[tokio::test]
+async fn ctr_runs_a_container_through_berth() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "--rm", &image, "t1", "echo", "hi"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "hi");
+    // --rm left nothing: no task, no container, no bundle.
+    let (_, out) = ctr_at(&berthd.paths.socket, &["containers", "ls", "-q"]);
+    assert!(out.trim().is_empty(), "{out}");
+    assert!(berth_tests::dir_entries(&berthd.paths.state.join("tasks/default")).is_empty());
+    let text = berthd.metrics().await;
+    assert!(text.contains("berth_task_starts_total 1"), "{text}");
+    assert!(text.contains("berth_shim_start_seconds_count 1"), "{text}");
+}
+
+#[tokio::test]
+async fn ctr_tasks_ls_exec_ps_metrics_kill() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let socket = berthd.paths.socket.clone();
+    let (ok, out) = ctr_at(&socket, &["run", "-d", &image, "t2", "sleep", "1000"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctr_at(&socket, &["tasks", "ls"]);
+    assert!(ok && out.contains("t2") && out.contains("RUNNING"), "{out}");
+    assert_eq!(berthd.metric("berth_shims_running").await, 1.0);
+
+    let (ok, out) =
+        ctr_at(&socket, &["tasks", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo from-exec"]);
+    assert!(ok && out.contains("from-exec"), "{out}");
+    let (ok, out) = ctr_at(&socket, &["tasks", "ps", "t2"]);
+    assert!(ok && out.lines().count() >= 2, "{out}");
+    let (ok, out) = ctr_at(&socket, &["tasks", "metrics", "t2"]);
+    assert!(ok && out.to_lowercase().contains("memory"), "{out}");
+
+    let (ok, out) = ctr_at(&socket, &["tasks", "kill", "-s", "SIGKILL", "t2"]);
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            task_state(&berthd, "t2")
+                .await
+                .is_ok_and(|(status, _, _)| status == ProcessStatus::Stopped as i32)
+        })
+        .await
+    );
+    let (_, _, exit) = task_state(&berthd, "t2").await.unwrap();
+    assert_eq!(exit, 137, "SIGKILL shows as 128+9");
+    let (ok, out) = ctr_at(&socket, &["tasks", "rm", "t2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctr_at(&socket, &["containers", "rm", "t2"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn bad_task_calls_get_clear_errors_and_failed_creates_leave_nothing() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let socket = berthd.paths.socket.clone();
+    let mut client = TasksClient::new(berthd.channel().await);
+
+    let err = client
+        .kill(in_namespace(tasks::KillRequest {
+            container_id: "nobody".into(),
+            signal: 9,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // Start of a started task.
+    let (ok, out) = ctr_at(&socket, &["run", "-d", &image, "busy", "sleep", "1000"]);
+    assert!(ok, "{out}");
+    let err = client
+        .start(in_namespace(tasks::StartRequest { container_id: "busy".into(), exec_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    ctr_at(&socket, &["tasks", "kill", "-s", "SIGKILL", "busy"]);
+
+    // The OCI runtime fails: its own words reach the caller, and nothing is left behind.
+    let (ok, out) = ctr_at(&socket, &["run", "--rm", &image, "broken", "/no/such/binary"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no such file") || out.contains("not found"), "runc's error text expected: {out}");
+    assert!(!berthd.paths.state.join("tasks/default/broken").exists(), "bundle left behind");
+    let shim_gone = wait_until(Duration::from_secs(5), || async { shim_pid("broken").is_none() }).await;
+    assert!(shim_gone, "shim left behind");
+}
+
+#[tokio::test]
+async fn a_shim_killed_with_sigkill_leaves_its_container_reported_exited() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox", "pgrep"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "-d", &image, "victim", "sleep", "1000"]);
+    assert!(ok, "{out}");
+    let pid = shim_pid("victim").expect("the shim runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let stopped = wait_until(Duration::from_secs(15), || async {
+        task_state(&berthd, "victim")
+            .await
+            .is_ok_and(|(status, _, _)| status == ProcessStatus::Stopped as i32)
+    })
+    .await;
+    assert!(stopped, "a task whose shim died must not stay running");
+    let mut client = TasksClient::new(berthd.channel().await);
+    let deleted = client
+        .delete(in_namespace(tasks::DeleteTaskRequest { container_id: "victim".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(deleted.exit_status, 0, "{deleted:?}");
+}
+
+#[tokio::test]
+async fn a_container_that_exits_while_berthd_is_down_reports_its_real_exit_code() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let (mut berthd, _registry, image) = berthd_with_busybox().await;
+    let (ok, out) =
+        ctr_at(&berthd.paths.socket, &["run", "-d", &image, "short", "sh", "-c", "sleep 2; exit 3"]);
+    assert!(ok, "{out}");
+    berthd.kill().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    berthd.restart().await;
+    let (status, _, exit) = task_state(&berthd, "short").await.unwrap();
+    assert_eq!(status, ProcessStatus::Stopped as i32);
+    assert_eq!(exit, 3);
+}
+
+#[tokio::test]
+async fn sigkill_berthd_while_ten_containers_log_loses_nothing() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let (mut berthd, _registry, image) = berthd_with_busybox().await;
+    let socket = berthd.paths.socket.clone();
+    let logs = tempfile::tempdir().unwrap();
+    let mut pids = Vec::new();
+    for n in 0..10 {
+        let id = format!("logger{n}");
+        let uri = format!("file://{}/{id}.log?format=cri", logs.path().display());
+        let script = "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.02; done";
+        let (ok, out) = ctr_at(&socket, &["run", "-d", "--log-uri", &uri, &image, &id, "sh", "-c", script]);
+        assert!(ok, "{out}");
+        pids.push(task_state(&berthd, &id).await.unwrap().1);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    berthd.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    berthd.restart().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for (n, pid) in pids.iter().enumerate() {
+        let id = format!("logger{n}");
+        let (status, now_pid, _) = task_state(&berthd, &id).await.unwrap();
+        assert_eq!(status, ProcessStatus::Running as i32, "{id} still runs");
+        assert_eq!(now_pid, *pid, "{id} has the same pid");
+        // Every line, in order, from 0: no gap across the restart.
+        let text = std::fs::read_to_string(logs.path().join(format!("{id}.log"))).unwrap();
+        let numbers: Vec<u64> = text
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.splitn(4, ' ').collect();
+                assert_eq!(fields.len(), 4, "CRI log line {line:?}");
+                assert_eq!(fields[1], "stdout");
+                assert_eq!(fields[2], "F");
+                fields[3].trim_start_matches("line-").parse().unwrap()
+            })
+            .collect();
+        assert!(numbers.len() > 40, "{id}: only {} lines", numbers.len());
+        assert!(numbers.iter().enumerate().all(|(i, n)| *n == i as u64), "{id}: gap in {numbers:?}");
+    }
+    let (ok, out) = ctr_at(&socket, &["tasks", "ls"]);
+    assert!(ok && out.matches("RUNNING").count() == 10, "{out}");
+    for n in 0..10 {
+        ctr_at(&socket, &["tasks", "kill", "-s", "SIGKILL", &format!("logger{n}")]);
+    }
+}
+
+#[tokio::test]
+async fn a_configured_runtime_handler_can_name_another_shim() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox", "containerd-shim-runc-v2"]);
+    let registry = Registry::start().await;
+    let berthd = Berthd::start_with_config(|paths| {
+        // Tables after the standard document: `runc` stays berth's, `go` is Debian's Go shim.
+        format!(
+            "{}\n[tasks.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n\n[tasks.runtimes.go]\nruntime_type = \"io.containerd.go.v1\"\nshim = \"containerd-shim-runc-v2\"\nbinary = \"runc\"\n",
+            paths.config_text("")
+        )
+    })
+    .await;
+    push_busybox(&registry, "library/busybox", "1.36").await;
+    let image = format!("{}/library/busybox:1.36", registry.host());
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["images", "pull", "--plain-http", &image]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctr_at(
+        &berthd.paths.socket,
+        &["run", "--rm", "--runtime", "go", &image, "g1", "echo", "from-go-shim"],
+    );
+    assert!(ok && out.trim() == "from-go-shim", "{out}");
+}
+
+#[tokio::test]
+async fn debian_containerd_drives_berths_shim() {
+    skip_unless!(root: true, tools: ["containerd", "ctr", "runc", "docker-registry", "busybox"]);
+    let registry = Registry::start().await;
+    push_busybox(&registry, "library/busybox", "1.36").await;
+    let image = format!("{}/library/busybox:1.36", registry.host());
+    let dir = tempfile::Builder::new().prefix("containerd-e2e-").tempdir().unwrap();
+    let socket = dir.path().join("containerd.sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\naddress = {:?}\n[ttrpc]\naddress = \"\"\n[debug]\naddress = \"\"\n[metrics]\naddress = \"\"\n",
+            dir.path().join("root"),
+            dir.path().join("state"),
+            socket
+        ),
+    )
+    .unwrap();
+    // containerd finds `containerd-shim-berth-v2` on its PATH: put the built one first.
+    let path =
+        format!("{}:{}", berth_tests::berthd::bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+    let mut containerd = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .env("PATH", &path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let up = wait_until(Duration::from_secs(20), || {
+        let socket = socket.clone();
+        async move { ctr_at(&socket, &["version"]).0 }
+    })
+    .await;
+    let outcome = std::panic::catch_unwind(|| {
+        assert!(up, "containerd did not start");
+        let (ok, out) = ctr_at(&socket, &["images", "pull", "--plain-http", &image]);
+        assert!(ok, "{out}");
+        let (ok, out) = ctr_at(
+            &socket,
+            &["run", "--rm", "--runtime", "io.containerd.berth.v2", &image, "c1", "echo", "berth-shim"],
+        );
+        assert!(ok, "{out}");
+        assert_eq!(out.trim(), "berth-shim");
+        let (ok, out) = ctr_at(
+            &socket,
+            &["run", "--rm", "--runtime", "io.containerd.berth.v2", &image, "c2", "sh", "-c", "exit 7"],
+        );
+        assert!(!ok, "ctr reports the container's exit 7 as its own: {out}");
+    });
+    let _ = containerd.kill();
+    let _ = containerd.wait();
+    let _ = Command::new("umount").arg("-R").arg(dir.path()).status();
+    if let Err(panic) = outcome {
+        eprintln!("{}", std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default());
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -311,3 +311,29 @@ async fn debian_containerd_drives_berths_shim() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[tokio::test]
+async fn ctr_events_streams_task_events() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut events = Command::new("ctr")
+        .arg("--address")
+        .arg(&berthd.paths.socket)
+        .args(["events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "--rm", &image, "ev1", "true"]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    events.kill().unwrap();
+    let output = events.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    for topic in ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"] {
+        assert!(text.contains(topic), "missing {topic} in:\n{text}");
+    }
+    let create = text.find("/tasks/create").unwrap();
+    let exit = text.find("/tasks/exit").unwrap();
+    assert!(create < exit, "events in order:\n{text}");
+}

@@ -78,6 +78,10 @@ pub fn decompressed(blob: std::fs::File, media_type: &str) -> Result<Box<dyn Rea
 }
 
 /// Decompresses `blob` and applies it into `mounts`, returning the uncompressed digest and size.
+///
+/// Two threads share the work: this one writes files while a second reads, inflates and hashes
+/// the blob, handing over chunks through a small bounded queue, so inflating and writing
+/// overlap on two cores.
 pub fn apply_blob(
     content: &ContentStore,
     blob: &Digest,
@@ -86,8 +90,73 @@ pub fn apply_blob(
 ) -> Result<(Digest, u64)> {
     let file = content.open_blob(blob)?;
     let mut reader = HashingReader::new(decompressed(file, media_type)?);
-    berth_snapshotter::apply_layer_to_mounts(&mut reader, mounts).map_err(snapshot_error)?;
-    reader.finish().map_err(|e| Error::io(format!("read layer {blob}"), e))
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+    let inflater = std::thread::Builder::new()
+        .name("berth-inflate".into())
+        .spawn(move || -> std::io::Result<(Digest, u64)> {
+            loop {
+                let mut chunk = vec![0; 1 << 20];
+                let mut filled = 0;
+                while filled < chunk.len() {
+                    match reader.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let kind = e.kind();
+                            let _ = sender.send(Err(e));
+                            return Err(std::io::Error::new(kind, "inflating the layer failed"));
+                        }
+                    }
+                }
+                if filled == 0 {
+                    drop(sender);
+                    return reader.finish();
+                }
+                chunk.truncate(filled);
+                // The applier stopped (it failed): stop inflating.
+                if sender.send(Ok(chunk)).is_err() {
+                    return Err(std::io::Error::other("the layer apply stopped"));
+                }
+            }
+        })
+        .map_err(|e| Error::io("start the inflate thread", e))?;
+    let applied = berth_snapshotter::apply_layer_to_mounts(ChannelReader::new(receiver), mounts);
+    let inflated = inflater.join().map_err(|_| Error::Internal("the inflate thread panicked".into()))?;
+    applied.map_err(snapshot_error)?;
+    inflated.map_err(|e| Error::io(format!("read layer {blob}"), e))
+}
+
+/// Reads the chunks another thread sends, in order, as one stream.
+struct ChannelReader {
+    receiver: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl ChannelReader {
+    fn new(receiver: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>) -> Self {
+        Self { receiver, current: Vec::new(), position: 0 }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.position == self.current.len() {
+            match self.receiver.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.position = 0;
+                }
+                // The sender finished: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
 }
 
 /// One layer to unpack.
@@ -180,6 +249,21 @@ mod tests {
             Compression::Plain
         );
         assert_eq!(Compression::detect("", &[0x1f, 0x8b, 8]), Compression::Gzip);
+    }
+
+    #[test]
+    fn channel_reader_joins_chunks_and_passes_errors() {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+        sender.send(Ok(b"hello ".to_vec())).unwrap();
+        sender.send(Ok(b"world".to_vec())).unwrap();
+        drop(sender);
+        let mut text = String::new();
+        ChannelReader::new(receiver).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello world");
+
+        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+        sender.send(Err(std::io::Error::other("broken"))).unwrap();
+        assert!(ChannelReader::new(receiver).read_to_end(&mut Vec::new()).is_err());
     }
 
     #[test]

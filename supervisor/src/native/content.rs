@@ -231,8 +231,14 @@ impl Content for ContentService {
         if let Some(digest) = &expected
             && engine.content.has_blob(digest)
         {
-            let size = engine.content.blob_size(digest)?;
-            record_commit(&engine, &namespace, digest, size, first.labels.clone(), lease.clone()).await?;
+            let labels = first.labels.clone();
+            engine
+                .gc
+                .outside_collection(|| {
+                    let size = engine.content.blob_size(digest)?;
+                    record_commit(&engine, &namespace, digest, size, labels, lease.as_deref())
+                })
+                .await?;
             return Err(Status::already_exists(format!("content {digest} already exists")));
         }
         let mut writer = engine.content.writer(
@@ -273,29 +279,25 @@ impl Content for ContentService {
     }
 }
 
-/// Records committed content in `namespace`, and in the caller's lease if it has one.
-async fn record_commit(
+/// Records committed content in `namespace`, and in the caller's lease if it has one. Runs
+/// while no collection does, so the blob cannot be taken between its commit and its record.
+fn record_commit(
     engine: &Engine,
     namespace: &str,
     digest: &Digest,
     size: u64,
     labels: std::collections::HashMap<String, String>,
-    lease: Option<String>,
-) -> Result<(), Status> {
-    let (namespace, name) = (namespace.to_string(), digest.to_string());
-    engine
-        .meta
-        .run(move |meta| {
-            if let Some(lease) = lease {
-                meta.add_lease_resource(
-                    &namespace,
-                    &lease,
-                    LeaseResource { id: name.clone(), r#type: "content".into() },
-                )?;
-            }
-            meta.put_content(&namespace, &name, size, labels)
-        })
-        .await?;
+    lease: Option<&str>,
+) -> Result<(), Error> {
+    let name = digest.to_string();
+    if let Some(lease) = lease {
+        engine.meta.add_lease_resource(
+            namespace,
+            lease,
+            LeaseResource { id: name.clone(), r#type: "content".into() },
+        )?;
+    }
+    engine.meta.put_content(namespace, &name, size, labels)?;
     Ok(())
 }
 
@@ -335,15 +337,22 @@ async fn handle_write(
         let expected =
             if message.expected.is_empty() { None } else { Some(parse_digest(&message.expected)?) };
         let size = u64::try_from(message.total).unwrap_or(0);
-        // Commit fsyncs: keep it off the async workers' fast path.
-        let digest = match tokio::task::block_in_place(|| writer.commit(size, expected)) {
-            Ok(digest) => digest,
-            // The same bytes were committed before: share them into this namespace.
-            Err(Error::AlreadyExists(_)) => writer.digest(),
-            Err(e) => return Err(e.into()),
-        };
-        let size = engine.content.blob_size(&digest)?;
-        record_commit(engine, namespace, &digest, size, message.labels, lease.map(str::to_string)).await?;
+        let labels = message.labels;
+        let (digest, size) = engine
+            .gc
+            .outside_collection(|| {
+                // Commit fsyncs: keep it off the async workers' fast path.
+                let digest = match tokio::task::block_in_place(|| writer.commit(size, expected)) {
+                    Ok(digest) => digest,
+                    // The same bytes were committed before: share them into this namespace.
+                    Err(Error::AlreadyExists(_)) => writer.digest(),
+                    Err(e) => return Err(e),
+                };
+                let size = engine.content.blob_size(&digest)?;
+                record_commit(engine, namespace, &digest, size, labels, lease)?;
+                Ok((digest, size))
+            })
+            .await?;
         answer.digest = digest.to_string();
         answer.offset = size as i64;
     }

@@ -101,7 +101,39 @@ async fn blocking<T: Send + 'static>(
     Ok(outcome.map_err(snapshot_error)?)
 }
 
+/// What `Prepare` and `View` make.
+#[derive(Clone, Copy)]
+enum NewSnapshot {
+    Active,
+    View,
+}
+
 impl SnapshotsService {
+    /// Makes an active snapshot or a view, held by the caller's lease (if any) from before it
+    /// exists, so a collection running meanwhile cannot take it.
+    #[allow(clippy::too_many_arguments)]
+    async fn create(
+        &self,
+        namespace: &str,
+        lease: Option<String>,
+        snapshotter: &str,
+        key: &str,
+        parent: &str,
+        labels: std::collections::HashMap<String, String>,
+        kind: NewSnapshot,
+    ) -> Result<Vec<ApiMount>, Status> {
+        let backend = self.snapshotter(snapshotter)?;
+        let scoped_key = scoped(namespace, key)?;
+        let parent = parent_of(namespace, parent);
+        self.hold(namespace, lease, backend.name(), key.to_string()).await?;
+        let mounts = blocking(move || match kind {
+            NewSnapshot::Active => backend.prepare(&scoped_key, parent.as_deref(), labels),
+            NewSnapshot::View => backend.view(&scoped_key, parent.as_deref(), labels),
+        })
+        .await?;
+        Ok(mounts.into_iter().map(to_api_mount).collect())
+    }
+
     /// Puts a new snapshot in the caller's lease, if the call carries one.
     async fn hold(
         &self,
@@ -111,9 +143,9 @@ impl SnapshotsService {
         key: String,
     ) -> Result<(), Status> {
         let Some(lease) = lease else { return Ok(()) };
-        let namespace = namespace.to_string();
         let resource = LeaseResource { id: key, r#type: format!("snapshots/{snapshotter}") };
-        self.engine.meta.run(move |meta| meta.add_lease_resource(&namespace, &lease, resource)).await?;
+        let meta = self.engine.meta.clone();
+        self.engine.gc.outside_collection(|| meta.add_lease_resource(namespace, &lease, resource)).await?;
         Ok(())
     }
 }
@@ -126,17 +158,11 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
         let namespace = request_namespace(&request)?;
         let lease = request_lease(&request);
-        let request = request.into_inner();
-        let snapshotter = self.snapshotter(&request.snapshotter)?;
-        let key = scoped(&namespace, &request.key)?;
-        let parent = parent_of(&namespace, &request.parent);
-        let backend = snapshotter.clone();
-        let held = request.key.clone();
-        let mounts = blocking(move || backend.prepare(&key, parent.as_deref(), request.labels)).await?;
-        self.hold(&namespace, lease, snapshotter.name(), held).await?;
-        Ok(Response::new(api::PrepareSnapshotResponse {
-            mounts: mounts.into_iter().map(to_api_mount).collect(),
-        }))
+        let r = request.into_inner();
+        let mounts = self
+            .create(&namespace, lease, &r.snapshotter, &r.key, &r.parent, r.labels, NewSnapshot::Active)
+            .await?;
+        Ok(Response::new(api::PrepareSnapshotResponse { mounts }))
     }
 
     async fn view(
@@ -145,17 +171,11 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
         let namespace = request_namespace(&request)?;
         let lease = request_lease(&request);
-        let request = request.into_inner();
-        let snapshotter = self.snapshotter(&request.snapshotter)?;
-        let key = scoped(&namespace, &request.key)?;
-        let parent = parent_of(&namespace, &request.parent);
-        let backend = snapshotter.clone();
-        let held = request.key.clone();
-        let mounts = blocking(move || backend.view(&key, parent.as_deref(), request.labels)).await?;
-        self.hold(&namespace, lease, snapshotter.name(), held).await?;
-        Ok(Response::new(api::ViewSnapshotResponse {
-            mounts: mounts.into_iter().map(to_api_mount).collect(),
-        }))
+        let r = request.into_inner();
+        let mounts = self
+            .create(&namespace, lease, &r.snapshotter, &r.key, &r.parent, r.labels, NewSnapshot::View)
+            .await?;
+        Ok(Response::new(api::ViewSnapshotResponse { mounts }))
     }
 
     async fn mounts(
@@ -177,10 +197,9 @@ impl Snapshots for SnapshotsService {
         let snapshotter = self.snapshotter(&request.snapshotter)?;
         let name = scoped(&namespace, &request.name)?;
         let key = scoped(&namespace, &request.key)?;
-        let backend = snapshotter.clone();
-        let held = request.name.clone();
-        blocking(move || backend.commit(&name, &key, request.labels)).await?;
-        self.hold(&namespace, lease, snapshotter.name(), held).await?;
+        // Held before it exists, like a new active snapshot.
+        self.hold(&namespace, lease, snapshotter.name(), request.name.clone()).await?;
+        blocking(move || snapshotter.commit(&name, &key, request.labels)).await?;
         Ok(Response::new(()))
     }
 

@@ -43,4 +43,7 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether the engine can run containers now, and if not, why.
     fn runtime_readiness(&self) -> Readiness;
+
+    /// The runtime handlers a RuntimeClass may name; the default one first.
+    fn runtime_handlers(&self) -> Vec<String>;
 }

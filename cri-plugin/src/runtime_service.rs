@@ -89,7 +89,14 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: Vec::new(),
+            // The default handler is also reported under "", as kubelet looks it up by that name.
+            runtime_handlers: std::iter::once(String::new())
+                .chain(self.engine.runtime_handlers())
+                .map(|name| cri::RuntimeHandler {
+                    name,
+                    features: Some(cri::RuntimeHandlerFeatures::default()),
+                })
+                .collect(),
             features: Some(cri::RuntimeFeatures::default()),
         }))
     }

@@ -45,4 +45,11 @@ impl Engine for CriEngine {
         }
         Readiness::ready()
     }
+
+    fn runtime_handlers(&self) -> Vec<String> {
+        let default = self.tasks.default_runtime.clone();
+        std::iter::once(default.clone())
+            .chain(self.tasks.runtimes.keys().filter(|name| **name != default).cloned())
+            .collect()
+    }
 }

@@ -48,6 +48,8 @@ async fn status_reports_conditions_and_node_facts() {
     let runtime = condition(&status, "RuntimeReady");
     // The default handler's shim (beside berthd) and runc are installed.
     assert!(runtime.status, "{runtime:?}");
+    let handlers: Vec<&str> = status.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(handlers, ["", "runc", "crun"]);
     let network = condition(&status, "NetworkReady");
     assert!(!network.status, "no CNI config exists in the test's conf dir");
     assert_eq!(network.reason, "NetworkPluginNotReady");

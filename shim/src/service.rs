@@ -274,7 +274,7 @@ impl Service {
         let mut init = Process::new("", cfg);
         init.pid = pid;
         init.io = Some(io);
-        let c = Container {
+        let mut c = Container {
             id: id.to_string(),
             bundle: bundle.clone(),
             runtime: rt,
@@ -289,7 +289,28 @@ impl Service {
             pending_init_exit: None,
             op: Arc::new(tokio::sync::Mutex::new(())),
         };
+        // Watch for OOM from creation: a process that runs out of memory the instant it starts
+        // must not be missed because the watch came after Start.
+        c.oom = self.watch_oom(id, c.cgroup.as_ref());
         Ok((c, None))
+    }
+
+    /// Publishes TaskOOM whenever the container's cgroup runs out of memory.
+    fn watch_oom(&self, id: &str, cgroup: Option<&cgroup::Cgroup>) -> Option<tokio::task::JoinHandle<()>> {
+        let cg = cgroup?;
+        let publisher = self.s.publisher.clone();
+        let cid = id.to_string();
+        match oom::watch(cg, move || {
+            let mut e = ev::TaskOOM::new();
+            e.container_id = cid.clone();
+            publisher.publish(&e);
+        }) {
+            Ok(t) => Some(t),
+            Err(err) => {
+                crate::warn!("oom watch for {id}: {err}");
+                None
+            }
+        }
     }
 
     fn get_runtime(&self, id: &str) -> Result<(Arc<Runtime>, Arc<tokio::sync::Mutex<()>>)> {
@@ -329,17 +350,8 @@ impl Service {
         e.container_id = id.to_string();
         e.pid = pid;
         self.s.publisher.publish(&e);
-        if let Some(cg) = c.cgroup.clone() {
-            let publisher = self.s.publisher.clone();
-            let cid = id.to_string();
-            match oom::watch(&cg, move || {
-                let mut e = ev::TaskOOM::new();
-                e.container_id = cid.clone();
-                publisher.publish(&e);
-            }) {
-                Ok(t) => c.oom = Some(t),
-                Err(err) => crate::warn!("oom watch for {id}: {err}"),
-            }
+        if c.oom.is_none() {
+            c.oom = self.watch_oom(id, c.cgroup.as_ref());
         }
         // init is already in `running` since Create; replay an exit held during start
         let held = c.init.deferred_exit.take();

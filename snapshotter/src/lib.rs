@@ -93,6 +93,13 @@ pub trait Snapshotter: Send + Sync {
 
     /// Removes a snapshot and its files. `FailedPrecondition` while another snapshot has it
     /// as parent; `NotFound` when it does not exist.
+    /// Whether [`Snapshotter::commit_onto`] works: layers can be unpacked each into its own
+    /// parentless active snapshot (with [`WhiteoutMode::Overlay`]), at the same time, and
+    /// stacked in order when committed.
+    fn can_stack(&self) -> bool;
+    /// Commits the parentless active snapshot `key` as `name` on top of the committed
+    /// `parent`.
+    fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>, labels: Labels) -> Result<()>;
     fn remove(&self, key: &str) -> Result<()>;
 
     /// The mounts of an active snapshot or view (`FailedPrecondition` for committed ones).

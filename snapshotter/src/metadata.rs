@@ -209,13 +209,39 @@ impl MetaStore {
 
     /// Replaces the active snapshot `key` with the committed snapshot `name` (same directory).
     pub fn commit_active(&self, name: &str, key: &str, labels: Labels, usage: Usage) -> Result<Record> {
+        self.commit_active_onto(name, key, labels, usage, None)
+    }
+
+    /// Commits `key` as `name`; with `onto`, a parentless active snapshot is stacked on the
+    /// committed snapshot `onto` (its parent chain becomes `onto`'s).
+    pub fn commit_active_onto(
+        &self,
+        name: &str,
+        key: &str,
+        labels: Labels,
+        usage: Usage,
+        onto: Option<&str>,
+    ) -> Result<Record> {
         let txn = self.db.begin_write()?;
-        let active = self.get_in(&txn, key)?.ok_or_else(|| Error::NotFound(key.to_string()))?;
+        let mut active = self.get_in(&txn, key)?.ok_or_else(|| Error::NotFound(key.to_string()))?;
         if active.kind != Kind::Active {
             return Err(Error::FailedPrecondition(format!("snapshot {key:?} is not active")));
         }
         if self.get_in(&txn, name)?.is_some() {
             return Err(Error::AlreadyExists(name.to_string()));
+        }
+        if let Some(parent) = onto {
+            if active.parent.is_some() {
+                return Err(Error::FailedPrecondition(format!("snapshot {key:?} already has a parent")));
+            }
+            let base = self.get_in(&txn, parent)?.ok_or_else(|| Error::NotFound(parent.to_string()))?;
+            if base.kind != Kind::Committed {
+                return Err(Error::FailedPrecondition(format!(
+                    "parent {parent:?} is not a committed snapshot"
+                )));
+            }
+            active.parent = Some(parent.to_string());
+            active.parent_ids = std::iter::once(base.id).chain(base.parent_ids.iter().copied()).collect();
         }
         let now = SystemTime::now();
         let committed = Record {

@@ -48,6 +48,10 @@ impl Layout for NativeLayout {
         }
     }
 
+    fn stacks_layers(&self) -> bool {
+        false
+    }
+
     fn mounts(&self, s: &Dirs) -> Vec<Mount> {
         let source = match (s.kind, s.parents.first()) {
             (Kind::View, Some(parent)) => parent,

@@ -75,6 +75,10 @@ impl Layout for OverlayLayout {
         Ok(())
     }
 
+    fn stacks_layers(&self) -> bool {
+        true
+    }
+
     fn mounts(&self, s: &Dirs) -> Vec<Mount> {
         let bind = |source: &Path, mode: &str| {
             vec![Mount {

@@ -41,6 +41,10 @@ pub(crate) trait Layout: Send + Sync {
     /// Fills a new snapshot's directory `dir`, which already holds an empty `fs`.
     fn populate(&self, dir: &Path, new: &Dirs) -> Result<()>;
     fn mounts(&self, snapshot: &Dirs) -> Vec<Mount>;
+    /// Whether a layer unpacked on its own (overlay-style whiteouts, no parent) is the same
+    /// as one unpacked on its parents: true where snapshots are layers (overlay), false where
+    /// each is a full copy (native).
+    fn stacks_layers(&self) -> bool;
 }
 
 pub(crate) struct Store {
@@ -186,6 +190,26 @@ impl Store {
         Ok(())
     }
 
+    pub fn can_stack(&self) -> bool {
+        self.layout.stacks_layers()
+    }
+
+    /// Commits a parentless active snapshot on top of the committed `parent`.
+    pub fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>, labels: Labels) -> Result<()> {
+        if !self.layout.stacks_layers() {
+            return Err(Error::FailedPrecondition(format!(
+                "the {} snapshotter cannot stack layers unpacked on their own",
+                self.layout.name()
+            )));
+        }
+        validate_key(name, "committed snapshot name")?;
+        let active = self.get(key)?;
+        let usage = disk_usage(&self.dirs(&active).fs)?;
+        let committed = self.meta.commit_active_onto(name, key, labels, usage, parent)?;
+        tracing::debug!(name, key, ?parent, id = committed.id, "layer stacked");
+        Ok(())
+    }
+
     pub fn remove(&self, key: &str) -> Result<()> {
         let record = self.meta.remove(key)?;
         tracing::debug!(key, id = record.id, "snapshot removed");
@@ -322,6 +346,18 @@ macro_rules! snapshotter_via_store {
             }
             fn commit(&self, name: &str, key: &str, labels: $crate::Labels) -> $crate::Result<()> {
                 self.$field.commit(name, key, labels)
+            }
+            fn can_stack(&self) -> bool {
+                self.$field.can_stack()
+            }
+            fn commit_onto(
+                &self,
+                name: &str,
+                key: &str,
+                parent: Option<&str>,
+                labels: $crate::Labels,
+            ) -> $crate::Result<()> {
+                self.$field.commit_onto(name, key, parent, labels)
             }
             fn remove(&self, key: &str) -> $crate::Result<()> {
                 self.$field.remove(key)

@@ -209,3 +209,48 @@ fn concurrent_prepares_of_one_key_have_one_winner() {
         assert_eq!(fs::read_dir(&root).unwrap().count(), 1);
     }
 }
+
+#[test]
+fn overlay_stacks_layers_unpacked_apart_and_native_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    for s in backends(dir.path(), &db) {
+        let s = s.as_ref();
+        // Two layers unpacked each into a parentless active snapshot, in any order.
+        let top_mounts = s.prepare("extract-top", None, Labels::new()).unwrap();
+        let base_mounts = s.prepare("extract-base", None, Labels::new()).unwrap();
+        if !s.can_stack() {
+            let err = s.commit_onto("base", "extract-base", None, Labels::new()).unwrap_err();
+            assert_eq!(err.code(), Code::FailedPrecondition, "{}: {err}", s.name());
+            continue;
+        }
+        let source = |mounts: &[berth_snapshotter::Mount]| std::path::PathBuf::from(&mounts[0].source);
+        berth_snapshotter::apply_layer(
+            plain_layer("b").into_bytes().as_slice(),
+            &source(&top_mounts),
+            berth_snapshotter::WhiteoutMode::Overlay,
+        )
+        .unwrap();
+        berth_snapshotter::apply_layer(
+            plain_layer("a").into_bytes().as_slice(),
+            &source(&base_mounts),
+            berth_snapshotter::WhiteoutMode::Overlay,
+        )
+        .unwrap();
+        // Stacked in order at commit: base first, then top onto it.
+        let err = s.commit_onto("top", "extract-top", Some("base"), Labels::new()).unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "the parent must be committed first");
+        s.commit_onto("base", "extract-base", None, Labels::new()).unwrap();
+        s.commit_onto("top", "extract-top", Some("base"), Labels::new()).unwrap();
+        let top = s.stat("top").unwrap();
+        assert_eq!(top.parent.as_deref(), Some("base"));
+        assert_eq!(top.kind, Kind::Committed);
+        let view = s.view("look", Some("top"), Labels::new()).unwrap();
+        let lower = view[0].option_value("lowerdir").unwrap().to_string();
+        let dirs: Vec<&str> = lower.split(':').collect();
+        assert_eq!(dirs.len(), 2, "{lower}");
+        assert!(Path::new(dirs[0]).join("b").exists() && Path::new(dirs[1]).join("a").exists(), "{lower}");
+        // The base cannot go while the top stands on it.
+        assert_eq!(s.remove("base").unwrap_err().code(), Code::FailedPrecondition);
+    }
+}

@@ -20,7 +20,7 @@ use super::metrics::PullMetrics;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::reference::ImageReference;
 use super::registry::{EndpointClient, registry_error};
-use super::unpack::{LayerUnpack, unpack_layer};
+use super::unpack::{LayerUnpack, stack_layer, unpack_detached, unpack_layer};
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, Result};
 use crate::gc::GarbageCollector;
@@ -263,6 +263,17 @@ impl PullerInner {
             .map(|id| LeaseResource { id, r#type: "content".into() })
             .collect();
         held.extend(chain.iter().map(|id| LeaseResource { id: id.clone(), r#type: snapshot_type.clone() }));
+        // Where a snapshotter stacks layers (overlay), each layer unpacks into its own active
+        // snapshot as soon as it is downloaded, several at once, and is stacked in order after.
+        let stacking = self.snapshotter.can_stack();
+        let pull_id = nanos();
+        let extract_keys: Vec<String> =
+            (0..manifest.layers.len()).map(|i| format!("extract-{pull_id}-{i}")).collect();
+        if stacking {
+            held.extend(
+                extract_keys.iter().map(|id| LeaseResource { id: id.clone(), r#type: snapshot_type.clone() }),
+            );
+        }
         self.gc
             .outside_collection(|| {
                 held.into_iter()
@@ -270,14 +281,37 @@ impl PullerInner {
             })
             .await?;
 
-        // Layers: download concurrently, unpack in order as each arrives.
+        // Layers: download concurrently; unpack in order as each arrives, or (stacking) each as
+        // it arrives, then stack them in order.
         let downloads = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1)));
+        let unpacks = Arc::new(tokio::sync::Semaphore::new(UNPACKS_AT_ONCE));
         let client = Arc::new(client);
         let mut pending = Vec::new();
-        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        for (i, (layer, diff_id)) in manifest.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
             let digest: Digest = layer.digest.parse()?;
-            let job =
-                self.clone().download(client.clone(), auth.clone(), layer.clone(), digest, downloads.clone());
+            let download = self.clone().download(
+                client.clone(),
+                auth.clone(),
+                layer.clone(),
+                digest.clone(),
+                downloads.clone(),
+            );
+            let detached = stacking.then(|| DetachedUnpack {
+                puller: self.clone(),
+                blob: digest,
+                media_type: layer.media_type.clone(),
+                diff_id: diff_id.clone(),
+                name: snapshot_names[i].clone(),
+                key: format!("{namespace}/{}", extract_keys[i]),
+                slots: unpacks.clone(),
+            });
+            let job = async move {
+                download.await?;
+                match detached {
+                    Some(unpack) => unpack.run().await,
+                    None => Ok(None),
+                }
+            };
             let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
             pending.push((tokio::spawn(job), labels));
         }
@@ -288,10 +322,12 @@ impl PullerInner {
             let layer = &manifest.layers[i];
             let outcome = match job.await {
                 Ok(outcome) => outcome,
-                Err(e) => Err(Error::Internal(format!("download task: {e}"))),
+                Err(e) => Err(Error::Internal(format!("layer task: {e}"))),
             };
             let step = match outcome {
-                Ok(()) => match self.record(namespace, lease, &layer.digest, layer.size as u64, labels) {
+                Ok(unpacked) => match self.record(namespace, lease, &layer.digest, layer.size as u64, labels)
+                {
+                    Ok(()) if stacking => self.stack(unpacked, i, &snapshot_names).await,
                     Ok(()) => {
                         self.unpack(namespace, lease, layer, &config.rootfs.diff_ids[i], i, &snapshot_names)
                             .await
@@ -301,7 +337,8 @@ impl PullerInner {
                 Err(e) => Err(e),
             };
             if let Err(e) = step {
-                // The pull has failed: stop the downloads still running.
+                // The pull has failed: stop the layers still in flight. Their snapshots are
+                // held by the lease until it goes, then collected.
                 for (job, _) in pending {
                     job.abort();
                 }
@@ -527,6 +564,17 @@ impl PullerInner {
         Ok(())
     }
 
+    /// Stacks layer `i`, unpacked apart (`key`), onto layers `0..i`.
+    async fn stack(&self, key: Option<String>, i: usize, snapshot_names: &[String]) -> Result<()> {
+        let Some(key) = key else { return Ok(()) };
+        let snapshotter = self.snapshotter.clone();
+        let name = snapshot_names[i].clone();
+        let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
+        tokio::task::spawn_blocking(move || stack_layer(snapshotter.as_ref(), &key, &name, parent.as_deref()))
+            .await
+            .map_err(|e| Error::Internal(format!("stack task: {e}")))?
+    }
+
     /// Records a committed blob in the namespace and the lease.
     fn record(
         &self,
@@ -569,6 +617,50 @@ impl PullerInner {
             }
         }
         self.record(namespace, lease, &digest.to_string(), bytes.len() as u64, labels)
+    }
+}
+
+/// Layers unpacked at once when a snapshotter stacks layers: two keeps both cores busy
+/// (each unpack already inflates on one thread and writes on another) without thrashing.
+const UNPACKS_AT_ONCE: usize = 2;
+
+/// One layer to unpack apart from its parents, once downloaded.
+struct DetachedUnpack {
+    puller: Arc<PullerInner>,
+    blob: Digest,
+    media_type: String,
+    diff_id: String,
+    /// Namespaced chainID the layer will be committed as.
+    name: String,
+    /// Namespaced key of the active snapshot it unpacks into.
+    key: String,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl DetachedUnpack {
+    /// Unpacks the layer; `None` when its snapshot exists already.
+    async fn run(self) -> Result<Option<String>> {
+        let _slot =
+            self.slots.acquire_owned().await.map_err(|_| Error::Internal("unpack slots closed".into()))?;
+        let started = Instant::now();
+        let puller = self.puller.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let layer = LayerUnpack {
+                blob: &self.blob,
+                media_type: &self.media_type,
+                diff_id: &self.diff_id,
+                parent: None,
+                name: &self.name,
+                key: &self.key,
+            };
+            unpack_detached(puller.snapshotter.as_ref(), &puller.content, &layer)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+        if unpacked.is_some() {
+            self.puller.metrics.unpack_duration.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(unpacked)
     }
 }
 

@@ -88,6 +88,16 @@ pub fn apply_blob(
     media_type: &str,
     mounts: &[berth_snapshotter::Mount],
 ) -> Result<(Digest, u64)> {
+    apply_blob_with(content, blob, media_type, |tar| berth_snapshotter::apply_layer_to_mounts(tar, mounts))
+}
+
+/// [`apply_blob`] with the applying step given: `apply` reads the uncompressed tar.
+pub fn apply_blob_with(
+    content: &ContentStore,
+    blob: &Digest,
+    media_type: &str,
+    apply: impl FnOnce(&mut dyn Read) -> berth_snapshotter::Result<berth_snapshotter::ApplyStats>,
+) -> Result<(Digest, u64)> {
     let file = content.open_blob(blob)?;
     let mut reader = HashingReader::new(decompressed(file, media_type)?);
     let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
@@ -121,7 +131,7 @@ pub fn apply_blob(
             }
         })
         .map_err(|e| Error::io("start the inflate thread", e))?;
-    let applied = berth_snapshotter::apply_layer_to_mounts(ChannelReader::new(receiver), mounts);
+    let applied = apply(&mut ChannelReader::new(receiver));
     let inflated = inflater.join().map_err(|_| Error::Internal("the inflate thread panicked".into()))?;
     applied.map_err(snapshot_error)?;
     inflated.map_err(|e| Error::io(format!("read layer {blob}"), e))
@@ -207,6 +217,54 @@ pub fn unpack_layer(
         tracing::warn!(key = layer.key, error = %e, "removing a failed unpack");
     }
     applied
+}
+
+/// Unpacks a layer into its own parentless active snapshot `key`, overlay style, for a
+/// snapshotter that stacks layers ([`Snapshotter::can_stack`]); the caller commits it onto its
+/// parent later. Returns `None` when the layer's snapshot exists already.
+pub fn unpack_detached(
+    snapshotter: &dyn Snapshotter,
+    content: &ContentStore,
+    layer: &LayerUnpack<'_>,
+) -> Result<Option<String>> {
+    if snapshotter.stat(layer.name).is_ok() {
+        return Ok(None);
+    }
+    let labels = Labels::from([("containerd.io/snapshot.ref".to_string(), layer.name.to_string())]);
+    let mounts = snapshotter.prepare(layer.key, None, labels).map_err(snapshot_error)?;
+    let target = std::path::PathBuf::from(mounts.first().map(|m| m.source.as_str()).unwrap_or_default());
+    let applied = apply_blob_with(content, layer.blob, layer.media_type, |tar| {
+        berth_snapshotter::apply_layer(tar, &target, berth_snapshotter::WhiteoutMode::Overlay)
+    })
+    .and_then(|(digest, _)| {
+        if digest.to_string() != layer.diff_id {
+            return Err(Error::FailedPrecondition(format!(
+                "layer {} unpacks to {digest}, but the image config says {}",
+                layer.blob, layer.diff_id
+            )));
+        }
+        Ok(Some(layer.key.to_string()))
+    });
+    if applied.is_err() {
+        let _ = snapshotter.remove(layer.key);
+    }
+    applied
+}
+
+/// Commits a layer unpacked apart onto the layers below it; a snapshot that appeared
+/// meanwhile (another pull of the same layers) wins, and ours goes.
+pub fn stack_layer(snapshotter: &dyn Snapshotter, key: &str, name: &str, parent: Option<&str>) -> Result<()> {
+    match snapshotter.commit_onto(name, key, parent, Labels::new()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == berth_snapshotter::Code::AlreadyExists => {
+            let _ = snapshotter.remove(key);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = snapshotter.remove(key);
+            Err(snapshot_error(e))
+        }
+    }
 }
 
 /// A snapshotter error as berth's.

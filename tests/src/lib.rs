@@ -5,6 +5,7 @@
 //! Tests that need something this machine lacks (root, a tool) print `SKIPPED: <reason>` and
 //! return; they never pass silently.
 
+pub mod bench;
 pub mod berthd;
 pub mod http_client;
 pub mod image;

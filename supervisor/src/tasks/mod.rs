@@ -18,6 +18,7 @@ use self::shim_client::ShimClient as TaskClient;
 use berth_proto::containerd::services::containers::v1::Container;
 use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim_protos::shim::shim as api;
+use containerd_shim_protos::ttrpc;
 
 use self::bundle::{Bundle, prepare_spec};
 use self::convert::{to_shim_any, to_shim_mount};
@@ -350,15 +351,12 @@ impl TaskManager {
     }
 
     pub async fn start(&self, namespace: &str, id: &str, exec_id: &str) -> Result<u32> {
-        let task = self.task(namespace, id)?;
         let mut request = api::StartRequest::new();
         request.id = id.to_string();
         request.exec_id = exec_id.to_string();
-        let started = task
-            .client
-            .start(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("start {id:?}")))?;
+        let started = self
+            .call(namespace, id, "start", |client, ctx| async move { client.start(ctx, &request).await })
+            .await?;
         if exec_id.is_empty() {
             self.inner.metrics.starts.inc();
         }
@@ -459,17 +457,26 @@ impl TaskManager {
         Ok(states)
     }
 
-    pub async fn kill(&self, namespace: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+    /// Calls the shim of task `id` with the ordinary deadline; `what` names the call in errors.
+    async fn call<T, F, Fut>(&self, namespace: &str, id: &str, what: &str, call: F) -> Result<T>
+    where
+        F: FnOnce(TaskClient, ttrpc::context::Context) -> Fut,
+        Fut: std::future::Future<Output = ttrpc::Result<T>>,
+    {
         let task = self.task(namespace, id)?;
+        call(task.client.clone(), context(namespace, Some(CALL_TIMEOUT)))
+            .await
+            .map_err(|e| shim_error(e, &format!("{what} {id:?}")))
+    }
+
+    pub async fn kill(&self, namespace: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let mut request = api::KillRequest::new();
         request.id = id.to_string();
         request.exec_id = exec_id.to_string();
         request.signal = signal;
         request.all = all;
-        task.client
-            .kill(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("kill {id:?}")))?;
+        self.call(namespace, id, "kill", |client, ctx| async move { client.kill(ctx, &request).await })
+            .await?;
         Ok(())
     }
 
@@ -485,7 +492,6 @@ impl TaskManager {
         terminal: bool,
         spec: Option<prost_types::Any>,
     ) -> Result<()> {
-        let task = self.task(namespace, id)?;
         if exec_id.is_empty() {
             return Err(Error::InvalidArgument("exec needs an exec id".to_string()));
         }
@@ -497,10 +503,9 @@ impl TaskManager {
         request.stderr = stderr;
         request.terminal = terminal;
         request.spec = spec.as_ref().map(to_shim_any).into();
-        task.client
-            .exec(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("exec {exec_id:?} in {id:?}")))?;
+        let what = format!("exec {exec_id:?} in");
+        self.call(namespace, id, &what, |client, ctx| async move { client.exec(ctx, &request).await })
+            .await?;
         Ok(())
     }
 
@@ -512,51 +517,46 @@ impl TaskManager {
         width: u32,
         height: u32,
     ) -> Result<()> {
-        let task = self.task(namespace, id)?;
         let mut request = api::ResizePtyRequest::new();
         request.id = id.to_string();
         request.exec_id = exec_id.to_string();
         request.width = width;
         request.height = height;
-        task.client
-            .resize_pty(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("resize pty of {id:?}")))?;
+        self.call(namespace, id, "resize the pty of", |client, ctx| async move {
+            client.resize_pty(ctx, &request).await
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn close_io(&self, namespace: &str, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
-        let task = self.task(namespace, id)?;
         let mut request = api::CloseIORequest::new();
         request.id = id.to_string();
         request.exec_id = exec_id.to_string();
         request.stdin = stdin;
-        task.client
-            .close_io(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("close io of {id:?}")))?;
+        self.call(
+            namespace,
+            id,
+            "close io of",
+            |client, ctx| async move { client.close_io(ctx, &request).await },
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn pause(&self, namespace: &str, id: &str) -> Result<()> {
-        let task = self.task(namespace, id)?;
         let mut request = api::PauseRequest::new();
         request.id = id.to_string();
-        task.client
-            .pause(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("pause {id:?}")))?;
+        self.call(namespace, id, "pause", |client, ctx| async move { client.pause(ctx, &request).await })
+            .await?;
         Ok(())
     }
 
     pub async fn resume(&self, namespace: &str, id: &str) -> Result<()> {
-        let task = self.task(namespace, id)?;
         let mut request = api::ResumeRequest::new();
         request.id = id.to_string();
-        task.client
-            .resume(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("resume {id:?}")))?;
+        self.call(namespace, id, "resume", |client, ctx| async move { client.resume(ctx, &request).await })
+            .await?;
         Ok(())
     }
 
@@ -565,14 +565,11 @@ impl TaskManager {
         namespace: &str,
         id: &str,
     ) -> Result<Vec<containerd_shim_protos::types::task::ProcessInfo>> {
-        let task = self.task(namespace, id)?;
         let mut request = api::PidsRequest::new();
         request.id = id.to_string();
-        let pids = task
-            .client
-            .pids(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("pids of {id:?}")))?;
+        let pids = self
+            .call(namespace, id, "pids of", |client, ctx| async move { client.pids(ctx, &request).await })
+            .await?;
         Ok(pids.processes)
     }
 
@@ -583,15 +580,14 @@ impl TaskManager {
         path: &str,
         options: Option<prost_types::Any>,
     ) -> Result<()> {
-        let task = self.task(namespace, id)?;
         let mut request = api::CheckpointTaskRequest::new();
         request.id = id.to_string();
         request.path = path.to_string();
         request.options = options.as_ref().map(to_shim_any).into();
-        task.client
-            .checkpoint(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("checkpoint {id:?}")))?;
+        self.call(namespace, id, "checkpoint", |client, ctx| async move {
+            client.checkpoint(ctx, &request).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -602,28 +598,22 @@ impl TaskManager {
         resources: Option<prost_types::Any>,
         annotations: HashMap<String, String>,
     ) -> Result<()> {
-        let task = self.task(namespace, id)?;
         let mut request = api::UpdateTaskRequest::new();
         request.id = id.to_string();
         request.resources = resources.as_ref().map(to_shim_any).into();
         request.annotations = annotations;
-        task.client
-            .update(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("update {id:?}")))?;
+        self.call(namespace, id, "update", |client, ctx| async move { client.update(ctx, &request).await })
+            .await?;
         Ok(())
     }
 
     /// The task's cgroup statistics, as the shim packs them.
     pub async fn stats(&self, namespace: &str, id: &str) -> Result<Option<prost_types::Any>> {
-        let task = self.task(namespace, id)?;
         let mut request = api::StatsRequest::new();
         request.id = id.to_string();
-        let stats = task
-            .client
-            .stats(context(namespace, Some(CALL_TIMEOUT)), &request)
-            .await
-            .map_err(|e| shim_error(e, &format!("stats of {id:?}")))?;
+        let stats = self
+            .call(namespace, id, "stats of", |client, ctx| async move { client.stats(ctx, &request).await })
+            .await?;
         Ok(stats.stats.into_option().map(|any| prost_types::Any { type_url: any.type_url, value: any.value }))
     }
 

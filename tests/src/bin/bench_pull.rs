@@ -18,6 +18,7 @@
 //! Needs root (both daemons unpack into overlayfs snapshots), `docker-registry` and
 //! `busybox-static`. Without `/usr/bin/containerd` only berth is measured.
 
+use berth_tests::bench::{command_line, report_header};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -588,25 +589,6 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -703,19 +685,7 @@ async fn bench(args: Args) {
     }
 
     let mut out = String::new();
-    let _ = writeln!(out, "\n## berth-bench-pull\n");
-    let _ = writeln!(out, "- date: {}", command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]));
-    let _ = writeln!(
-        out,
-        "- kernel: {}",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
-    );
-    let _ = writeln!(
-        out,
-        "- CPU: {} ({} cores)",
-        cpu_model(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
+    out.push_str(&report_header("berth-bench-pull"));
     let _ = writeln!(
         out,
         "- berthd: {} ({})",

@@ -31,6 +31,7 @@
 //! `$BERTH_BIN_DIR/containerd-shim-berth-v2` (default `target/release`); without
 //! `/usr/bin/containerd-shim-runc-v2` only berth and bare runc are measured.
 
+use berth_tests::bench::{command_line, report_header};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
@@ -736,25 +737,6 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-fn command_line(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// `Version: x` from a shim's `-v`.
 fn shim_version(bin: &Path) -> String {
     command_line(&bin.display().to_string(), &["-v"])
@@ -902,19 +884,7 @@ async fn bench(args: &Args, berth: &Path) -> Result<()> {
     let skipped = || "skipped".to_string();
 
     let mut out = String::new();
-    let _ = writeln!(out, "\n## berth-bench-shim\n");
-    let _ = writeln!(out, "- date: {}", command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]));
-    let _ = writeln!(
-        out,
-        "- kernel: {}",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
-    );
-    let _ = writeln!(
-        out,
-        "- CPU: {} ({} cores)",
-        cpu_model(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
+    out.push_str(&report_header("berth-bench-shim"));
     let _ = writeln!(
         out,
         "- berth: {} {} ({}, {})",

@@ -53,6 +53,9 @@ use crate::tasks::shim::DaemonAddresses;
 /// abandoned ingests).
 const GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How long a stopping berthd waits for calls in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What berthd runs, named as containerd names its plugins (introspection lists these).
 fn plugins() -> Vec<PluginEntry> {
     const GRPC: &str = "io.containerd.grpc.v1";
@@ -209,10 +212,15 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     let _ = stop.send(true);
-    match grpc.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+    // Calls in flight get a moment to finish; long-lived ones (a Wait, an events subscription)
+    // must not keep berthd from stopping.
+    match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+        Err(_) => {
+            tracing::info!(grace = ?SHUTDOWN_GRACE, "calls still open after the grace period are dropped")
+        }
     }
     ttrpc.shutdown().await;
     gc_task.abort();

@@ -161,3 +161,16 @@ async fn the_ttrpc_socket_takes_shim_events() {
     let text = HttpClient::default().get(&berthd.paths.metrics_url()).await.unwrap().text();
     assert!(text.contains(r#"berth_events_received_total{topic="/tasks/exit"} 1"#), "{text}");
 }
+
+#[tokio::test]
+async fn an_open_event_subscription_does_not_keep_berthd_from_stopping() {
+    use berth_proto::containerd::services::events::v1::SubscribeRequest;
+    use berth_proto::containerd::services::events::v1::events_client::EventsClient;
+    let mut berthd = Berthd::start().await;
+    let mut client = EventsClient::new(berthd.channel().await);
+    let _stream = client.subscribe(SubscribeRequest::default()).await.unwrap().into_inner();
+    let started = std::time::Instant::now();
+    let status = berthd.stop().await;
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "stop took {:?}", started.elapsed());
+}

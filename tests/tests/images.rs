@@ -399,14 +399,8 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_next_pull_works_once_space_i
     skip_unless!(root: true, tools: ["docker-registry", "busybox", "mount", "umount"]);
     let registry = Registry::start().await;
     // berthd's root on a tmpfs too small for the image.
-    let small = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(small.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let root = small.path().to_path_buf();
+    let small = SmallTmpfs::mount("6m");
+    let root = small.dir.path().to_path_buf();
     let berthd = Berthd::start_with_config(|paths| {
         paths.root = root.clone();
         paths.config_text("")
@@ -430,14 +424,36 @@ async fn a_full_disk_fails_the_pull_cleanly_and_the_next_pull_works_once_space_i
 
     let grown = std::process::Command::new("mount")
         .args(["-o", "remount,size=64m"])
-        .arg(small.path())
+        .arg(small.dir.path())
         .status()
         .unwrap();
     assert!(grown.success());
-    let outcome = pull(&berthd, &name).await;
-    drop(berthd);
-    std::process::Command::new("umount").arg("-l").arg(small.path()).status().unwrap();
-    assert_eq!(outcome.unwrap(), image.id());
+    assert_eq!(pull(&berthd, &name).await.unwrap(), image.id());
+}
+
+/// A tmpfs of a given size on a temporary directory, unmounted when dropped (also when the
+/// test fails).
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        Self { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,19 @@
 //! What the CRI services need from the engine. The CRI plugin is a client of the engine, the
-//! way containerd's CRI plugin is a client of containerd: it sees the engine only through this
-//! trait, which the supervisor implements.
+//! way containerd's CRI plugin is a client of containerd: it sees the engine only through the
+//! traits here, which the supervisor implements in one place (`supervisor/src/cri/`).
+//!
+//! - [`Engine`]: facts about the node and the runtime handlers;
+//! - [`crate::images::ImageStore`]: images (in `images.rs`, beside the ImageService);
+//! - [`RootfsStore`]: writable snapshots that become containers' root filesystems;
+//! - [`TaskRuntime`]: containers' processes, through their shims;
+//! - [`RecordStore`]: where the plugin keeps its own records, so they survive restarts.
+//!
+//! Errors are `tonic::Status`, already coded the way the CRI answers them.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use tonic::Status;
 
 /// A readiness condition as the CRI `Status` call reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,4 +59,171 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The runtime handlers a RuntimeClass may name; the default one first.
     fn runtime_handlers(&self) -> Vec<String>;
+}
+
+/// One mount of a root filesystem, as a snapshotter describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootfsMount {
+    /// `overlay`, `bind`, …
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// Disk a writable layer uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// Writable snapshots on top of an image: containers' root filesystems.
+#[tonic::async_trait]
+pub trait RootfsStore: Send + Sync + 'static {
+    /// Makes the writable snapshot `key` on the top layer of the image `image_id` (a config
+    /// digest) and returns how to mount it. NotFound when the image is not unpacked.
+    async fn prepare(&self, key: &str, image_id: &str) -> Result<Vec<RootfsMount>, Status>;
+    /// Removes snapshot `key`; one already gone is success.
+    async fn remove(&self, key: &str) -> Result<(), Status>;
+    /// What the writable layer of `key` holds.
+    async fn usage(&self, key: &str) -> Result<LayerUsage, Status>;
+    /// Reads `path` (absolute, inside the image) from the image's root filesystem, without
+    /// following links out of it: `/etc/passwd`, `/etc/group`. `None` when there is no such file.
+    async fn read_image_file(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>, Status>;
+}
+
+/// Where a process's stdio goes, in the shim's URI forms: a FIFO path, `file:///abs/path`
+/// (`?format=cri` for the CRI log format, written by the shim itself), or empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskIo {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// A container's task, as the plugin asks the engine to create it.
+#[derive(Debug, Clone)]
+pub struct TaskCreate {
+    pub id: String,
+    /// The OCI runtime spec, typed.
+    pub spec: oci_spec::runtime::Spec,
+    /// The runtime handler (RuntimeClass); empty for the default.
+    pub runtime_handler: String,
+    /// The image name recorded with the container (what `ctr containers ls` shows).
+    pub image: String,
+    /// The snapshot the root filesystem comes from; empty for none.
+    pub snapshot_key: String,
+    pub rootfs: Vec<RootfsMount>,
+    pub io: TaskIo,
+    /// Labels on the engine's container record.
+    pub labels: HashMap<String, String>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskExit {
+    pub pid: u32,
+    pub exit_status: u32,
+    pub exited_at: SystemTime,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskState {
+    pub status: TaskStatus,
+    pub pid: u32,
+    /// Set once stopped.
+    pub exit: Option<TaskExit>,
+}
+
+/// One sample of a container's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupSample {
+    pub timestamp: Option<SystemTime>,
+    /// Total CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, less inactive file pages (what kubelet evicts on).
+    pub memory_working_set_bytes: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_rss_bytes: u64,
+    pub memory_available_bytes: Option<u64>,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
+/// Containers' processes, through their shims (all in the CRI's `k8s.io` namespace).
+#[tonic::async_trait]
+pub trait TaskRuntime: Send + Sync + 'static {
+    /// Records the container and creates its task (the shim starts; the process does not).
+    /// On failure nothing is left: no record, no shim, no bundle.
+    async fn create(&self, task: TaskCreate) -> Result<u32, Status>;
+    async fn start(&self, id: &str) -> Result<u32, Status>;
+    /// `None` when there is no task (never created, or deleted).
+    async fn state(&self, id: &str) -> Result<Option<TaskState>, Status>;
+    /// Signals the init (`exec_id` empty) or an exec; `all` signals every process of the task.
+    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), Status>;
+    /// Waits for the init (`exec_id` empty) or an exec to exit; the caller's drop cancels it.
+    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, Status>;
+    /// Deletes the task and the container record; gone already is `Ok(None)`.
+    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, Status>;
+    /// Adds the process `exec_id` to a running task (not started yet).
+    async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: oci_spec::runtime::Process,
+        io: TaskIo,
+    ) -> Result<(), Status>;
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, Status>;
+    /// Forgets an exited exec; gone already is success.
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), Status>;
+    async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Status>;
+    async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), Status>;
+    /// Applies new cgroup limits to a running task.
+    async fn update_resources(
+        &self,
+        id: &str,
+        resources: oci_spec::runtime::LinuxResources,
+    ) -> Result<(), Status>;
+    /// Makes the shim reopen the container's log file (after kubelet rotated it).
+    async fn reopen_log(&self, id: &str) -> Result<(), Status>;
+    /// The task's cgroup now; `None` when it has no task.
+    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, Status>;
+}
+
+/// The kinds of record the plugin keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Sandbox,
+    Container,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Sandbox => "sandbox",
+            RecordKind::Container => "container",
+        }
+    }
+}
+
+/// The plugin's own durable records (JSON it encodes itself), written atomically.
+#[tonic::async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), Status>;
+    /// Removes a record; one already gone is success.
+    async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), Status>;
+    async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, Status>;
 }

@@ -26,11 +26,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 
 use crate::config::Config;
-use crate::cri_engine::CriEngine;
+use crate::cri::facts::CriEngine;
+use crate::cri::images::CriImageStore;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventsTtrpcServer;
-use crate::images::cri_store::CriImageStore;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::native::containers::ContainersService;
 use crate::native::content::ContentService;

@@ -5,7 +5,7 @@
 
 pub mod config;
 pub mod content;
-pub mod cri_engine;
+pub mod cri;
 pub mod daemon;
 pub mod engine;
 pub mod error;

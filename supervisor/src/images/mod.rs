@@ -1,6 +1,5 @@
-//! Images: references, registry hosts, pulling and unpacking, and the CRI's view of images.
+//! Images: references, registry hosts, pulling and unpacking.
 
-pub mod cri_store;
 pub mod hosts;
 pub mod metrics;
 pub mod oci;

@@ -1,4 +1,5 @@
-//! The engine as the CRI plugin sees it (the [`berth_cri_plugin::Engine`] trait).
+//! The engine as the CRI plugin sees it: node facts, readiness, runtime handlers (the
+//! [`berth_cri_plugin::Engine`] trait).
 
 use berth_cri_plugin::{Engine, Readiness, RuntimeFacts};
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use berth_cri_plugin::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 use tonic::Status;
 
-use super::oci::{self, ImageConfig, Index, Manifest};
-use super::reference::ImageReference;
-use super::registry::Credentials;
 use crate::content::Digest;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::images::oci::{self, ImageConfig, Index, Manifest};
+use crate::images::reference::ImageReference;
+use crate::images::registry::Credentials;
 use crate::metadata::ImageRecord;
 
 /// The containerd namespace the CRI keeps its images in.

@@ -5,7 +5,7 @@
 
 #![deny(unsafe_code)]
 
-pub mod cni_status;
+pub mod cni;
 pub mod config;
 pub mod engine;
 pub mod image_service;

@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::CRI_API_VERSION;
-use crate::cni_status::{first_network_config, network_readiness};
+use crate::cni::{first_network_config, network_readiness};
 use crate::config::{CgroupDriver, CriConfig};
 use crate::engine::{Engine, Readiness};
 use crate::pending::{Capability, pending};

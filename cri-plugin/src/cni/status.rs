@@ -4,76 +4,35 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use super::config::{NetworkList, first_network_config};
+use super::error::CniError;
+use super::exec::find_plugin;
 use crate::engine::Readiness;
-
-const CONFIG_EXTENSIONS: [&str; 3] = ["conflist", "conf", "json"];
-
-#[derive(Deserialize)]
-struct NetworkConfig {
-    name: Option<String>,
-    /// A single-plugin `.conf` names its plugin here.
-    #[serde(rename = "type")]
-    plugin_type: Option<String>,
-    /// A `.conflist` names its plugins here.
-    #[serde(default)]
-    plugins: Vec<PluginConfig>,
-}
-
-#[derive(Deserialize)]
-struct PluginConfig {
-    #[serde(rename = "type")]
-    plugin_type: String,
-}
-
-/// The network config berth would use, if any: first `*.conflist`/`*.conf`/`*.json` by name.
-pub fn first_network_config(conf_dir: &Path) -> Option<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(conf_dir)
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.is_file()
-                && path.extension().and_then(|e| e.to_str()).is_some_and(|e| CONFIG_EXTENSIONS.contains(&e))
-        })
-        .collect();
-    files.sort();
-    files.into_iter().next()
-}
 
 /// NetworkReady as the CRI reports it: ready when a network config exists, parses, and every
 /// plugin it names is an executable in one of `bin_dirs`.
 pub fn network_readiness(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Readiness {
     const REASON: &str = "NetworkPluginNotReady";
     let Some(path) = first_network_config(conf_dir) else {
-        return Readiness::not_ready(
-            REASON,
-            format!("cni config uninitialized: no network config found in {}", conf_dir.display()),
-        );
+        return Readiness::not_ready(REASON, CniError::NoConfig { dir: conf_dir.into() }.to_string());
     };
-    let config: NetworkConfig = match std::fs::read(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-    {
-        Ok(config) => config,
-        Err(e) => {
-            return Readiness::not_ready(REASON, format!("cni config {} is invalid: {e}", path.display()));
-        }
+    let network = match NetworkList::load(&path) {
+        Ok(network) => network,
+        Err(e) => return Readiness::not_ready(REASON, e.to_string()),
     };
-    let mut plugins: Vec<String> = config.plugins.into_iter().map(|p| p.plugin_type).collect();
-    plugins.extend(config.plugin_type);
-    if plugins.is_empty() {
-        return Readiness::not_ready(REASON, format!("cni config {} names no plugin", path.display()));
-    }
-    let missing: Vec<&str> =
-        plugins.iter().filter(|plugin| find_plugin(plugin, bin_dirs).is_none()).map(String::as_str).collect();
+    let missing: Vec<&str> = network
+        .plugins
+        .iter()
+        .map(|p| p.plugin_type.as_str())
+        .filter(|plugin| find_plugin(plugin, bin_dirs).is_none())
+        .collect();
     if !missing.is_empty() {
         let dirs: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
         return Readiness::not_ready(
             REASON,
             format!(
                 "network {:?} from {} needs CNI plugins not found in {}: {}",
-                config.name.unwrap_or_default(),
+                network.name,
                 path.display(),
                 dirs.join(", "),
                 missing.join(", ")
@@ -83,19 +42,8 @@ pub fn network_readiness(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Readiness {
     Readiness::ready()
 }
 
-/// The first executable file named `plugin` in `bin_dirs`.
-pub fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if plugin.contains('/') {
-        return None;
-    }
-    bin_dirs
-        .iter()
-        .map(|dir| dir.join(plugin))
-        .find(|path| path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

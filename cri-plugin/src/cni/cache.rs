@@ -122,7 +122,6 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CniError
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

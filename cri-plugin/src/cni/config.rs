@@ -215,7 +215,6 @@ pub(crate) fn version_at_least(version: &str, min: (u32, u32, u32)) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -101,7 +101,6 @@ pub(crate) fn join_cni_args(args: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -4,13 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use super::LOOPBACK_PLUGIN;
 use super::config::{NetworkList, first_network_config};
 use super::error::CniError;
 use super::exec::find_plugin;
 use crate::engine::Readiness;
 
 /// NetworkReady as the CRI reports it: ready when a network config exists, parses, and every
-/// plugin it names is an executable in one of `bin_dirs`.
+/// plugin it names, and `loopback` (run for every pod), is an executable in one of `bin_dirs`.
 pub fn network_readiness(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Readiness {
     const REASON: &str = "NetworkPluginNotReady";
     let Some(path) = first_network_config(conf_dir) else {
@@ -24,6 +25,7 @@ pub fn network_readiness(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Readiness {
         .plugins
         .iter()
         .map(|p| p.plugin_type.as_str())
+        .chain([LOOPBACK_PLUGIN])
         .filter(|plugin| find_plugin(plugin, bin_dirs).is_none())
         .collect();
     if !missing.is_empty() {
@@ -43,7 +45,6 @@ pub fn network_readiness(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Readiness {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
@@ -83,6 +84,7 @@ mod tests {
         let conf = tempfile::tempdir().unwrap();
         let bin = tempfile::tempdir().unwrap();
         executable(bin.path(), "bridge");
+        executable(bin.path(), "loopback");
         std::fs::write(conf.path().join("10-a.conf"), r#"{"name":"a","type":"bridge"}"#).unwrap();
         std::fs::write(conf.path().join("20-b.conf"), r#"{"name":"b","type":"missing"}"#).unwrap();
         std::fs::write(conf.path().join("notes.txt"), "ignored").unwrap();

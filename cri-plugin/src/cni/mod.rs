@@ -202,18 +202,25 @@ impl CniManager {
         request.validate()?;
         let netns_exists = !request.netns.as_os_str().is_empty() && request.netns.exists();
         let netns = if netns_exists { request.netns.clone().into_os_string() } else { OsString::new() };
+        // libcni too drops an unusable entry and deletes with the current config.
         let cached = match self.read_cache(&request.sandbox_id).await {
-            Ok(cached) => cached,
+            Ok(Some(entry)) => {
+                match cached_network(&self.config.cache_dir, &request.sandbox_id, entry.config.clone()) {
+                    Ok(network) => Some((network, entry)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "ignoring an unusable CNI cache entry");
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
             Err(err) => {
-                // libcni too drops an unreadable entry and deletes with the current config.
                 tracing::warn!(error = %err, "ignoring an unreadable CNI cache entry");
                 None
             }
         };
         let (network, prev_result, attachment) = match cached {
-            Some(entry) => {
-                let network =
-                    cached_network(&self.config.cache_dir, &request.sandbox_id, entry.config.clone())?;
+            Some((network, entry)) => {
                 let attachment = Attachment::from_cache(request, &entry, netns.clone());
                 (Some(network), entry.result, attachment)
             }

@@ -7,9 +7,10 @@
 //!
 //! Files: `config.rs` (loading configs, plugin stdin), `exec.rs` (running one plugin),
 //! `result.rs` (result types), `cache.rs` (the result cache), `request.rs` and `bandwidth.rs`
-//! (what the sandbox asks for), `default_config.rs`, `status.rs` (NetworkReady), and here the
+//! (what the sandbox asks for), `attachment.rs` (the arguments plugins run with), `default_config.rs`, `status.rs` (NetworkReady), and here the
 //! manager that runs a whole network.
 
+mod attachment;
 mod bandwidth;
 mod cache;
 mod config;
@@ -27,7 +28,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use bandwidth::{Bandwidth, EGRESS_ANNOTATION, INGRESS_ANNOTATION, parse_quantity};
 pub use config::first_network_config;
@@ -38,19 +39,16 @@ pub use request::{CniRequest, PortMapping};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use status::network_readiness;
 
+use attachment::{Attachment, LOOPBACK_PLUGIN, loopback_network};
 use cache::{CacheEntry, ResultCache};
 use config::{NetworkList, version_at_least};
 use exec::{Command, Invocation, PluginExec};
-use request::{join_cni_args, validate_sandbox_id};
+use request::validate_sandbox_id;
 
 use crate::engine::Readiness;
 
 /// How long one plugin invocation may take before it is killed.
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The loopback plugin brings `lo` up; 0.3.1 is what every loopback plugin release accepts.
-const LOOPBACK_PLUGIN: &str = "loopback";
-const LOOPBACK_IFNAME: &str = "lo";
 
 /// Where CNI configs, plugins and berth's result cache live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,15 +64,6 @@ pub struct CniManager {
     config: CniConfig,
     exec: PluginExec,
     cache: ResultCache,
-}
-
-/// The arguments one sandbox's plugins run with, from the request or from the cache.
-struct Attachment {
-    container_id: String,
-    netns: OsString,
-    ifname: String,
-    cni_args: String,
-    capability_args: Map<String, Value>,
 }
 
 impl CniManager {
@@ -118,13 +107,7 @@ impl CniManager {
         for plugin in &network.plugins {
             self.exec.find(&plugin.plugin_type)?;
         }
-        let attachment = Attachment {
-            container_id: request.sandbox_id.clone(),
-            netns: request.netns.clone().into_os_string(),
-            ifname: request.ifname.clone(),
-            cni_args: join_cni_args(&request.cni_args()),
-            capability_args: request.capability_args(),
-        };
+        let attachment = Attachment::from_request(request, request.netns.clone().into_os_string());
         let loopback = loopback_network();
         let lo = attachment.for_loopback();
         self.invoke(Command::Add, &loopback, 0, None, &lo).await?;
@@ -235,14 +218,7 @@ impl CniManager {
                     }
                     Err(err) => return Err(err),
                 };
-                let attachment = Attachment {
-                    container_id: request.sandbox_id.clone(),
-                    netns: netns.clone(),
-                    ifname: request.ifname.clone(),
-                    cni_args: join_cni_args(&request.cni_args()),
-                    capability_args: request.capability_args(),
-                };
-                (network, None, attachment)
+                (network, None, Attachment::from_request(request, netns.clone()))
             }
         };
         if let Some(network) = &network {
@@ -361,40 +337,6 @@ impl CniManager {
         let cache = self.cache.clone();
         let id = sandbox_id.to_string();
         blocking(move || cache.write(&id, &entry)).await
-    }
-}
-
-impl Attachment {
-    /// Arguments as ADD used them: DEL must remove the same port mappings.
-    fn from_cache(request: &CniRequest, entry: &CacheEntry, netns: OsString) -> Self {
-        let ifname = if entry.if_name.is_empty() { request.ifname.clone() } else { entry.if_name.clone() };
-        let cni_args = if entry.cni_args.is_empty() { request.cni_args() } else { entry.cni_args.clone() };
-        Self {
-            container_id: request.sandbox_id.clone(),
-            netns,
-            ifname,
-            cni_args: join_cni_args(&cni_args),
-            capability_args: entry.capability_args.clone(),
-        }
-    }
-
-    fn for_loopback(&self) -> Self {
-        Self {
-            container_id: self.container_id.clone(),
-            netns: self.netns.clone(),
-            ifname: LOOPBACK_IFNAME.to_string(),
-            cni_args: self.cni_args.clone(),
-            capability_args: Map::new(),
-        }
-    }
-}
-
-fn loopback_network() -> NetworkList {
-    NetworkList {
-        name: "cni-loopback".into(),
-        cni_version: "0.3.1".into(),
-        disable_check: true,
-        plugins: vec![config::PluginConf::loopback()],
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::LOOPBACK_PLUGIN;
+use super::attachment::LOOPBACK_PLUGIN;
 use super::config::{NetworkList, first_network_config};
 use super::error::CniError;
 use super::exec::find_plugin;

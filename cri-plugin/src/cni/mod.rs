@@ -7,8 +7,8 @@
 //!
 //! Files: `config.rs` (loading configs, plugin stdin), `exec.rs` (running one plugin),
 //! `result.rs` (result types), `cache.rs` (the result cache), `request.rs` and `bandwidth.rs`
-//! (what the sandbox asks for), `attachment.rs` (the arguments plugins run with), `default_config.rs`, `status.rs` (NetworkReady), and here the
-//! manager that runs a whole network.
+//! (what the sandbox asks for), `attachment.rs` (the arguments plugins run with),
+//! `default_config.rs`, `status.rs` (NetworkReady), and here the manager that runs a network.
 
 mod attachment;
 mod bandwidth;

@@ -5,7 +5,9 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::LinuxDeviceType;
+use oci_spec::runtime::{Capability, LinuxDeviceType};
+
+use super::ALL_CAPABILITIES;
 
 /// A device node on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,16 @@ pub trait HostDevices: Send + Sync {
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// The node's hostname, for pods that do not name one.
     fn hostname(&self) -> String;
+    /// The capabilities berthd holds, which is what "all capabilities" means for a
+    /// privileged container.
+    fn capabilities(&self) -> Vec<Capability> {
+        ALL_CAPABILITIES.to_vec()
+    }
+}
+
+/// The capabilities of a `CapBnd:` mask from /proc/<pid>/status.
+pub fn capabilities_from_mask(mask: u64) -> Vec<Capability> {
+    ALL_CAPABILITIES.iter().enumerate().filter(|(bit, _)| mask & (1 << bit) != 0).map(|(_, c)| *c).collect()
 }
 
 /// The machine berthd runs on.
@@ -107,5 +119,30 @@ impl HostDevices for RealHost {
 
     fn hostname(&self) -> String {
         std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
+        // Unreadable: let runc be the judge rather than grant nothing.
+        mask.map_or_else(|| ALL_CAPABILITIES.to_vec(), capabilities_from_mask)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_mask_without_sys_resource() {
+        let caps = capabilities_from_mask(0x01ff_feff_ffff);
+        assert_eq!(caps.len(), 40);
+        assert!(!caps.contains(&Capability::SysResource));
+        assert!(caps.contains(&Capability::CheckpointRestore));
+        assert_eq!(capabilities_from_mask(0b101), [Capability::Chown, Capability::DacReadSearch]);
     }
 }

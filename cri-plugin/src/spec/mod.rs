@@ -28,7 +28,7 @@ mod user;
 
 pub use annotations::container_annotations;
 pub use error::SpecError;
-pub use host::{DeviceInfo, HostDevices, RealHost};
+pub use host::{DeviceInfo, HostDevices, RealHost, capabilities_from_mask};
 pub use process::{DEFAULT_PATH_ENV, exec_process};
 pub use resources::{cgroups_path, linux_resources, oom_score_adj};
 pub use seccomp::{SeccompChoice, default_profile as default_seccomp_profile};
@@ -114,7 +114,7 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         if pod.config.hostname.is_empty() { input.host.hostname() } else { pod.config.hostname.clone() };
     let image_user = image.and_then(|c| c.user().as_deref()).unwrap_or("");
     let (user, _) = user::container_user(sc, image_user, input.image_files)?;
-    let capabilities = security::capabilities(sc)?;
+    let capabilities = security::capabilities(sc, &input.host.capabilities())?;
     let mut bounding: Vec<Capability> = capabilities.bounding().iter().flatten().copied().collect();
     bounding.sort_by_key(|c| c.to_string());
     let resources = config.linux.as_ref().and_then(|l| l.resources.as_ref());

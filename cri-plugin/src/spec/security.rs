@@ -26,49 +26,49 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::AuditWrite,
 ];
 
-/// Every capability berth knows; runc skips those the kernel does not have.
+/// Every capability berth knows, indexed by its number in the kernel (`CAP_CHOWN` is 0).
 pub const ALL_CAPABILITIES: [Capability; 41] = [
-    Capability::AuditControl,
-    Capability::AuditRead,
-    Capability::AuditWrite,
-    Capability::BlockSuspend,
-    Capability::Bpf,
-    Capability::CheckpointRestore,
     Capability::Chown,
     Capability::DacOverride,
     Capability::DacReadSearch,
     Capability::Fowner,
     Capability::Fsetid,
-    Capability::IpcLock,
-    Capability::IpcOwner,
     Capability::Kill,
-    Capability::Lease,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
     Capability::LinuxImmutable,
-    Capability::MacAdmin,
-    Capability::MacOverride,
-    Capability::Mknod,
-    Capability::NetAdmin,
     Capability::NetBindService,
     Capability::NetBroadcast,
+    Capability::NetAdmin,
     Capability::NetRaw,
-    Capability::Perfmon,
-    Capability::Setgid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::Setuid,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
     Capability::SysAdmin,
     Capability::SysBoot,
-    Capability::SysChroot,
-    Capability::SysModule,
     Capability::SysNice,
-    Capability::SysPacct,
-    Capability::SysPtrace,
-    Capability::SysRawio,
     Capability::SysResource,
     Capability::SysTime,
     Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
     Capability::Syslog,
     Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
 ];
 
 /// Paths hidden from a container that is not privileged, when kubelet does not say.
@@ -110,15 +110,19 @@ fn names(list: &[String]) -> Result<Vec<Capability>, SpecError> {
 
 /// The process's capabilities: the default set, or all when privileged; then the context's
 /// `ALL` add or drop, then its named adds and drops (so `drop ALL, add NET_ADMIN` works).
+/// "All" is `host_caps`, the capabilities berthd holds: runc cannot grant one it lacks.
 /// Ambient capabilities are also put in every other set, or the kernel would not keep them.
-pub fn capabilities(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result<LinuxCapabilities, SpecError> {
+pub fn capabilities(
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+    host_caps: &[Capability],
+) -> Result<LinuxCapabilities, SpecError> {
     let privileged = sc.is_some_and(|sc| sc.privileged);
     let caps = sc.and_then(|sc| sc.capabilities.as_ref());
     let mut set: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
     let mut ambient = Capabilities::new();
     if let Some(c) = caps {
         if c.add_capabilities.iter().any(|n| is_all(n)) {
-            set.extend(ALL_CAPABILITIES);
+            set.extend(host_caps);
         }
         if c.drop_capabilities.iter().any(|n| is_all(n)) {
             set.clear();
@@ -130,7 +134,7 @@ pub fn capabilities(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result<L
         ambient.extend(names(&c.add_ambient_capabilities)?);
     }
     if privileged {
-        set.extend(ALL_CAPABILITIES);
+        set.extend(host_caps);
     }
     set.extend(ambient.iter().copied());
 
@@ -242,7 +246,7 @@ mod tests {
 
     #[test]
     fn default_set_in_bounding_effective_permitted_only() {
-        let c = capabilities(None).unwrap();
+        let c = capabilities(None, &ALL_CAPABILITIES).unwrap();
         let expect: HashSet<_> = DEFAULT_CAPABILITIES.into_iter().collect();
         assert_eq!(bounding(&c), expect);
         assert_eq!(c.effective().clone().unwrap(), expect);
@@ -252,8 +256,11 @@ mod tests {
 
     #[test]
     fn add_and_drop_any_case_with_or_without_prefix() {
-        let c =
-            capabilities(Some(&with_caps(&["net_admin", "CAP_SYS_TIME"], &["cap_chown", "KILL"]))).unwrap();
+        let c = capabilities(
+            Some(&with_caps(&["net_admin", "CAP_SYS_TIME"], &["cap_chown", "KILL"])),
+            &ALL_CAPABILITIES,
+        )
+        .unwrap();
         let b = bounding(&c);
         assert!(b.contains(&Capability::NetAdmin) && b.contains(&Capability::SysTime));
         assert!(!b.contains(&Capability::Chown) && !b.contains(&Capability::Kill));
@@ -262,7 +269,7 @@ mod tests {
 
     #[test]
     fn add_all_then_drop_one() {
-        let c = capabilities(Some(&with_caps(&["ALL"], &["CHOWN"]))).unwrap();
+        let c = capabilities(Some(&with_caps(&["ALL"], &["CHOWN"])), &ALL_CAPABILITIES).unwrap();
         let b = bounding(&c);
         assert_eq!(b.len(), ALL_CAPABILITIES.len() - 1);
         assert!(!b.contains(&Capability::Chown));
@@ -270,14 +277,14 @@ mod tests {
 
     #[test]
     fn drop_all_then_add_one() {
-        let c = capabilities(Some(&with_caps(&["NET_BIND_SERVICE"], &["all"]))).unwrap();
+        let c = capabilities(Some(&with_caps(&["NET_BIND_SERVICE"], &["all"])), &ALL_CAPABILITIES).unwrap();
         assert_eq!(bounding(&c), HashSet::from([Capability::NetBindService]));
     }
 
     #[test]
     fn unknown_capability_is_an_error() {
         assert!(
-            matches!(capabilities(Some(&with_caps(&["FLY"], &[]))), Err(SpecError::UnknownCapability(n)) if n == "FLY")
+            matches!(capabilities(Some(&with_caps(&["FLY"], &[])), &ALL_CAPABILITIES), Err(SpecError::UnknownCapability(n)) if n == "FLY")
         );
     }
 
@@ -285,7 +292,7 @@ mod tests {
     fn ambient_capabilities_are_in_every_set() {
         let mut sc = with_caps(&[], &["ALL"]);
         sc.capabilities.as_mut().unwrap().add_ambient_capabilities = vec!["NET_BIND_SERVICE".into()];
-        let c = capabilities(Some(&sc)).unwrap();
+        let c = capabilities(Some(&sc), &ALL_CAPABILITIES).unwrap();
         let only = HashSet::from([Capability::NetBindService]);
         assert_eq!(c.ambient().clone().unwrap(), only);
         assert_eq!(c.inheritable().clone().unwrap(), only);
@@ -296,7 +303,31 @@ mod tests {
     fn privileged_gets_all_capabilities_even_after_drops() {
         let mut sc = with_caps(&[], &["ALL"]);
         sc.privileged = true;
-        assert_eq!(bounding(&capabilities(Some(&sc)).unwrap()).len(), ALL_CAPABILITIES.len());
+        assert_eq!(
+            bounding(&capabilities(Some(&sc), &ALL_CAPABILITIES).unwrap()).len(),
+            ALL_CAPABILITIES.len()
+        );
+    }
+
+    #[test]
+    fn all_means_what_the_host_holds() {
+        let host = [Capability::Chown, Capability::SysAdmin];
+        let c = capabilities(Some(&with_caps(&["ALL"], &[])), &host).unwrap();
+        let b = bounding(&c);
+        assert!(b.contains(&Capability::SysAdmin) && !b.contains(&Capability::SysResource));
+        let mut sc = with_caps(&[], &[]);
+        sc.privileged = true;
+        assert!(!bounding(&capabilities(Some(&sc), &host).unwrap()).contains(&Capability::SysResource));
+    }
+
+    #[test]
+    fn capability_table_is_in_kernel_order() {
+        assert_eq!(ALL_CAPABILITIES[0], Capability::Chown);
+        assert_eq!(ALL_CAPABILITIES[21], Capability::SysAdmin);
+        assert_eq!(ALL_CAPABILITIES[24], Capability::SysResource);
+        assert_eq!(ALL_CAPABILITIES[40], Capability::CheckpointRestore);
+        let unique: HashSet<_> = ALL_CAPABILITIES.into_iter().collect();
+        assert_eq!(unique.len(), ALL_CAPABILITIES.len());
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod namespaces;
 mod process;
 mod resources;
 mod seccomp;
+mod seccomp_default;
 mod security;
 #[cfg(test)]
 mod testing;
@@ -31,7 +32,8 @@ pub use error::SpecError;
 pub use host::{DeviceInfo, HostDevices, RealHost, capabilities_from_mask};
 pub use process::{DEFAULT_PATH_ENV, exec_process};
 pub use resources::{cgroups_path, linux_resources, oom_score_adj};
-pub use seccomp::{SeccompChoice, default_profile as default_seccomp_profile};
+pub use seccomp::SeccompChoice;
+pub use seccomp_default::default_profile as default_seccomp_profile;
 pub use security::{
     ALL_CAPABILITIES, DEFAULT_APPARMOR_PROFILE, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS, parse_capability,

@@ -12,6 +12,7 @@ pub mod image_service;
 pub mod images;
 pub mod pending;
 pub mod runtime_service;
+pub mod spec;
 
 pub use config::{CgroupDriver, CriConfig};
 pub use engine::{Engine, Readiness, RuntimeFacts};

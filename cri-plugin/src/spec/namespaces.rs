@@ -1,0 +1,143 @@
+//! Which namespaces a container creates and which it joins: the pod's network, IPC and UTS;
+//! a PID namespace by the context's mode; always its own mount namespace.
+
+use std::path::PathBuf;
+
+use berth_proto::runtime::v1 as cri;
+use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
+
+use super::{PodContext, SpecError};
+
+fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
+    let mut n = LinuxNamespace::default();
+    n.set_typ(typ);
+    n.set_path(path);
+    n
+}
+
+/// The namespaces of a container in `pod`. A namespace absent from the list is the host's.
+///
+/// No cgroup namespace: on this project's cgroup v1 and hybrid hosts runc would then hide
+/// the container's cgroup, and v2 detection is not worth a host probe here.
+pub fn container_namespaces(
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+    pod: &PodContext,
+    target_pid: Option<u32>,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let options = sc.and_then(|sc| sc.namespace_options.as_ref());
+    let pid_mode = match options {
+        Some(o) => cri::NamespaceMode::try_from(o.pid)
+            .map_err(|_| SpecError::UnsupportedNamespace(format!("unknown PID namespace mode {}", o.pid)))?,
+        None => cri::NamespaceMode::Pod,
+    };
+    if let Some(userns) = options.and_then(|o| o.userns_options.as_ref())
+        && userns.mode != cri::NamespaceMode::Node as i32
+    {
+        return Err(SpecError::UnsupportedNamespace(
+            "user namespaces are not supported; use mode NODE (hostUsers: true)".into(),
+        ));
+    }
+
+    let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
+    if let Some(path) = &pod.netns {
+        out.push(ns(LinuxNamespaceType::Network, Some(path.clone())));
+    }
+    if let Some(path) = &pod.ipc_ns {
+        out.push(ns(LinuxNamespaceType::Ipc, Some(path.clone())));
+    }
+    if let Some(path) = &pod.uts_ns {
+        out.push(ns(LinuxNamespaceType::Uts, Some(path.clone())));
+    }
+    match pid_mode {
+        // A pod without a shared PID namespace still isolates each container from the host.
+        cri::NamespaceMode::Pod => out.push(ns(LinuxNamespaceType::Pid, pod.pid_ns.clone())),
+        cri::NamespaceMode::Container => out.push(ns(LinuxNamespaceType::Pid, None)),
+        cri::NamespaceMode::Node => {}
+        cri::NamespaceMode::Target => {
+            let pid = target_pid.ok_or(SpecError::NoTargetPid)?;
+            out.push(ns(LinuxNamespaceType::Pid, Some(PathBuf::from(format!("/proc/{pid}/ns/pid")))));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::spec::testing::pod;
+
+    fn with_pid(mode: cri::NamespaceMode) -> cri::LinuxContainerSecurityContext {
+        cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption { pid: mode as i32, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn find(list: &[LinuxNamespace], typ: LinuxNamespaceType) -> Option<Option<PathBuf>> {
+        list.iter().find(|n| n.typ() == typ).map(|n| n.path().clone())
+    }
+
+    #[test]
+    fn joins_pod_network_ipc_uts_and_owns_mount() {
+        let p = pod();
+        let list = container_namespaces(None, &p, None).unwrap();
+        assert_eq!(find(&list, LinuxNamespaceType::Mount), Some(None));
+        assert_eq!(find(&list, LinuxNamespaceType::Network), Some(p.netns.clone()));
+        assert_eq!(find(&list, LinuxNamespaceType::Ipc), Some(p.ipc_ns.clone()));
+        assert_eq!(find(&list, LinuxNamespaceType::Uts), Some(p.uts_ns.clone()));
+        assert_eq!(find(&list, LinuxNamespaceType::Cgroup), None);
+    }
+
+    #[test]
+    fn host_network_and_ipc_mean_no_namespace_entry() {
+        let mut p = pod();
+        p.netns = None;
+        p.ipc_ns = None;
+        p.uts_ns = None;
+        let list = container_namespaces(None, &p, None).unwrap();
+        assert_eq!(find(&list, LinuxNamespaceType::Network), None);
+        assert_eq!(find(&list, LinuxNamespaceType::Ipc), None);
+        assert_eq!(find(&list, LinuxNamespaceType::Uts), None);
+    }
+
+    #[test]
+    fn pid_modes() {
+        let mut p = pod();
+        let pod_mode = container_namespaces(Some(&with_pid(cri::NamespaceMode::Pod)), &p, None).unwrap();
+        assert_eq!(find(&pod_mode, LinuxNamespaceType::Pid), Some(p.pid_ns.clone()));
+        p.pid_ns = None;
+        let pod_mode = container_namespaces(Some(&with_pid(cri::NamespaceMode::Pod)), &p, None).unwrap();
+        assert_eq!(find(&pod_mode, LinuxNamespaceType::Pid), Some(None));
+        let own = container_namespaces(Some(&with_pid(cri::NamespaceMode::Container)), &p, None).unwrap();
+        assert_eq!(find(&own, LinuxNamespaceType::Pid), Some(None));
+        let host = container_namespaces(Some(&with_pid(cri::NamespaceMode::Node)), &p, None).unwrap();
+        assert_eq!(find(&host, LinuxNamespaceType::Pid), None);
+    }
+
+    #[test]
+    fn target_mode_joins_the_target_or_fails() {
+        let p = pod();
+        let sc = with_pid(cri::NamespaceMode::Target);
+        let list = container_namespaces(Some(&sc), &p, Some(4321)).unwrap();
+        assert_eq!(find(&list, LinuxNamespaceType::Pid), Some(Some(PathBuf::from("/proc/4321/ns/pid"))));
+        assert!(matches!(container_namespaces(Some(&sc), &p, None), Err(SpecError::NoTargetPid)));
+    }
+
+    #[test]
+    fn user_namespaces_other_than_node_are_refused() {
+        let mut sc = with_pid(cri::NamespaceMode::Pod);
+        sc.namespace_options.as_mut().unwrap().userns_options =
+            Some(cri::UserNamespace { mode: cri::NamespaceMode::Pod as i32, ..Default::default() });
+        assert!(matches!(
+            container_namespaces(Some(&sc), &pod(), None),
+            Err(SpecError::UnsupportedNamespace(_))
+        ));
+        sc.namespace_options.as_mut().unwrap().userns_options = Some(cri::UserNamespace::default());
+        // Mode 0 is POD; kubelet sends NODE for ordinary pods.
+        assert!(container_namespaces(Some(&sc), &pod(), None).is_err());
+        sc.namespace_options.as_mut().unwrap().userns_options =
+            Some(cri::UserNamespace { mode: cri::NamespaceMode::Node as i32, ..Default::default() });
+        assert!(container_namespaces(Some(&sc), &pod(), None).is_ok());
+    }
+}

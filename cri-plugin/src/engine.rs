@@ -126,6 +126,8 @@ pub struct TaskExit {
     pub pid: u32,
     pub exit_status: u32,
     pub exited_at: SystemTime,
+    /// The kernel's OOM killer ended it.
+    pub oom_killed: bool,
 }
 
 /// Where a task is in its life.

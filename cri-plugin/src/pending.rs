@@ -8,14 +8,8 @@ use tonic::Status;
 /// A capability of berth that serves a group of CRI calls.
 #[derive(Debug, Clone, Copy)]
 pub enum Capability {
-    /// Pod sandboxes with their namespaces and CNI networking.
-    PodSandboxes,
-    /// Containers created and run through shims.
-    Containers,
     /// Exec, attach and port-forward through the streaming server.
     Streaming,
-    /// Container and pod statistics and metrics.
-    Stats,
     /// Checkpoint and restore of containers.
     Checkpoint,
 }
@@ -23,10 +17,7 @@ pub enum Capability {
 impl Capability {
     fn describe(self) -> &'static str {
         match self {
-            Capability::PodSandboxes => "the pod sandboxes capability (pod namespaces, CNI networking)",
-            Capability::Containers => "the containers capability (shims, OCI runtime, logs)",
             Capability::Streaming => "the streaming capability (exec, attach, port-forward)",
-            Capability::Stats => "the stats capability (container and pod statistics)",
             Capability::Checkpoint => "the checkpoint capability (container checkpoint and restore)",
         }
     }
@@ -46,9 +37,9 @@ mod tests {
 
     #[test]
     fn names_rpc_and_capability() {
-        let status = pending::<()>("RuntimeService/RunPodSandbox", Capability::PodSandboxes).unwrap_err();
+        let status = pending::<()>("RuntimeService/Exec", Capability::Streaming).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unimplemented);
-        assert!(status.message().contains("runtime.v1.RuntimeService/RunPodSandbox"));
-        assert!(status.message().contains("pod sandboxes capability"));
+        assert!(status.message().contains("runtime.v1.RuntimeService/Exec"));
+        assert!(status.message().contains("streaming capability"));
     }
 }

@@ -1,5 +1,7 @@
-//! The CRI RuntimeService: runtime identity, status and configuration today; pods,
-//! containers, streaming and stats as their capabilities arrive (see [`crate::pending`]).
+//! The CRI RuntimeService: a thin dispatcher. Identity, status and configuration are
+//! answered here; pods, containers, stats and events by their areas through [`CriRuntime`];
+//! streaming (exec, attach, port-forward) arrives with its own capability
+//! (see [`crate::pending`]).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -14,22 +16,42 @@ use crate::CRI_API_VERSION;
 use crate::cni::{first_network_config, network_readiness};
 use crate::config::{CgroupDriver, CriConfig};
 use crate::engine::{Engine, Readiness};
+use crate::events::EventStream;
 use crate::pending::{Capability, pending};
+use crate::runtime::CriRuntime;
 
 /// Version of the kubelet runtime API that `Version` reports, as containerd does.
 const KUBELET_API_VERSION: &str = "0.1.0";
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Serves `runtime.v1.RuntimeService`.
+/// Items per message of the `Stream*` calls.
+const STREAM_BATCH: usize = 100;
+
+/// A list as a stream of messages of at most [`STREAM_BATCH`] items.
+fn batches<T: Send + 'static, M: Send + 'static>(
+    items: Vec<T>,
+    message: impl Fn(Vec<T>) -> M,
+) -> ResponseStream<M> {
+    let mut messages = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        messages.push(Ok(message(items.by_ref().take(STREAM_BATCH).collect())));
+    }
+    Box::pin(tokio_stream::iter(messages))
+}
+
+/// Serves `runtime.v1.RuntimeService`: identity and status here, everything else in the
+/// area that owns it (see [`CriRuntime`]).
 pub struct CriRuntimeService {
     config: CriConfig,
     engine: Arc<dyn Engine>,
+    runtime: Arc<CriRuntime>,
 }
 
 impl CriRuntimeService {
-    pub fn new(config: CriConfig, engine: Arc<dyn Engine>) -> Self {
-        Self { config, engine }
+    pub fn new(runtime: Arc<CriRuntime>) -> Self {
+        Self { config: runtime.config.clone(), engine: runtime.engine.clone(), runtime }
     }
 
     fn condition(kind: &str, readiness: Readiness) -> cri::RuntimeCondition {
@@ -116,142 +138,163 @@ impl RuntimeService for CriRuntimeService {
 
     async fn update_runtime_config(
         &self,
-        _request: Request<cri::UpdateRuntimeConfigRequest>,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        // kubelet sends the pod CIDR here; it matters once CNI networking exists.
-        pending("RuntimeService/UpdateRuntimeConfig", Capability::PodSandboxes)
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.runtime.update_pod_cidr(&cidr).await?;
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        pending("RuntimeService/RunPodSandbox", Capability::PodSandboxes)
+        let pod_sandbox_id = self.runtime.run_pod_sandbox(request.into_inner()).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        pending("RuntimeService/StopPodSandbox", Capability::PodSandboxes)
+        self.runtime.stop_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        pending("RuntimeService/RemovePodSandbox", Capability::PodSandboxes)
+        self.runtime.remove_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        pending("RuntimeService/PodSandboxStatus", Capability::PodSandboxes)
+        Ok(Response::new(self.runtime.pod_sandbox_status(request.into_inner()).await?))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        pending("RuntimeService/ListPodSandbox", Capability::PodSandboxes)
+        let items = self.runtime.list_pod_sandboxes(request.into_inner().filter);
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
     type StreamPodSandboxesStream = ResponseStream<cri::StreamPodSandboxesResponse>;
 
     async fn stream_pod_sandboxes(
         &self,
-        _request: Request<cri::StreamPodSandboxesRequest>,
+        request: Request<cri::StreamPodSandboxesRequest>,
     ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        pending("RuntimeService/StreamPodSandboxes", Capability::PodSandboxes)
+        let items = self.runtime.list_pod_sandboxes(request.into_inner().filter);
+        Ok(Response::new(batches(items, |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes })))
     }
 
     async fn update_pod_sandbox_resources(
         &self,
-        _request: Request<cri::UpdatePodSandboxResourcesRequest>,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
-        pending("RuntimeService/UpdatePodSandboxResources", Capability::PodSandboxes)
+        self.runtime.update_pod_sandbox_resources(request.into_inner())?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        pending("RuntimeService/CreateContainer", Capability::Containers)
+        let container_id = self.runtime.create_container(request.into_inner()).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        pending("RuntimeService/StartContainer", Capability::Containers)
+        self.runtime.start_container(&request.into_inner().container_id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        pending("RuntimeService/StopContainer", Capability::Containers)
+        let request = request.into_inner();
+        self.runtime.stop_container(&request.container_id, request.timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        pending("RuntimeService/RemoveContainer", Capability::Containers)
+        self.runtime.remove_container(&request.into_inner().container_id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        pending("RuntimeService/ListContainers", Capability::Containers)
+        let containers = self.runtime.list_containers(request.into_inner().filter);
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     type StreamContainersStream = ResponseStream<cri::StreamContainersResponse>;
 
     async fn stream_containers(
         &self,
-        _request: Request<cri::StreamContainersRequest>,
+        request: Request<cri::StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        pending("RuntimeService/StreamContainers", Capability::Containers)
+        let items = self.runtime.list_containers(request.into_inner().filter);
+        Ok(Response::new(batches(items, |containers| cri::StreamContainersResponse { containers })))
     }
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        pending("RuntimeService/ContainerStatus", Capability::Containers)
+        Ok(Response::new(self.runtime.container_status(request.into_inner())?))
     }
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        pending("RuntimeService/UpdateContainerResources", Capability::Containers)
+        self.runtime.update_container_resources(request.into_inner()).await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        pending("RuntimeService/ReopenContainerLog", Capability::Containers)
+        self.runtime.reopen_container_log(&request.into_inner().container_id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
-    type GetContainerEventsStream = ResponseStream<cri::ContainerEventResponse>;
+    type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        pending("RuntimeService/GetContainerEvents", Capability::Containers)
+        Ok(Response::new(self.runtime.container_events()))
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        pending("RuntimeService/ExecSync", Capability::Streaming)
+        Ok(Response::new(self.runtime.exec_sync(request.into_inner()).await?))
     }
 
     async fn exec(&self, _request: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
@@ -274,62 +317,75 @@ impl RuntimeService for CriRuntimeService {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        pending("RuntimeService/ContainerStats", Capability::Stats)
+        let stats = self.runtime.container_stats(&request.into_inner().container_id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        pending("RuntimeService/ListContainerStats", Capability::Stats)
+        let stats = self.runtime.list_container_stats(request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     type StreamContainerStatsStream = ResponseStream<cri::StreamContainerStatsResponse>;
 
     async fn stream_container_stats(
         &self,
-        _request: Request<cri::StreamContainerStatsRequest>,
+        request: Request<cri::StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        pending("RuntimeService/StreamContainerStats", Capability::Stats)
+        let stats = self.runtime.list_container_stats(request.into_inner().filter).await?;
+        Ok(Response::new(batches(stats, |container_stats| cri::StreamContainerStatsResponse {
+            container_stats,
+        })))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        pending("RuntimeService/PodSandboxStats", Capability::Stats)
+        let stats = self.runtime.pod_sandbox_stats(&request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        pending("RuntimeService/ListPodSandboxStats", Capability::Stats)
+        let stats = self.runtime.list_pod_sandbox_stats(request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     type StreamPodSandboxStatsStream = ResponseStream<cri::StreamPodSandboxStatsResponse>;
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _request: Request<cri::StreamPodSandboxStatsRequest>,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        pending("RuntimeService/StreamPodSandboxStats", Capability::Stats)
+        let stats = self.runtime.list_pod_sandbox_stats(request.into_inner().filter).await?;
+        Ok(Response::new(batches(stats, |pod_sandbox_stats| cri::StreamPodSandboxStatsResponse {
+            pod_sandbox_stats,
+        })))
     }
 
     async fn list_metric_descriptors(
         &self,
         _request: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        pending("RuntimeService/ListMetricDescriptors", Capability::Stats)
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: self.runtime.metric_descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        pending("RuntimeService/ListPodSandboxMetrics", Capability::Stats)
+        let pod_metrics = self.runtime.list_pod_sandbox_metrics().await?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     type StreamPodSandboxMetricsStream = ResponseStream<cri::StreamPodSandboxMetricsResponse>;
@@ -338,7 +394,10 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        pending("RuntimeService/StreamPodSandboxMetrics", Capability::Stats)
+        let metrics = self.runtime.list_pod_sandbox_metrics().await?;
+        Ok(Response::new(batches(metrics, |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+            pod_sandbox_metrics,
+        })))
     }
 
     async fn checkpoint_container(

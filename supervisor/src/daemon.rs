@@ -26,7 +26,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 
 use crate::config::Config;
-use crate::cri::facts::CriEngine;
+use crate::cri;
 use crate::cri::images::CriImageStore;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -147,26 +147,21 @@ pub async fn run(config: Config) -> Result<()> {
     set_socket_mode(&grpc_socket, socket_mode)?;
     set_socket_owner(&grpc_socket, config.grpc.uid, config.grpc.gid)?;
 
-    let cri_engine = Arc::new(CriEngine::new(facts, config.tasks.clone()));
-    let routes = Routes::new(sized!(
-        RuntimeServiceServer::new(CriRuntimeService::new(config.cri.clone(), cri_engine)),
-        config
-    ))
-    .add_service(sized!(
-        ImageServiceServer::new(CriImageService::new(Arc::new(CriImageStore::new(engine.clone())))),
-        config
-    ))
-    .add_service(sized!(VersionServer::new(VersionService), config))
-    .add_service(sized!(NamespacesServer::new(NamespacesService::new(store.clone())), config))
-    .add_service(sized!(IntrospectionServer::new(IntrospectionService::new(plugins(), uuid)), config))
-    .add_service(sized!(ContentServer::new(ContentService::new(engine.clone())), config))
-    .add_service(sized!(ImagesServer::new(ImagesService::new(engine.clone())), config))
-    .add_service(sized!(LeasesServer::new(LeasesService::new(engine.clone())), config))
-    .add_service(sized!(SnapshotsServer::new(SnapshotsService::new(engine.clone())), config))
-    .add_service(sized!(DiffServer::new(DiffService::new(engine.clone())), config))
-    .add_service(sized!(ContainersServer::new(ContainersService::new(engine.clone())), config))
-    .add_service(sized!(TasksServer::new(TasksService::new(engine.clone())), config))
-    .add_service(sized!(EventsServer::new(EventsService::new(engine.clone())), config));
+    let cri_images = Arc::new(CriImageStore::new(engine.clone()));
+    let cri = cri::open(&engine, facts, cri_images.clone(), &metrics).await?;
+    let routes = Routes::new(sized!(RuntimeServiceServer::new(CriRuntimeService::new(cri.clone())), config))
+        .add_service(sized!(ImageServiceServer::new(CriImageService::new(cri_images)), config))
+        .add_service(sized!(VersionServer::new(VersionService), config))
+        .add_service(sized!(NamespacesServer::new(NamespacesService::new(store.clone())), config))
+        .add_service(sized!(IntrospectionServer::new(IntrospectionService::new(plugins(), uuid)), config))
+        .add_service(sized!(ContentServer::new(ContentService::new(engine.clone())), config))
+        .add_service(sized!(ImagesServer::new(ImagesService::new(engine.clone())), config))
+        .add_service(sized!(LeasesServer::new(LeasesService::new(engine.clone())), config))
+        .add_service(sized!(SnapshotsServer::new(SnapshotsService::new(engine.clone())), config))
+        .add_service(sized!(DiffServer::new(DiffService::new(engine.clone())), config))
+        .add_service(sized!(ContainersServer::new(ContainersService::new(engine.clone())), config))
+        .add_service(sized!(TasksServer::new(TasksService::new(engine.clone())), config))
+        .add_service(sized!(EventsServer::new(EventsService::new(engine.clone())), config));
     let routes = Routes::from(routes.into_axum_router().fallback(unserved));
 
     let grpc = tokio::spawn(
@@ -181,6 +176,8 @@ pub async fn run(config: Config) -> Result<()> {
 
     // Shims that outlived the last berthd: reconnect the live, clean up after the dead.
     engine.tasks.recover().await?;
+    // Then the CRI's records are brought in line with the tasks that are (or are no longer) there.
+    cri.recover_containers().await;
 
     // Metrics over HTTP.
     let metrics_task = if config.metrics.address.is_empty() {

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod berthd;
+pub mod cri;
 pub mod http_client;
 pub mod image;
 pub mod registry;

@@ -142,17 +142,17 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
 async fn calls_of_later_capabilities_are_unimplemented_naming_the_capability() {
     let berthd = Berthd::start().await;
     let mut runtime = berthd.runtime_client().await;
-    let err = runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
+    let err = runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox") && err.message().contains("pod sandboxes"), "{err:?}");
+    assert!(err.message().contains("Exec") && err.message().contains("streaming capability"), "{err:?}");
 
-    let err = runtime.exec_sync(cri::ExecSyncRequest::default()).await.unwrap_err();
+    let err = runtime.port_forward(cri::PortForwardRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("streaming capability"), "{err:?}");
 
-    let err = runtime.stream_containers(cri::StreamContainersRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("containers capability"), "{err:?}");
+    // A pod with no config is bad input, refused before anything is made.
+    let err = runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
     // Nothing was made: the state directory holds no bundles or sandboxes.
     let made: Vec<_> = std::fs::read_dir(&berthd.paths.state).unwrap().collect();

@@ -117,7 +117,7 @@ async fn metrics_show_the_grpc_calls_just_made() {
     let text = reply.text();
     for line in [
         r#"berth_grpc_server_handled_total{grpc_code="OK",grpc_method="Version",grpc_service="runtime.v1.RuntimeService"} 3"#,
-        r#"berth_grpc_server_handled_total{grpc_code="Unimplemented",grpc_method="RunPodSandbox",grpc_service="runtime.v1.RuntimeService"} 1"#,
+        r#"berth_grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="RunPodSandbox",grpc_service="runtime.v1.RuntimeService"} 1"#,
         r#"berth_grpc_server_handling_seconds_count{grpc_method="Version",grpc_service="runtime.v1.RuntimeService"} 3"#,
     ] {
         assert!(text.contains(line), "missing {line}\nin:\n{text}");

@@ -79,4 +79,30 @@ impl DefaultNetwork {
         tracing::info!(path = %path.display(), "wrote the default CNI network config");
         Ok(Some(path))
     }
+
+    /// kubelet's pod CIDR for this node: berth's own conflist (and only it) is rewritten to
+    /// allocate from it. Returns whether the file changed.
+    pub fn apply_pod_cidr(
+        &self,
+        conf_dir: &Path,
+        bin_dirs: &[PathBuf],
+        cidr: &str,
+    ) -> Result<bool, CniError> {
+        let path = conf_dir.join(DEFAULT_CONFIG_FILE);
+        let Ok(current) = std::fs::read(&path) else { return Ok(false) };
+        let current: Value = serde_json::from_slice(&current)
+            .map_err(|e| CniError::InvalidConfig { path: path.clone(), reason: e.to_string() })?;
+        if current.get("name").and_then(Value::as_str) != Some(self.name.as_str()) {
+            return Ok(false);
+        }
+        let wanted = DefaultNetwork { subnet: cidr.to_string(), ..self.clone() }.conflist(bin_dirs);
+        if wanted == current {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec_pretty(&wanted)
+            .map_err(|e| CniError::io("encoding the default CNI config", std::io::Error::other(e)))?;
+        write_atomically(&path, &bytes)?;
+        tracing::info!(path = %path.display(), cidr, "the default CNI network now allocates from the pod CIDR");
+        Ok(true)
+    }
 }

@@ -17,6 +17,7 @@ mod config;
 mod default_config;
 mod error;
 mod exec;
+mod pod_network;
 mod request;
 mod result;
 mod status;

@@ -57,6 +57,22 @@ struct Inner {
     done: bool,
 }
 
+/// Binds a unix socket at `path`, even when the path is longer than `sun_path` holds
+/// (bundles of 64-character ids under a deep state dir): through the short
+/// `/proc/self/fd/<dir>/<name>` alias of an open handle on its directory.
+fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
+    const SUN_PATH_MAX: usize = 107;
+    if path.as_os_str().len() <= SUN_PATH_MAX {
+        return UnixListener::bind(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return UnixListener::bind(path);
+    };
+    let dir = std::fs::File::open(dir)?;
+    let alias = Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string()).join(name);
+    UnixListener::bind(alias)
+}
+
 pub struct AttachHub {
     path: PathBuf,
     inner: Mutex<Inner>,
@@ -67,7 +83,7 @@ impl AttachHub {
     /// Binds `path` and starts accepting clients.
     pub fn listen(path: &Path) -> Result<Arc<AttachHub>> {
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).ctx(|| format!("listen on {}", path.display()))?;
+        let listener = bind_socket(path).ctx(|| format!("listen on {}", path.display()))?;
         let hub = Arc::new(AttachHub {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner { clients: Vec::new(), stdin: None, open_streams: 0, done: false }),

@@ -3,6 +3,7 @@
 
 mod containers;
 mod content;
+mod cri_records;
 mod identifiers;
 mod images;
 mod labels;

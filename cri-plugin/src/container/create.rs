@@ -1,0 +1,293 @@
+//! CreateContainer: the OCI spec from the image and the CRI config, a writable snapshot on
+//! the image, and the task (shim + `runc create`) — so a bad spec fails here, not at start.
+//! Anything half-made by a failed create is undone.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_proto::runtime::v1 as cri;
+use tonic::Status;
+
+use super::{ContainerRecord, ContainerState, ContainerUser, container_name};
+use crate::engine::{TaskCreate, TaskIo};
+use crate::ids::{new_id, now_nanos};
+use crate::runtime::CriRuntime;
+use crate::sandbox::{SandboxRecord, SandboxState};
+use crate::spec::{ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec};
+
+/// Label on the engine's container record: what kind of CRI object it is.
+pub const KIND_LABEL: &str = "io.cri-containerd.kind";
+/// Label on the engine's container record: the pod it belongs to.
+pub const SANDBOX_LABEL: &str = "io.kubernetes.sandbox.id";
+
+/// `dir/relative`, refused when `relative` climbs out of `dir` or is absolute.
+pub fn confined_path(dir: &str, relative: &str, what: &str) -> Result<PathBuf, Status> {
+    let relative_path = Path::new(relative);
+    if relative_path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(Status::invalid_argument(format!("{what} {relative:?} must not contain \"..\"")));
+    }
+    if relative_path.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "{what} {relative:?} must be relative to the pod's log directory"
+        )));
+    }
+    if Path::new(dir).components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(Status::invalid_argument(format!(
+            "the pod's log directory {dir:?} must not contain \"..\""
+        )));
+    }
+    Ok(Path::new(dir).join(relative_path))
+}
+
+/// The signal that asks the container to stop: the CRI's, else the image's, else SIGTERM.
+fn stop_signal(config: &cri::ContainerConfig, image: &oci_spec::image::ImageConfiguration) -> String {
+    let requested = config.stop_signal();
+    if requested != cri::Signal::RuntimeDefault {
+        return requested.as_str_name().to_string();
+    }
+    image
+        .config()
+        .as_ref()
+        .and_then(|c| c.stop_signal().clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "SIGTERM".to_string())
+}
+
+impl CriRuntime {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        request: cri::CreateContainerRequest,
+    ) -> Result<String, Status> {
+        let started = Instant::now();
+        let sandbox = self.sandbox(&request.pod_sandbox_id)?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {:?} is not ready; containers can only be created in a ready sandbox",
+                sandbox.id
+            )));
+        }
+        let config =
+            request.config.ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
+        let metadata = config
+            .metadata
+            .clone()
+            .filter(|m| !m.name.is_empty())
+            .ok_or_else(|| Status::invalid_argument("the container config needs metadata with a name"))?;
+        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Status::invalid_argument("the container config needs an image"));
+        }
+        let image = self
+            .images
+            .find(&image_name)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found: pull it first")))?;
+        let log_path = if config.log_path.is_empty() || sandbox.config.log_directory.is_empty() {
+            String::new()
+        } else {
+            confined_path(&sandbox.config.log_directory, &config.log_path, "log path")?
+                .to_string_lossy()
+                .into_owned()
+        };
+        let image_config: oci_spec::image::ImageConfiguration = serde_json::from_str(&image.config_json)
+            .map_err(|e| {
+                Status::failed_precondition(format!("the config of image {} does not parse: {e}", image.id))
+            })?;
+
+        let name = container_name(&metadata, &sandbox.metadata());
+        let id = new_id()?;
+        self.container_names.reserve(&name, &id)?;
+        let span = tracing::info_span!("container", pod = %sandbox.id, container = %id);
+        let _entered = span.enter();
+        let created = self
+            .create_reserved(&id, &name, &sandbox, config, &image, &image_config, image_name, log_path)
+            .await;
+        match created {
+            Ok(()) => {
+                self.metrics.pod_phase("container_create", started.elapsed());
+                self.emit_container_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
+                tracing::info!(name = %name, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                self.container_names.release(&name);
+                self.forget_lock(&id);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_reserved(
+        &self,
+        id: &str,
+        name: &str,
+        sandbox: &SandboxRecord,
+        config: cri::ContainerConfig,
+        image: &crate::images::ImageSummary,
+        image_config: &oci_spec::image::ImageConfiguration,
+        image_name: String,
+        log_path: String,
+    ) -> Result<(), Status> {
+        let image_files = ImageUserFiles {
+            passwd: self.rootfs.read_image_file(&image.id, "/etc/passwd").await?,
+            group: self.rootfs.read_image_file(&image.id, "/etc/group").await?,
+        };
+        let target_pid = self.target_pid(&config, sandbox)?;
+        let pod = self.pod_context(sandbox);
+        let node = NodeContext {
+            cgroup_driver: self.config.cgroup_driver,
+            apparmor: false,
+            seccomp: std::path::Path::new("/proc/self/status").exists(),
+        };
+        let spec = container_spec(&ContainerSpecInput {
+            container_id: id,
+            config: &config,
+            pod: &pod,
+            image: image_config,
+            image_files: &image_files,
+            target_pid,
+            node: &node,
+            host: &RealHost,
+        })?;
+        let process = spec.process().clone().unwrap_or_default();
+        let user = process.user();
+        let record = ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            image_id: image.id.clone(),
+            image_ref: image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone()),
+            log_path: log_path.clone(),
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            state: ContainerState::Created,
+            pid: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            stop_signal: stop_signal(&config, image_config),
+            user: ContainerUser {
+                uid: user.uid(),
+                gid: user.gid(),
+                supplemental_groups: user.additional_gids().clone().unwrap_or_default(),
+            },
+            process,
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default(),
+            config: config.clone(),
+        };
+
+        if !log_path.is_empty() {
+            let dir = Path::new(&log_path).parent().map(Path::to_path_buf);
+            if let Some(dir) = dir {
+                tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+                    Status::internal(format!("create the log directory {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let rootfs = self.rootfs.prepare(id, &image.id).await?;
+        if let Err(e) = self.containers.save(record).await {
+            let _ = self.rootfs.remove(id).await;
+            return Err(e);
+        }
+        let log_uri =
+            if log_path.is_empty() { String::new() } else { format!("file://{log_path}?format=cri") };
+        let task = TaskCreate {
+            id: id.to_string(),
+            spec,
+            runtime_handler: sandbox.runtime_handler.clone(),
+            image: image_name,
+            snapshot_key: id.to_string(),
+            rootfs,
+            io: TaskIo {
+                stdin: String::new(),
+                stdout: log_uri.clone(),
+                stderr: log_uri,
+                terminal: config.tty,
+            },
+            labels: HashMap::from([
+                (KIND_LABEL.to_string(), "container".to_string()),
+                (SANDBOX_LABEL.to_string(), sandbox.id.clone()),
+            ]),
+        };
+        if let Err(e) = self.tasks.create(task).await {
+            let _ = self.containers.remove(id).await;
+            let _ = self.rootfs.remove(id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// For `NamespaceMode::TARGET`: the pid of the running container the PID namespace is
+    /// shared with.
+    fn target_pid(
+        &self,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+    ) -> Result<Option<u32>, Status> {
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        if options.pid() != cri::NamespaceMode::Target {
+            return Ok(None);
+        }
+        let target =
+            self.containers.resolve(&options.target_id).filter(|c| c.sandbox_id == sandbox.id).ok_or_else(
+                || {
+                    Status::not_found(format!(
+                        "target container {:?} of the PID namespace not found in the pod",
+                        options.target_id
+                    ))
+                },
+            )?;
+        if target.state != ContainerState::Running || target.pid == 0 {
+            return Err(Status::failed_precondition(format!(
+                "target container {:?} of the PID namespace is not running",
+                target.id
+            )));
+        }
+        Ok(Some(target.pid))
+    }
+
+    /// What a pod gives its containers.
+    pub fn pod_context(&self, sandbox: &SandboxRecord) -> PodContext {
+        let files = sandbox.files();
+        PodContext {
+            id: sandbox.id.clone(),
+            config: sandbox.config.clone(),
+            netns: sandbox.netns.clone(),
+            ipc_ns: sandbox.ipc_ns.clone(),
+            uts_ns: sandbox.uts_ns.clone(),
+            pid_ns: None,
+            hostname_file: Some(files.hostname),
+            hosts_file: Some(files.hosts),
+            resolv_conf_file: Some(files.resolv_conf),
+            shm_dir: sandbox.shm.clone(),
+            cgroup_parent: sandbox.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_log_directory() {
+        assert_eq!(
+            confined_path("/var/log/pods/x", "c/0.log", "log path").ok(),
+            Some(PathBuf::from("/var/log/pods/x/c/0.log"))
+        );
+        for bad in ["../escape.log", "c/../../escape.log", "/etc/passwd"] {
+            let err = confined_path("/var/log/pods/x", bad, "log path").err().map(|e| e.code());
+            assert_eq!(err, Some(tonic::Code::InvalidArgument), "{bad}");
+        }
+        assert!(confined_path("/var/log/../x", "c.log", "log path").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! The CRI plugin's Prometheus metrics: the phases of a pod start, pods and containers by
+//! state, and container events dropped for slow subscribers. (Call latency by RPC comes from
+//! berthd's gRPC layer.)
+
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct CriMetrics {
+    phases: HistogramVec,
+    pub pods: IntGaugeVec,
+    pub containers: IntGaugeVec,
+    pub events_dropped: IntCounter,
+}
+
+impl CriMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let phases = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_cri_pod_start_phase_seconds",
+                "Time spent in each phase of starting a pod: sandbox_namespaces, sandbox_network, sandbox_total, container_create, container_start",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["phase"],
+        )?;
+        let pods = IntGaugeVec::new(Opts::new("berth_cri_pods", "Pod sandboxes by state"), &["state"])?;
+        let containers =
+            IntGaugeVec::new(Opts::new("berth_cri_containers", "CRI containers by state"), &["state"])?;
+        let events_dropped = IntCounter::new(
+            "berth_cri_container_events_dropped_total",
+            "Container events a GetContainerEvents subscriber was too slow to receive",
+        )?;
+        registry.register(Box::new(phases.clone()))?;
+        registry.register(Box::new(pods.clone()))?;
+        registry.register(Box::new(containers.clone()))?;
+        registry.register(Box::new(events_dropped.clone()))?;
+        Ok(Self { phases, pods, containers, events_dropped })
+    }
+
+    /// Metrics registered nowhere: for tests.
+    pub fn unregistered() -> Self {
+        #[allow(clippy::expect_used)]
+        Self::new(&Registry::new()).expect("metrics on a fresh registry")
+    }
+
+    pub fn pod_phase(&self, phase: &str, elapsed: Duration) {
+        self.phases.with_label_values(&[phase]).observe(elapsed.as_secs_f64());
+    }
+}

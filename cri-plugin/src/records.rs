@@ -1,0 +1,175 @@
+//! The plugin's records in memory, written through to the engine's [`RecordStore`] so they
+//! survive restarts. Reads never wait on storage; writes of one kind are serialised so an
+//! older state can never land after a newer one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::Status;
+
+use crate::engine::{RecordKind, RecordStore};
+use crate::ids::resolve_prefix;
+
+/// A record with an id.
+pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
+    fn id(&self) -> &str;
+}
+
+pub struct Records<T: Record> {
+    kind: RecordKind,
+    backend: Arc<dyn RecordStore>,
+    items: RwLock<HashMap<String, T>>,
+    writes: tokio::sync::Mutex<()>,
+}
+
+fn poisoned() -> Status {
+    Status::internal("record cache poisoned")
+}
+
+impl<T: Record> Records<T> {
+    /// Loads every record of `kind`; one that does not decode is logged and skipped.
+    pub async fn load(kind: RecordKind, backend: Arc<dyn RecordStore>) -> Result<Self, Status> {
+        let mut items = HashMap::new();
+        for (id, bytes) in backend.list(kind).await? {
+            match serde_json::from_slice::<T>(&bytes) {
+                Ok(record) => {
+                    items.insert(id, record);
+                }
+                Err(e) => {
+                    tracing::warn!(kind = kind.as_str(), %id, error = %e, "skipping a record that does not decode")
+                }
+            }
+        }
+        Ok(Self { kind, backend, items: RwLock::new(items), writes: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn get(&self, id: &str) -> Option<T> {
+        self.items.read().ok()?.get(id).cloned()
+    }
+
+    /// The record `wanted` names: its id or a unique prefix.
+    pub fn resolve(&self, wanted: &str) -> Option<T> {
+        let items = self.items.read().ok()?;
+        let id = resolve_prefix(wanted, items.keys())?;
+        items.get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<T> {
+        self.items.read().map(|items| items.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.read().map(|items| items.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn persist(&self, record: &T) -> Result<(), Status> {
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| Status::internal(format!("encode {} record: {e}", self.kind.as_str())))?;
+        self.backend.put(self.kind, record.id(), bytes).await
+    }
+
+    /// Stores a new or replaced record.
+    pub async fn save(&self, record: T) -> Result<(), Status> {
+        let _write = self.writes.lock().await;
+        self.persist(&record).await?;
+        self.items.write().map_err(|_| poisoned())?.insert(record.id().to_string(), record);
+        Ok(())
+    }
+
+    /// Changes the record `id` with `change` and stores it; `None` when there is no such
+    /// record.
+    pub async fn update(&self, id: &str, change: impl FnOnce(&mut T)) -> Result<Option<T>, Status> {
+        let _write = self.writes.lock().await;
+        let Some(mut record) = self.get(id) else { return Ok(None) };
+        change(&mut record);
+        self.persist(&record).await?;
+        self.items.write().map_err(|_| poisoned())?.insert(id.to_string(), record.clone());
+        Ok(Some(record))
+    }
+
+    /// Removes the record `id`; one already gone is success.
+    pub async fn remove(&self, id: &str) -> Result<(), Status> {
+        let _write = self.writes.lock().await;
+        self.backend.remove(self.kind, id).await?;
+        self.items.write().map_err(|_| poisoned())?.remove(id);
+        Ok(())
+    }
+}
+
+/// A [`RecordStore`] in memory: for tests.
+#[cfg(test)]
+pub mod memory {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct MemoryRecords {
+        pub items: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    }
+
+    #[tonic::async_trait]
+    impl RecordStore for MemoryRecords {
+        async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), Status> {
+            self.items.lock().map_err(|_| poisoned())?.insert((kind.as_str().into(), id.into()), value);
+            Ok(())
+        }
+        async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), Status> {
+            self.items.lock().map_err(|_| poisoned())?.remove(&(kind.as_str().into(), id.into()));
+            Ok(())
+        }
+        async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, Status> {
+            Ok(self
+                .items
+                .lock()
+                .map_err(|_| poisoned())?
+                .iter()
+                .filter(|((k, _), _)| k == kind.as_str())
+                .map(|((_, id), v)| (id.clone(), v.clone()))
+                .collect())
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::memory::MemoryRecords;
+    use super::*;
+
+    #[derive(Clone, Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Thing {
+        id: String,
+        n: u32,
+    }
+    impl Record for Thing {
+        fn id(&self) -> &str {
+            &self.id
+        }
+    }
+
+    #[tokio::test]
+    async fn written_through_and_reloaded() {
+        let backend = Arc::new(MemoryRecords::default());
+        let records: Records<Thing> = Records::load(RecordKind::Sandbox, backend.clone()).await.unwrap();
+        records.save(Thing { id: "abc".into(), n: 1 }).await.unwrap();
+        records.update("abc", |t| t.n = 2).await.unwrap();
+        assert!(records.update("zzz", |t| t.n = 3).await.unwrap().is_none());
+        let again: Records<Thing> = Records::load(RecordKind::Sandbox, backend.clone()).await.unwrap();
+        assert_eq!(again.get("abc"), Some(Thing { id: "abc".into(), n: 2 }));
+        assert_eq!(again.resolve("ab").map(|t| t.n), Some(2));
+        again.remove("abc").await.unwrap();
+        again.remove("abc").await.unwrap();
+        let empty: Records<Thing> = Records::load(RecordKind::Sandbox, backend).await.unwrap();
+        assert!(empty.is_empty());
+        let other: Records<Thing> =
+            Records::load(RecordKind::Container, Arc::new(MemoryRecords::default())).await.unwrap();
+        assert!(other.is_empty());
+    }
+}

@@ -1,0 +1,142 @@
+//! The state and engine handles every CRI runtime call shares. Each area adds its calls to
+//! [`CriRuntime`] in its own module (`sandbox/`, `container/`, `stats.rs`, `events.rs`);
+//! `runtime_service.rs` only dispatches to them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tonic::Status;
+
+use crate::config::CriConfig;
+use crate::container::ContainerRecord;
+use crate::engine::{Engine, RecordKind, RecordStore, RootfsStore, TaskRuntime};
+use crate::events::ContainerEvents;
+use crate::images::ImageStore;
+use crate::metrics::CriMetrics;
+use crate::names::NameRegistry;
+use crate::records::Records;
+use crate::sandbox::SandboxRecord;
+use crate::sandbox::host::PodHost;
+use crate::sandbox::network::PodNetwork;
+use crate::sandbox::starts::PodStarts;
+use crate::stats::CpuRates;
+
+/// Where the plugin keeps files.
+#[derive(Debug, Clone)]
+pub struct CriPaths {
+    /// On tmpfs: pod directories (namespaces, shm, hostname, hosts, resolv.conf), exec FIFOs.
+    pub state: PathBuf,
+    /// Persistent: CNI results.
+    pub root: PathBuf,
+}
+
+impl CriPaths {
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.state.join("sandboxes").join(id)
+    }
+
+    pub fn exec_dir(&self) -> PathBuf {
+        self.state.join("exec")
+    }
+}
+
+/// What the plugin is built from: the engine behind its traits, and the host.
+pub struct CriBackends {
+    pub engine: Arc<dyn Engine>,
+    pub images: Arc<dyn ImageStore>,
+    pub rootfs: Arc<dyn RootfsStore>,
+    pub tasks: Arc<dyn TaskRuntime>,
+    pub records: Arc<dyn RecordStore>,
+    pub network: Arc<dyn PodNetwork>,
+    pub host: Arc<dyn PodHost>,
+}
+
+pub struct CriRuntime {
+    pub config: CriConfig,
+    pub paths: CriPaths,
+    pub engine: Arc<dyn Engine>,
+    pub images: Arc<dyn ImageStore>,
+    pub rootfs: Arc<dyn RootfsStore>,
+    pub tasks: Arc<dyn TaskRuntime>,
+    pub network: Arc<dyn PodNetwork>,
+    pub host: Arc<dyn PodHost>,
+    pub sandboxes: Records<SandboxRecord>,
+    pub containers: Records<ContainerRecord>,
+    pub sandbox_names: NameRegistry,
+    pub container_names: NameRegistry,
+    /// RunPodSandbox calls in flight, so a retry waits for the first.
+    pub pod_starts: PodStarts,
+    /// One lifecycle operation at a time per sandbox or container id.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub events: ContainerEvents,
+    pub metrics: CriMetrics,
+    pub cpu_rates: CpuRates,
+}
+
+impl CriRuntime {
+    /// Loads the records the last berthd left and reserves their names. Call
+    /// [`CriRuntime::recover`] next.
+    pub async fn open(
+        config: CriConfig,
+        paths: CriPaths,
+        backends: CriBackends,
+        metrics: CriMetrics,
+    ) -> Result<Arc<Self>, Status> {
+        let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone()).await?;
+        let containers = Records::load(RecordKind::Container, backends.records.clone()).await?;
+        let runtime = Arc::new(Self {
+            config,
+            paths,
+            engine: backends.engine,
+            images: backends.images,
+            rootfs: backends.rootfs,
+            tasks: backends.tasks,
+            network: backends.network,
+            host: backends.host,
+            sandboxes,
+            containers,
+            sandbox_names: NameRegistry::default(),
+            container_names: NameRegistry::default(),
+            pod_starts: PodStarts::default(),
+            locks: Mutex::default(),
+            events: ContainerEvents::new(),
+            metrics,
+            cpu_rates: CpuRates::default(),
+        });
+        for sandbox in runtime.sandboxes.list() {
+            runtime.sandbox_names.reserve(&sandbox.name, &sandbox.id)?;
+        }
+        for container in runtime.containers.list() {
+            runtime.container_names.reserve(&container.name, &container.id)?;
+        }
+        Ok(runtime)
+    }
+
+    /// Serialises lifecycle operations on one id (stop against remove, start against stop).
+    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Drops the lock entry of an id that no longer exists.
+    pub fn forget_lock(&self, id: &str) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(id);
+        }
+    }
+}
+
+impl CriRuntime {
+    /// UpdateRuntimeConfig: kubelet tells the node's pod CIDR.
+    pub async fn update_pod_cidr(&self, cidr: &str) -> Result<(), Status> {
+        if cidr.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(cidr, "pod CIDR from kubelet");
+        self.network.set_pod_cidr(cidr).await
+    }
+}

@@ -1,0 +1,262 @@
+//! RunPodSandbox: pin the pod's namespaces, write its files, mount its `/dev/shm`, attach its
+//! network. The work runs in its own task, so a client that gives up (kubelet's deadline)
+//! cannot leave it half-made; its retry waits for that work and gets its sandbox id.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_proto::runtime::v1 as cri;
+use tonic::Status;
+
+use super::files::{HostFiles, pod_hostname, write_pod_files};
+use super::host::PodNamespace;
+use super::network::PodNetworkRequest;
+use super::starts::{Start, follow};
+use super::{SandboxRecord, SandboxState, namespace_options, sandbox_name};
+use crate::ids::{new_id, now_nanos};
+use crate::runtime::CriRuntime;
+
+/// Size of a pod's `/dev/shm`, as Docker and containerd default it.
+const SHM_SIZE: u64 = 64 * 1024 * 1024;
+
+fn blocking_error(e: tokio::task::JoinError) -> Status {
+    Status::internal(format!("sandbox setup task: {e}"))
+}
+
+impl CriRuntime {
+    pub async fn run_pod_sandbox(
+        self: &Arc<Self>,
+        request: cri::RunPodSandboxRequest,
+    ) -> Result<String, Status> {
+        let config =
+            request.config.ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the sandbox config needs metadata"))?;
+        for (field, value) in
+            [("name", &metadata.name), ("namespace", &metadata.namespace), ("uid", &metadata.uid)]
+        {
+            if value.is_empty() {
+                return Err(Status::invalid_argument(format!("the sandbox metadata needs a {field}")));
+            }
+        }
+        let handler = request.runtime_handler;
+        if !handler.is_empty() && !self.engine.runtime_handlers().contains(&handler) {
+            return Err(Status::invalid_argument(format!(
+                "no runtime handler {handler:?} is configured (known: {})",
+                self.engine.runtime_handlers().join(", ")
+            )));
+        }
+        let name = sandbox_name(&metadata);
+        if let Some(owner) = self.sandbox_names.owner(&name) {
+            // kubelet retrying a call that finished after its deadline: the same pod.
+            if self.sandboxes.get(&owner).is_some_and(|s| s.state == SandboxState::Ready) {
+                return Ok(owner);
+            }
+        }
+        // The same pod name in the same namespace belongs to a live pod of another uid.
+        if let Some(owner) = self.sandboxes.list().into_iter().find(|s| {
+            let m = s.metadata();
+            s.state == SandboxState::Ready
+                && m.name == metadata.name
+                && m.namespace == metadata.namespace
+                && m.attempt == metadata.attempt
+                && m.uid != metadata.uid
+        }) {
+            return Err(Status::already_exists(format!(
+                "pod {:?} in namespace {:?} (attempt {}) is already running as sandbox {:?} (uid {:?})",
+                metadata.name,
+                metadata.namespace,
+                metadata.attempt,
+                owner.id,
+                owner.metadata().uid
+            )));
+        }
+        match self.pod_starts.begin(&name) {
+            Start::Follower(receiver) => follow(receiver).await,
+            Start::First(guard) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let outcome = this.create_sandbox(name, config, handler).await;
+                    guard.finish(&outcome);
+                    outcome
+                })
+                .await
+                .map_err(|e| Status::internal(format!("RunPodSandbox task: {e}")))?
+            }
+        }
+    }
+
+    async fn create_sandbox(
+        &self,
+        name: String,
+        config: cri::PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String, Status> {
+        let started = Instant::now();
+        let id = new_id()?;
+        self.sandbox_names.reserve(&name, &id)?;
+        let span = tracing::info_span!("sandbox", pod = %id);
+        let _entered = span.enter();
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            name: name.clone(),
+            config,
+            runtime_handler,
+            created_at: now_nanos(),
+            state: SandboxState::NotReady,
+            dir: self.paths.sandbox_dir(&id),
+            netns: None,
+            ipc_ns: None,
+            uts_ns: None,
+            shm: None,
+            network_attached: false,
+            ips: Vec::new(),
+        };
+        // Recorded first: a berthd killed halfway leaves a NotReady sandbox, which kubelet
+        // stops and removes, and whose teardown finds everything set up so far.
+        if let Err(e) = self.sandboxes.save(record.clone()).await {
+            self.sandbox_names.release(&name);
+            return Err(e);
+        }
+        match self.set_up_sandbox(&mut record).await {
+            Ok(()) => {
+                record.state = SandboxState::Ready;
+                self.sandboxes.save(record).await?;
+                self.metrics.pod_phase("sandbox_total", started.elapsed());
+                tracing::info!(name = %name, "sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "sandbox setup failed; undoing it");
+                if let Err(undo) = self.tear_down_sandbox(&mut record, true).await {
+                    tracing::warn!(error = %undo.message(), "undoing a failed sandbox setup");
+                }
+                self.remove_sandbox_dir(&record).await;
+                let _ = self.sandboxes.remove(&id).await;
+                self.sandbox_names.release(&name);
+                self.forget_lock(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Namespaces, files, shm, network; each recorded in `record` as soon as it exists.
+    async fn set_up_sandbox(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+        let options = namespace_options(&record.config);
+        let host_network = options.network() == cri::NamespaceMode::Node;
+        let host_ipc = options.ipc() == cri::NamespaceMode::Node;
+        let mut kinds = Vec::new();
+        if !host_network {
+            kinds.extend([PodNamespace::Network, PodNamespace::Uts]);
+        }
+        if !host_ipc {
+            kinds.push(PodNamespace::Ipc);
+        }
+
+        let phase = Instant::now();
+        let host = self.host.clone();
+        let dir = record.dir.clone();
+        let config = record.config.clone();
+        let hostname = pod_hostname(&config, host_network);
+        let pinned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            write_pod_files(&dir, &config, host_network, &HostFiles::default())
+                .map_err(|e| Status::internal(format!("write the pod's files in {}: {e}", dir.display())))?;
+            let pinned = host
+                .pin_namespaces(&dir.join("ns"), &kinds, &hostname)
+                .map_err(|e| Status::internal(format!("create the pod's namespaces: {e}")))?;
+            let shm = if host_ipc {
+                None
+            } else {
+                let path = dir.join("shm");
+                host.mount_shm(&path, SHM_SIZE)
+                    .map_err(|e| Status::internal(format!("mount the pod's /dev/shm: {e}")))?;
+                Some(path)
+            };
+            Ok((kinds.into_iter().zip(pinned).collect::<Vec<_>>(), shm))
+        })
+        .await
+        .map_err(blocking_error)?;
+        let (pinned, shm) = match pinned {
+            Ok(done) => done,
+            Err(e) => {
+                // What exists is found by teardown from the directory layout.
+                record.netns = Some(record.dir.join("ns").join("net"));
+                record.ipc_ns = Some(record.dir.join("ns").join("ipc"));
+                record.uts_ns = Some(record.dir.join("ns").join("uts"));
+                record.shm = (!host_ipc).then(|| record.dir.join("shm"));
+                return Err(e);
+            }
+        };
+        for (kind, path) in pinned {
+            match kind {
+                PodNamespace::Network => record.netns = Some(path),
+                PodNamespace::Ipc => record.ipc_ns = Some(path),
+                PodNamespace::Uts => record.uts_ns = Some(path),
+            }
+        }
+        record.shm = shm;
+        self.metrics.pod_phase("sandbox_namespaces", phase.elapsed());
+
+        if let Some(netns) = record.netns.clone() {
+            // Marked before the call: a failed or interrupted ADD is undone with DEL.
+            record.network_attached = true;
+            self.sandboxes.save(record.clone()).await?;
+            let phase = Instant::now();
+            let ips = self.network.set_up(&PodNetworkRequest::new(&record.id, netns, &record.config)).await?;
+            self.metrics.pod_phase("sandbox_network", phase.elapsed());
+            record.ips = ips.iter().map(|ip| ip.to_string()).collect();
+        }
+        Ok(())
+    }
+
+    /// Detaches the network and unpins namespaces and shm; safe to repeat. A failed detach
+    /// stops there (so a retry still has the namespace to detach from) unless `best_effort`,
+    /// which undoing a failed setup uses: then everything else is still undone.
+    pub(crate) async fn tear_down_sandbox(
+        &self,
+        record: &mut SandboxRecord,
+        best_effort: bool,
+    ) -> Result<(), Status> {
+        let mut failure = None;
+        if record.network_attached {
+            let netns = record.netns.clone().unwrap_or_default();
+            match self.network.tear_down(&PodNetworkRequest::new(&record.id, netns, &record.config)).await {
+                Ok(()) => record.network_attached = false,
+                Err(e) if best_effort => failure = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let host = self.host.clone();
+        let paths: Vec<_> =
+            [record.netns.take(), record.ipc_ns.take(), record.uts_ns.take()].into_iter().flatten().collect();
+        let shm = record.shm.take();
+        tokio::task::spawn_blocking(move || -> Result<(), Status> {
+            for path in paths {
+                host.unpin_namespace(&path)
+                    .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display())))?;
+            }
+            if let Some(shm) = shm {
+                host.unmount(&shm)
+                    .map_err(|e| Status::internal(format!("unmount {}: {e}", shm.display())))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(blocking_error)??;
+        failure.map_or(Ok(()), Err)
+    }
+
+    pub(crate) async fn remove_sandbox_dir(&self, record: &SandboxRecord) {
+        let dir = record.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(pod = %record.id, error = %e, "removing the pod's directory");
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! StopPodSandbox and RemovePodSandbox. Both may be repeated, and both succeed for a sandbox
+//! that is already gone, as kubelet expects.
+
+use tonic::Status;
+
+use super::SandboxState;
+use crate::runtime::CriRuntime;
+
+impl CriRuntime {
+    /// Stops every container of the pod, detaches its network and unpins its namespaces.
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Some(sandbox) = self.sandboxes.resolve(id) else {
+            tracing::debug!(pod = id, "StopPodSandbox of a sandbox that is gone");
+            return Ok(());
+        };
+        let id = sandbox.id.clone();
+        let span = tracing::info_span!("sandbox", pod = %id);
+        let _entered = span.enter();
+        for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == id) {
+            self.stop_container(&container.id, 0).await?;
+        }
+        let _lock = self.lock(&id).await;
+        let Some(mut sandbox) = self.sandboxes.get(&id) else { return Ok(()) };
+        self.tear_down_sandbox(&mut sandbox, false).await?;
+        sandbox.state = SandboxState::NotReady;
+        self.sandboxes.save(sandbox).await?;
+        tracing::info!("sandbox stopped");
+        Ok(())
+    }
+
+    /// Stops the pod, removes its containers, its files and its record.
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+        let Some(sandbox) = self.sandboxes.resolve(id) else {
+            tracing::debug!(pod = id, "RemovePodSandbox of a sandbox that is gone");
+            return Ok(());
+        };
+        let id = sandbox.id.clone();
+        self.stop_pod_sandbox(&id).await?;
+        for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == id) {
+            self.remove_container(&container.id).await?;
+        }
+        let _lock = self.lock(&id).await;
+        let Some(sandbox) = self.sandboxes.get(&id) else { return Ok(()) };
+        self.remove_sandbox_dir(&sandbox).await;
+        self.sandboxes.remove(&id).await?;
+        self.sandbox_names.release(&sandbox.name);
+        self.forget_lock(&id);
+        tracing::info!(pod = %id, "sandbox removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! Container and pod statistics: CPU and memory from each container's cgroup (through its
+//! shim), the writable layer from the snapshotter, a pod's network from its namespace; and
+//! the same figures as cAdvisor-style metrics for ListPodSandboxMetrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use berth_proto::runtime::v1 as cri;
+use tonic::Status;
+
+use crate::container::{ContainerRecord, ContainerState};
+use crate::engine::CgroupSample;
+use crate::ids::{nanos, now_nanos};
+use crate::runtime::CriRuntime;
+use crate::sandbox::SandboxRecord;
+use crate::sandbox::status::labels_match;
+
+/// The last CPU sample per container, to turn cumulative CPU time into a rate.
+#[derive(Default)]
+pub struct CpuRates {
+    last: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl CpuRates {
+    /// Nanocores since the previous sample of `id`; `None` on the first.
+    pub fn rate(&self, id: &str, at: i64, usage_ns: u64) -> Option<u64> {
+        let mut last = self.last.lock().ok()?;
+        let previous = last.insert(id.to_string(), (at, usage_ns));
+        let (then, used) = previous?;
+        let elapsed = at.checked_sub(then).filter(|e| *e > 0)? as u128;
+        let delta = usage_ns.checked_sub(used)? as u128;
+        Some((delta * 1_000_000_000 / elapsed) as u64)
+    }
+
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            last.remove(id);
+        }
+    }
+}
+
+fn value(v: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value: v })
+}
+
+/// One interface's counters in a pod's network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+}
+
+/// Parses `/proc/net/dev`.
+pub fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+            if fields.len() < 11 {
+                return None;
+            }
+            Some(InterfaceCounters {
+                name: name.trim().to_string(),
+                rx_bytes: fields[0],
+                rx_errors: fields[2],
+                tx_bytes: fields[8],
+                tx_errors: fields[10],
+            })
+        })
+        .collect()
+}
+
+impl CriRuntime {
+    async fn container_stats_of(&self, container: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
+        let sample = if container.state == ContainerState::Running {
+            self.tasks.stats(&container.id).await.unwrap_or_else(|e| {
+                tracing::debug!(container = %container.id, error = %e.message(), "stats");
+                None
+            })
+        } else {
+            None
+        };
+        let at = sample.and_then(|s| s.timestamp).map(nanos).unwrap_or_else(now_nanos);
+        let layer = self.rootfs.usage(&container.id).await.unwrap_or_default();
+        let mut stats = cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: container.id.clone(),
+                metadata: container.config.metadata.clone(),
+                labels: container.config.labels.clone(),
+                annotations: container.config.annotations.clone(),
+            }),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: at,
+                fs_id: Some(cri::FilesystemIdentifier { mountpoint: self.paths.root.display().to_string() }),
+                used_bytes: value(layer.bytes),
+                inodes_used: value(layer.inodes),
+            }),
+            ..Default::default()
+        };
+        if let Some(sample) = sample {
+            let rate = self.cpu_rates.rate(&container.id, at, sample.cpu_usage_ns);
+            stats.cpu = Some(cpu_usage(at, &sample, rate));
+            stats.memory = Some(memory_usage(at, &sample));
+        }
+        Ok(stats)
+    }
+
+    pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Status> {
+        let container = self.container(id)?;
+        self.container_stats_of(&container).await
+    }
+
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<cri::ContainerStatsFilter>,
+    ) -> Result<Vec<cri::ContainerStats>, Status> {
+        let filter = filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for container in self.containers.list() {
+            if (!filter.id.is_empty() && !container.id.starts_with(&filter.id))
+                || (!filter.pod_sandbox_id.is_empty()
+                    && !container.sandbox_id.starts_with(&filter.pod_sandbox_id))
+                || !labels_match(&container.config.labels, &filter.label_selector)
+            {
+                continue;
+            }
+            stats.push(self.container_stats_of(&container).await?);
+        }
+        Ok(stats)
+    }
+
+    async fn pod_stats_of(&self, sandbox: &SandboxRecord) -> Result<cri::PodSandboxStats, Status> {
+        let at = now_nanos();
+        let mut containers = Vec::new();
+        let mut total = CgroupSample::default();
+        let mut sampled = false;
+        for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
+            let stats = self.container_stats_of(&container).await?;
+            if let Some(cpu) = &stats.cpu {
+                sampled = true;
+                total.cpu_usage_ns +=
+                    cpu.usage_core_nano_seconds.as_ref().map(|v| v.value).unwrap_or_default();
+            }
+            if let Some(memory) = &stats.memory {
+                let get = |v: &Option<cri::UInt64Value>| v.as_ref().map(|v| v.value).unwrap_or_default();
+                total.memory_working_set_bytes += get(&memory.working_set_bytes);
+                total.memory_usage_bytes += get(&memory.usage_bytes);
+                total.memory_rss_bytes += get(&memory.rss_bytes);
+                total.page_faults += get(&memory.page_faults);
+                total.major_page_faults += get(&memory.major_page_faults);
+            }
+            containers.push(stats);
+        }
+        let network = match &sandbox.netns {
+            Some(netns) => {
+                let host = self.host.clone();
+                let netns = netns.clone();
+                let counters = tokio::task::spawn_blocking(move || host.interface_counters(&netns))
+                    .await
+                    .map_err(|e| Status::internal(format!("network stats task: {e}")))?
+                    .unwrap_or_default();
+                let usage = |c: &InterfaceCounters| cri::NetworkInterfaceUsage {
+                    name: c.name.clone(),
+                    rx_bytes: value(c.rx_bytes),
+                    rx_errors: value(c.rx_errors),
+                    tx_bytes: value(c.tx_bytes),
+                    tx_errors: value(c.tx_errors),
+                };
+                let interfaces: Vec<_> = counters.iter().filter(|c| c.name != "lo").collect();
+                Some(cri::NetworkUsage {
+                    timestamp: at,
+                    default_interface: interfaces.iter().find(|c| c.name == "eth0").map(|c| usage(c)),
+                    interfaces: interfaces.iter().map(|c| usage(c)).collect(),
+                })
+            }
+            None => None,
+        };
+        let process_count: u64 = {
+            let mut count = 0;
+            for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
+                if container.state == ContainerState::Running
+                    && let Ok(Some(sample)) = self.tasks.stats(&container.id).await
+                {
+                    count += sample.pids;
+                }
+            }
+            count
+        };
+        let rate = self.cpu_rates.rate(&sandbox.id, at, total.cpu_usage_ns);
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: sandbox.id.clone(),
+                metadata: sandbox.config.metadata.clone(),
+                labels: sandbox.config.labels.clone(),
+                annotations: sandbox.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: sampled.then(|| cpu_usage(at, &total, rate)),
+                memory: sampled.then(|| memory_usage(at, &total)),
+                network,
+                process: Some(cri::ProcessUsage { timestamp: at, process_count: value(process_count) }),
+                containers,
+                io: None,
+            }),
+            windows: None,
+        })
+    }
+
+    pub async fn pod_sandbox_stats(&self, id: &str) -> Result<cri::PodSandboxStats, Status> {
+        let sandbox = self.sandbox(id)?;
+        self.pod_stats_of(&sandbox).await
+    }
+
+    pub async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<cri::PodSandboxStatsFilter>,
+    ) -> Result<Vec<cri::PodSandboxStats>, Status> {
+        let filter = filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for sandbox in self.sandboxes.list() {
+            if (!filter.id.is_empty() && !sandbox.id.starts_with(&filter.id))
+                || !labels_match(&sandbox.config.labels, &filter.label_selector)
+            {
+                continue;
+            }
+            stats.push(self.pod_stats_of(&sandbox).await?);
+        }
+        Ok(stats)
+    }
+
+    /// The cAdvisor-style metrics berth reports per container.
+    pub fn metric_descriptors(&self) -> Vec<cri::MetricDescriptor> {
+        METRICS
+            .iter()
+            .map(|(name, help, _)| cri::MetricDescriptor {
+                name: name.to_string(),
+                help: help.to_string(),
+                label_keys: vec!["container".to_string(), "pod".to_string(), "namespace".to_string()],
+            })
+            .collect()
+    }
+
+    pub async fn list_pod_sandbox_metrics(&self) -> Result<Vec<cri::PodSandboxMetrics>, Status> {
+        let mut pods = Vec::new();
+        for sandbox in self.sandboxes.list() {
+            let pod = sandbox.metadata();
+            let mut container_metrics = Vec::new();
+            for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
+                let Some(sample) = (if container.state == ContainerState::Running {
+                    self.tasks.stats(&container.id).await.ok().flatten()
+                } else {
+                    None
+                }) else {
+                    continue;
+                };
+                let at = sample.timestamp.map(nanos).unwrap_or_else(now_nanos);
+                let labels = vec![container.metadata().name, pod.name.clone(), pod.namespace.clone()];
+                let metrics = METRICS
+                    .iter()
+                    .map(|(name, _, kind)| cri::Metric {
+                        name: name.to_string(),
+                        timestamp: at,
+                        metric_type: *kind as i32,
+                        label_values: labels.clone(),
+                        value: value(metric_value(name, &sample)),
+                    })
+                    .collect();
+                container_metrics.push(cri::ContainerMetrics { container_id: container.id.clone(), metrics });
+            }
+            pods.push(cri::PodSandboxMetrics {
+                pod_sandbox_id: sandbox.id.clone(),
+                metrics: Vec::new(),
+                container_metrics,
+            });
+        }
+        Ok(pods)
+    }
+}
+
+const METRICS: [(&str, &str, cri::MetricType); 5] = [
+    (
+        "container_cpu_usage_seconds_total",
+        "Cumulative CPU time consumed, in nanoseconds",
+        cri::MetricType::Counter,
+    ),
+    ("container_memory_working_set_bytes", "Current working set, in bytes", cri::MetricType::Gauge),
+    ("container_memory_usage_bytes", "Current memory usage, in bytes", cri::MetricType::Gauge),
+    ("container_memory_rss", "Size of RSS, in bytes", cri::MetricType::Gauge),
+    ("container_oom_events_total", "Count of out-of-memory events", cri::MetricType::Counter),
+];
+
+fn metric_value(name: &str, sample: &CgroupSample) -> u64 {
+    match name {
+        "container_cpu_usage_seconds_total" => sample.cpu_usage_ns,
+        "container_memory_working_set_bytes" => sample.memory_working_set_bytes,
+        "container_memory_usage_bytes" => sample.memory_usage_bytes,
+        "container_memory_rss" => sample.memory_rss_bytes,
+        "container_oom_events_total" => sample.oom_kills,
+        _ => 0,
+    }
+}
+
+fn cpu_usage(at: i64, sample: &CgroupSample, rate: Option<u64>) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp: at,
+        usage_core_nano_seconds: value(sample.cpu_usage_ns),
+        usage_nano_cores: rate.and_then(value),
+        psi: None,
+    }
+}
+
+fn memory_usage(at: i64, sample: &CgroupSample) -> cri::MemoryUsage {
+    cri::MemoryUsage {
+        timestamp: at,
+        working_set_bytes: value(sample.memory_working_set_bytes),
+        available_bytes: sample.memory_available_bytes.and_then(value),
+        usage_bytes: value(sample.memory_usage_bytes),
+        rss_bytes: value(sample.memory_rss_bytes),
+        page_faults: value(sample.page_faults),
+        major_page_faults: value(sample.major_page_faults),
+        psi: None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_rate_from_two_samples() {
+        let rates = CpuRates::default();
+        assert_eq!(rates.rate("c", 1_000_000_000, 100), None);
+        // 0.5 s of CPU over 1 s: half a core.
+        assert_eq!(rates.rate("c", 2_000_000_000, 500_000_100), Some(500_000_000));
+        rates.forget("c");
+        assert_eq!(rates.rate("c", 3_000_000_000, 600_000_000), None);
+    }
+
+    #[test]
+    fn net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n  \
+eth0:    2048      10    1    0    0     0          0         0     4096      20    3    0    0     0       0          0\n";
+        let parsed = parse_net_dev(text);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(
+            parsed[1],
+            InterfaceCounters {
+                name: "eth0".into(),
+                rx_bytes: 2048,
+                rx_errors: 1,
+                tx_bytes: 4096,
+                tx_errors: 3
+            }
+        );
+    }
+}

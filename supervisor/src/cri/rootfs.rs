@@ -1,0 +1,232 @@
+//! Containers' root filesystems for the CRI plugin ([`berth_cri_plugin::RootfsStore`]):
+//! writable snapshots in the `k8s.io` namespace on the top layer of an image, and files read
+//! from an image through a short-lived read-only view.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_cri_plugin::{LayerUsage, RootfsMount, RootfsStore};
+use berth_snapshotter::Snapshotter;
+use tonic::Status;
+
+use super::images::CRI_NAMESPACE;
+use crate::content::Digest;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::gc::ROOT_LABEL;
+use crate::images::oci::{self, ImageConfig};
+use crate::images::unpack::snapshot_error;
+
+/// Files read from images, by (image ID, path): images never change, and kubelet creates
+/// many containers from one image.
+type FileCache = HashMap<(String, String), Option<Vec<u8>>>;
+
+/// Longest symlink chain followed inside an image, as the kernel's limit.
+const MAX_LINKS: usize = 40;
+
+pub struct CriRootfs {
+    engine: Arc<Engine>,
+    files: Mutex<FileCache>,
+}
+
+impl CriRootfs {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine, files: Mutex::default() }
+    }
+
+    fn snapshotter(&self) -> Result<Arc<dyn Snapshotter>> {
+        let name = &self.engine.config.images.snapshotter;
+        self.engine
+            .snapshotters
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("no snapshotter {name:?}")))
+    }
+
+    /// The committed snapshot of the image's top layer.
+    fn top_layer(&self, image_id: &str) -> Result<String> {
+        let digest: Digest = image_id.parse()?;
+        let config: ImageConfig = serde_json::from_slice(&self.engine.content.read_blob(&digest)?)
+            .map_err(|e| Error::FailedPrecondition(format!("image config {image_id} does not parse: {e}")))?;
+        let chain = oci::chain_ids(&config.rootfs.diff_ids);
+        let top = chain
+            .last()
+            .ok_or_else(|| Error::FailedPrecondition(format!("image {image_id} has no layers")))?;
+        Ok(format!("{CRI_NAMESPACE}/{top}"))
+    }
+
+    fn read_file_blocking(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let snapshotter = self.snapshotter()?;
+        let parent = self.top_layer(image_id)?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let key = format!("{CRI_NAMESPACE}/berth-read-{nonce}-{:?}", std::thread::current().id());
+        let mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(snapshot_error)?;
+        let target = self
+            .engine
+            .config
+            .state
+            .join("cri")
+            .join("image-views")
+            .join(key.rsplit('/').next().unwrap_or("view").replace(['(', ')'], ""));
+        let read = (|| -> Result<Option<Vec<u8>>> {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+            berth_snapshotter::mount_all(&mounts, &target).map_err(snapshot_error)?;
+            let contents = read_in_root(&target, path);
+            let _ = berth_snapshotter::unmount(&target);
+            contents
+        })();
+        let _ = std::fs::remove_dir(&target);
+        if let Err(e) = snapshotter.remove(&key) {
+            tracing::warn!(%key, error = %e, "removing an image view");
+        }
+        read
+    }
+}
+
+/// Reads `path` inside `root`, resolving every symlink as if `root` were `/`, so an image
+/// cannot make berthd read a host file.
+fn read_in_root(root: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    let mut components: Vec<std::ffi::OsString> = Vec::new();
+    let push_components = |p: &Path, into: &mut Vec<std::ffi::OsString>| {
+        let mut parts: Vec<_> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        parts.reverse();
+        into.extend(parts);
+    };
+    push_components(Path::new(path), &mut components);
+    while let Some(part) = components.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let full = root.join(&candidate);
+        match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Error::InvalidArgument(format!(
+                        "too many symlinks resolving {path} in the image"
+                    )));
+                }
+                let target = std::fs::read_link(&full)
+                    .map_err(|e| Error::io(format!("readlink {}", full.display()), e))?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                push_components(&target, &mut components);
+            }
+            Ok(_) => resolved = candidate,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("stat {}", full.display()), e)),
+        }
+    }
+    let full = root.join(&resolved);
+    match std::fs::read(&full) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {
+            Ok(None)
+        }
+        Err(e) => Err(Error::io(format!("read {path} in the image"), e)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("rootfs task: {e}")))?
+        .map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl RootfsStore for CriRootfs {
+    async fn prepare(&self, key: &str, image_id: &str) -> Result<Vec<RootfsMount>, Status> {
+        let snapshotter = self.snapshotter()?;
+        let parent = self.top_layer(image_id)?;
+        let scoped = format!("{CRI_NAMESPACE}/{key}");
+        // A root label: the snapshot is the container's until RemoveContainer removes it.
+        let labels = HashMap::from([(
+            ROOT_LABEL.to_string(),
+            humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
+        )]);
+        let mounts = self
+            .engine
+            .gc
+            .outside_collection(move || {
+                snapshotter.prepare(&scoped, Some(&parent), labels).map_err(snapshot_error)
+            })
+            .await?;
+        Ok(mounts
+            .into_iter()
+            .map(|m| RootfsMount { kind: m.fs_type, source: m.source, options: m.options })
+            .collect())
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), Status> {
+        let snapshotter = self.snapshotter()?;
+        let scoped = format!("{CRI_NAMESPACE}/{key}");
+        blocking(move || match snapshotter.remove(&scoped) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == berth_snapshotter::Code::NotFound => Ok(()),
+            Err(e) => Err(snapshot_error(e)),
+        })
+        .await
+    }
+
+    async fn usage(&self, key: &str) -> Result<LayerUsage, Status> {
+        let snapshotter = self.snapshotter()?;
+        let scoped = format!("{CRI_NAMESPACE}/{key}");
+        let usage = blocking(move || snapshotter.usage(&scoped).map_err(snapshot_error)).await?;
+        Ok(LayerUsage { bytes: usage.bytes, inodes: usage.inodes })
+    }
+
+    async fn read_image_file(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>, Status> {
+        let cache_key = (image_id.to_string(), path.to_string());
+        if let Some(cached) = self.files.lock().ok().and_then(|files| files.get(&cache_key).cloned()) {
+            return Ok(cached);
+        }
+        let this = CriRootfs { engine: self.engine.clone(), files: Mutex::default() };
+        let (image, file) = cache_key.clone();
+        let contents = blocking(move || this.read_file_blocking(&image, &file)).await?;
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(cache_key, contents.clone());
+        }
+        Ok(contents)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("secret"), "host secret").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("../../secret", root.join("etc/escape")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("etc/absolute")).unwrap();
+        assert_eq!(read_in_root(&root, "/etc/passwd").unwrap().unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+        assert_eq!(read_in_root(&root, "/etc/link").unwrap().unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+        assert_eq!(read_in_root(&root, "/etc/escape").unwrap(), None);
+        assert_eq!(read_in_root(&root, "/etc/absolute").unwrap(), None);
+        assert_eq!(read_in_root(&root, "/etc/group").unwrap(), None);
+    }
+}

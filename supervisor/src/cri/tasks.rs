@@ -1,0 +1,294 @@
+//! Containers' processes for the CRI plugin ([`berth_cri_plugin::TaskRuntime`]): a container
+//! record in the `k8s.io` namespace (what `ctr -n k8s.io containers ls` shows) and its task,
+//! through the task manager. OOM kills are learned from the shims' `/tasks/oom` events and
+//! reported with the exit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use berth_cri_plugin::{
+    CgroupSample, RootfsMount, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
+};
+use berth_proto::containerd::services::containers::v1::{Container, container::Runtime};
+use containerd_shim_protos::protobuf::Message as _;
+use tonic::Status;
+
+use super::images::CRI_NAMESPACE;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::tasks::{CreateTask, ExitInfo};
+
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const RESOURCES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+/// The shim reopens a container's log on an Update with this annotation.
+const LOG_REOPEN_ANNOTATION: &str = "io.berth.log.reopen";
+
+pub struct CriTasks {
+    engine: Arc<Engine>,
+    /// Containers the OOM killer hit, until their exit is reported.
+    oom_killed: Arc<Mutex<HashSet<String>>>,
+}
+
+fn json_any<T: serde::Serialize>(type_url: &str, value: &T) -> Result<prost_types::Any, Status> {
+    Ok(prost_types::Any {
+        type_url: type_url.to_string(),
+        value: serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode {type_url}: {e}")))?,
+    })
+}
+
+fn not_found_is_none<T>(result: crate::error::Result<T>) -> Result<Option<T>, Status> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl CriTasks {
+    /// Starts following OOM events for the CRI namespace.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let oom_killed: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut events = engine.events.subscribe();
+        let set = oom_killed.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(event) if event.namespace == CRI_NAMESPACE && event.topic == "/tasks/oom" => {
+                        if let Ok(oom) =
+                            containerd_shim_protos::events::task::TaskOOM::parse_from_bytes(&event.payload)
+                            && let Ok(mut set) = set.lock()
+                        {
+                            set.insert(oom.container_id);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "OOM watcher fell behind the event exchange");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Self { engine, oom_killed }
+    }
+
+    fn exit(&self, id: &str, info: ExitInfo) -> TaskExit {
+        let oom_killed = self.oom_killed.lock().map(|set| set.contains(id)).unwrap_or(false);
+        TaskExit { pid: info.pid, exit_status: info.exit_status, exited_at: info.exited_at, oom_killed }
+    }
+}
+
+fn to_mount(mount: RootfsMount) -> berth_proto::containerd::types::Mount {
+    berth_proto::containerd::types::Mount {
+        r#type: mount.kind,
+        source: mount.source,
+        target: String::new(),
+        options: mount.options,
+    }
+}
+
+/// A cgroup sample from the shim's `Stats` (cgroup v1 or v2 metrics).
+fn sample(any: &prost_types::Any) -> Option<CgroupSample> {
+    use containerd_shim_protos::cgroups::metrics::Metrics as V1;
+    use containerd_shim_protos::cgroups_v2::metrics::Metrics as V2;
+    let now = Some(SystemTime::now());
+    if any.type_url.ends_with("io.containerd.cgroups.v1.Metrics") {
+        let m = V1::parse_from_bytes(&any.value).ok()?;
+        let memory = m.memory.as_ref();
+        let usage = memory.and_then(|mem| mem.usage.as_ref()).map(|u| u.usage).unwrap_or_default();
+        let inactive = memory.map(|mem| mem.total_inactive_file).unwrap_or_default();
+        let limit = memory.and_then(|mem| mem.usage.as_ref()).map(|u| u.limit).unwrap_or_default();
+        let working_set = usage.saturating_sub(inactive);
+        // cgroup v1 reports "no limit" as a huge number.
+        let available = (limit > 0 && limit < (1 << 62)).then(|| limit.saturating_sub(working_set));
+        return Some(CgroupSample {
+            timestamp: now,
+            cpu_usage_ns: m.cpu.as_ref().and_then(|c| c.usage.as_ref()).map(|u| u.total).unwrap_or_default(),
+            memory_working_set_bytes: working_set,
+            memory_usage_bytes: usage,
+            memory_rss_bytes: memory.map(|mem| mem.total_rss).unwrap_or_default(),
+            memory_available_bytes: available,
+            page_faults: memory.map(|mem| mem.total_pg_fault).unwrap_or_default(),
+            major_page_faults: memory.map(|mem| mem.total_pg_maj_fault).unwrap_or_default(),
+            pids: m.pids.as_ref().map(|p| p.current).unwrap_or_default(),
+            oom_kills: m.memory_oom_control.as_ref().map(|o| o.oom_kill).unwrap_or_default(),
+        });
+    }
+    if any.type_url.ends_with("io.containerd.cgroups.v2.Metrics") {
+        let m = V2::parse_from_bytes(&any.value).ok()?;
+        let memory = m.memory.as_ref();
+        let usage = memory.map(|mem| mem.usage).unwrap_or_default();
+        let inactive = memory.map(|mem| mem.inactive_file).unwrap_or_default();
+        let limit = memory.map(|mem| mem.usage_limit).unwrap_or_default();
+        let working_set = usage.saturating_sub(inactive);
+        let available = (limit > 0 && limit < (1 << 62)).then(|| limit.saturating_sub(working_set));
+        return Some(CgroupSample {
+            timestamp: now,
+            cpu_usage_ns: m.cpu.as_ref().map(|c| c.usage_usec * 1000).unwrap_or_default(),
+            memory_working_set_bytes: working_set,
+            memory_usage_bytes: usage,
+            memory_rss_bytes: memory.map(|mem| mem.anon).unwrap_or_default(),
+            memory_available_bytes: available,
+            page_faults: memory.map(|mem| mem.pgfault).unwrap_or_default(),
+            major_page_faults: memory.map(|mem| mem.pgmajfault).unwrap_or_default(),
+            pids: m.pids.as_ref().map(|p| p.current).unwrap_or_default(),
+            oom_kills: m.memory_events.as_ref().map(|e| e.oom_kill).unwrap_or_default(),
+        });
+    }
+    None
+}
+
+#[tonic::async_trait]
+impl TaskRuntime for CriTasks {
+    async fn create(&self, task: TaskCreate) -> Result<u32, Status> {
+        let container = Container {
+            id: task.id.clone(),
+            labels: task.labels,
+            image: task.image,
+            runtime: Some(Runtime {
+                name: if task.runtime_handler.is_empty() {
+                    self.engine.config.tasks.default_runtime.clone()
+                } else {
+                    task.runtime_handler
+                },
+                options: None,
+            }),
+            spec: Some(json_any(SPEC_TYPE, &task.spec)?),
+            snapshotter: if task.snapshot_key.is_empty() {
+                String::new()
+            } else {
+                self.engine.config.images.snapshotter.clone()
+            },
+            snapshot_key: task.snapshot_key,
+            ..Default::default()
+        };
+        let record = container.clone();
+        let stored = self.engine.meta.run(move |meta| meta.create_container(CRI_NAMESPACE, record)).await?;
+        let request = CreateTask {
+            rootfs: task.rootfs.into_iter().map(to_mount).collect(),
+            stdin: task.io.stdin,
+            stdout: task.io.stdout,
+            stderr: task.io.stderr,
+            terminal: task.io.terminal,
+            options: None,
+            runtime_path: String::new(),
+        };
+        match self.engine.tasks.create(CRI_NAMESPACE, &stored, request).await {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                let id = task.id;
+                let _ = self.engine.meta.run(move |meta| meta.delete_container(CRI_NAMESPACE, &id)).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<u32, Status> {
+        Ok(self.engine.tasks.start(CRI_NAMESPACE, id, "").await?)
+    }
+
+    async fn state(&self, id: &str) -> Result<Option<TaskState>, Status> {
+        use containerd_shim_protos::types::task::Status as Shim;
+        let Some(process) = not_found_is_none(self.engine.tasks.state(CRI_NAMESPACE, id, "").await)? else {
+            return Ok(None);
+        };
+        let state = process.state;
+        let status = match state.status.enum_value_or_default() {
+            Shim::CREATED => TaskStatus::Created,
+            Shim::RUNNING | Shim::PAUSING => TaskStatus::Running,
+            Shim::PAUSED => TaskStatus::Paused,
+            Shim::STOPPED => TaskStatus::Stopped,
+            Shim::UNKNOWN => TaskStatus::Unknown,
+        };
+        let exit = (status == TaskStatus::Stopped).then(|| {
+            let exited_at = state
+                .exited_at
+                .as_ref()
+                .map(crate::tasks::convert::from_shim_timestamp)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            self.exit(id, ExitInfo { pid: state.pid, exit_status: state.exit_status, exited_at })
+        });
+        Ok(Some(TaskState { status, pid: state.pid, exit }))
+    }
+
+    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), Status> {
+        Ok(self.engine.tasks.kill(CRI_NAMESPACE, id, exec_id, signal, all).await?)
+    }
+
+    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, Status> {
+        let info = self.engine.tasks.wait(CRI_NAMESPACE, id, exec_id).await?;
+        Ok(self.exit(id, info))
+    }
+
+    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, Status> {
+        let exit = not_found_is_none(self.engine.tasks.delete(CRI_NAMESPACE, id).await)?
+            .map(|info| self.exit(id, info));
+        let owned = id.to_string();
+        match self.engine.meta.run(move |meta| meta.delete_container(CRI_NAMESPACE, &owned)).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(mut set) = self.oom_killed.lock() {
+            set.remove(id);
+        }
+        Ok(exit)
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: oci_spec::runtime::Process,
+        io: TaskIo,
+    ) -> Result<(), Status> {
+        let spec = json_any(PROCESS_TYPE, &process)?;
+        Ok(self
+            .engine
+            .tasks
+            .exec(CRI_NAMESPACE, id, exec_id, io.stdin, io.stdout, io.stderr, io.terminal, Some(spec))
+            .await?)
+    }
+
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, Status> {
+        Ok(self.engine.tasks.start(CRI_NAMESPACE, id, exec_id).await?)
+    }
+
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), Status> {
+        match self.engine.tasks.delete_process(CRI_NAMESPACE, id, exec_id).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Status> {
+        Ok(self.engine.tasks.resize_pty(CRI_NAMESPACE, id, exec_id, width, height).await?)
+    }
+
+    async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), Status> {
+        Ok(self.engine.tasks.close_io(CRI_NAMESPACE, id, exec_id, true).await?)
+    }
+
+    async fn update_resources(
+        &self,
+        id: &str,
+        resources: oci_spec::runtime::LinuxResources,
+    ) -> Result<(), Status> {
+        let resources = json_any(RESOURCES_TYPE, &resources)?;
+        Ok(self.engine.tasks.update(CRI_NAMESPACE, id, Some(resources), HashMap::new()).await?)
+    }
+
+    async fn reopen_log(&self, id: &str) -> Result<(), Status> {
+        let annotations = HashMap::from([(LOG_REOPEN_ANNOTATION.to_string(), "true".to_string())]);
+        Ok(self.engine.tasks.update(CRI_NAMESPACE, id, None, annotations).await?)
+    }
+
+    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, Status> {
+        let Some(stats) = not_found_is_none(self.engine.tasks.stats(CRI_NAMESPACE, id).await)? else {
+            return Ok(None);
+        };
+        Ok(stats.as_ref().and_then(sample))
+    }
+}

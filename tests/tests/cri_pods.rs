@@ -1,0 +1,255 @@
+//! CRI pod sandboxes end to end: real berthd, runc, Debian's CNI plugins and a loopback
+//! registry. Traffic goes only to pod namespaces these tests create and to loopback.
+
+use std::time::Duration;
+
+use berth_proto::runtime::v1 as cri;
+use berth_tests::cri::{
+    berthd_with_busybox, container_config, pod_config, pod_status, remove_all_pods, run_pod, start_container,
+    wait_for_state,
+};
+use berth_tests::{dir_entries, free_port, skip_unless, wait_until};
+
+/// A busybox httpd serving `body` on port 80 of its pod.
+fn httpd(name: &str, image: &str, body: &str) -> cri::ContainerConfig {
+    let script =
+        format!("mkdir -p /www && echo {body} > /www/index.html && exec busybox httpd -f -p 80 -h /www");
+    container_config(name, image, &["sh", "-c", &script])
+}
+
+#[tokio::test]
+async fn a_pod_is_reached_through_its_ip_and_a_host_port() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let host_port = free_port();
+    let mut config = pod_config("web", logs.path());
+    config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: i32::from(host_port),
+        host_ip: "127.0.0.1".into(),
+    }];
+    let pod = run_pod(&mut client, &config).await;
+    let status = pod_status(&mut client, &pod).await;
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    let ip = status.network.clone().unwrap_or_default().ip;
+    assert!(ip.starts_with("10.88."), "pod IP {ip:?} is not on berth's default network");
+
+    let container =
+        start_container(&mut client, &pod, &config, httpd("httpd", &image, "hello-from-berth")).await;
+    let running = wait_for_state(
+        &mut client,
+        &container,
+        cri::ContainerState::ContainerRunning,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(running.state, cri::ContainerState::ContainerRunning as i32, "{running:?}");
+
+    let pod_address = format!("{ip}:80");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            berth_tests::cri::http_get(&pod_address).await.is_some_and(|r| r.contains("hello-from-berth"))
+        })
+        .await,
+        "httpd not reached through the pod IP {ip}"
+    );
+    let by_port = berth_tests::cri::http_get(&format!("127.0.0.1:{host_port}")).await;
+    assert!(
+        by_port.as_deref().is_some_and(|r| r.contains("hello-from-berth")),
+        "through the host port: {by_port:?}"
+    );
+
+    // The pod's files: hostname, DNS.
+    let resolv =
+        berth_tests::cri::exec_sync(&mut client, &container, &["cat", "/etc/resolv.conf"], 10).await.unwrap();
+    let resolv = String::from_utf8_lossy(&resolv.stdout).into_owned();
+    assert!(
+        resolv.contains("nameserver 10.96.0.10") && resolv.contains("search e2e.svc.cluster.local"),
+        "{resolv}"
+    );
+    let hostname =
+        berth_tests::cri::exec_sync(&mut client, &container, &["cat", "/etc/hostname"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "web");
+
+    // Stop: the network is gone, the container exited; stopping again is fine.
+    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let stopped = pod_status(&mut client, &pod).await;
+    assert_eq!(stopped.state, cri::PodSandboxState::SandboxNotready as i32);
+    let exited = berth_tests::cri::container_status(&mut client, &container).await;
+    assert_eq!(exited.state, cri::ContainerState::ContainerExited as i32);
+    assert!(
+        berth_tests::cri::http_get(&format!("{ip}:80")).await.is_none(),
+        "the pod still answers after stop"
+    );
+
+    client.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    client.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let pods = client
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let containers =
+        client.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner();
+    assert!(containers.containers.is_empty());
+    assert!(dir_entries(&berthd.paths.state.join("cri/sandboxes")).is_empty(), "pod directories left behind");
+    let missing = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod, verbose: false })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn pods_are_listed_with_filters_and_names_are_owned() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let (berthd, _registry, _image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let a = pod_config("alpha", logs.path());
+    let mut b = pod_config("beta", logs.path());
+    b.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    // Two identical RunPodSandbox calls at once (kubelet retrying): one sandbox, one id.
+    let (first, second) =
+        tokio::join!(async { run_pod(&mut berthd.runtime_client().await, &a).await }, async {
+            run_pod(&mut berthd.runtime_client().await, &a).await
+        });
+    assert_eq!(first, second);
+    let pod_b = run_pod(&mut client, &b).await;
+
+    // Host network: no IP of its own, no network namespace.
+    let status_b = pod_status(&mut client, &pod_b).await;
+    assert_eq!(status_b.network.unwrap_or_default().ip, "");
+
+    // The same pod name in the same namespace for another uid: the name is taken.
+    let mut impostor = a.clone();
+    impostor.metadata.as_mut().unwrap().uid = "another-uid".into();
+    let taken = client
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(impostor), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains(&first), "{}", taken.message());
+
+    let lister = client.clone();
+    let list = |filter: cri::PodSandboxFilter| {
+        let mut client = lister.clone();
+        async move {
+            let mut ids: Vec<String> = client
+                .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![first.clone(), pod_b.clone()];
+    both.sort();
+    assert_eq!(list(cri::PodSandboxFilter::default()).await, both);
+    let by_label = cri::PodSandboxFilter {
+        label_selector: [("app".to_string(), "beta".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_label).await, vec![pod_b.clone()]);
+    assert_eq!(
+        list(cri::PodSandboxFilter { id: first[..12].to_string(), ..Default::default() }).await,
+        vec![first.clone()]
+    );
+    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_b.clone() }).await.unwrap();
+    let ready = cri::PodSandboxFilter {
+        state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 }),
+        ..Default::default()
+    };
+    assert_eq!(list(ready).await, vec![first.clone()]);
+
+    // Unknown ids: status is NotFound, stop and remove succeed.
+    let unknown = "0123456789abcdef";
+    let err = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: unknown.into(), verbose: false })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: unknown.into() }).await.unwrap();
+    client.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: unknown.into() }).await.unwrap();
+
+    // Verbose status carries the namespace paths.
+    let verbose = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: first.clone(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verbose.info["info"].contains("netNamespacePath"), "{:?}", verbose.info);
+    remove_all_pods(&mut client).await;
+}
+
+#[tokio::test]
+async fn a_failing_cni_plugin_leaves_nothing_behind() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let plugins = tempfile::tempdir().unwrap();
+    let plugin = plugins.path().join("berth-test-fail");
+    std::fs::write(
+        &plugin,
+        // ADD fails; DEL (which must be idempotent) succeeds, as real plugins behave.
+        "#!/bin/sh\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"the test plugin refuses\",\"details\":\"on purpose\"}'\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin_dirs = format!("cni_bin_dirs = [{:?}, \"/usr/lib/cni\", \"/opt/cni/bin\"]", plugins.path());
+    let berthd = berth_tests::Berthd::start_with_config(|paths| {
+        std::fs::create_dir_all(&paths.cni_conf_dir).unwrap();
+        std::fs::write(
+            paths.cni_conf_dir.join("10-fail.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"fail","plugins":[{"type":"berth-test-fail"}]}"#,
+        )
+        .unwrap();
+        paths.config_text(&bin_dirs)
+    })
+    .await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let err = client
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("unlucky", logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("the test plugin refuses"), "{err:?}");
+    let pods = client
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(
+        dir_entries(&berthd.paths.state.join("cri/sandboxes")).is_empty(),
+        "a pod directory (netns) was left behind"
+    );
+    // The name is free again.
+    let again = client
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("unlucky", logs.path())),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(again.message().contains("the test plugin refuses"), "{again:?}");
+}

@@ -177,6 +177,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Shims that outlived the last berthd: reconnect the live, clean up after the dead.
     engine.tasks.recover().await?;
     // Then the CRI's records are brought in line with the tasks that are (or are no longer) there.
+    cri.recover_sandboxes().await;
     cri.recover_containers().await;
 
     // Metrics over HTTP.

@@ -253,3 +253,74 @@ async fn a_failing_cni_plugin_leaves_nothing_behind() {
         .unwrap_err();
     assert!(again.message().contains("the test plugin refuses"), "{again:?}");
 }
+
+#[tokio::test]
+async fn containers_share_the_pods_pid_namespace_when_asked() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let shared = cri::NamespaceOption { pid: cri::NamespaceMode::Pod as i32, ..Default::default() };
+    let mut config = pod_config("shared-pid", logs.path());
+    config.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(shared.clone()),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut client, &config).await;
+    let in_pod_pid = |name: &str, command: &[&str]| {
+        let mut container = container_config(name, &image, command);
+        container.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(shared.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        container
+    };
+    let first = start_container(&mut client, &pod, &config, in_pod_pid("first", &["sleep", "3600"])).await;
+    let second = start_container(&mut client, &pod, &config, in_pod_pid("second", &["sleep", "3601"])).await;
+    wait_for_state(&mut client, &second, cri::ContainerState::ContainerRunning, Duration::from_secs(10))
+        .await;
+
+    // PID 1 is the pod's holder, not a container; each container sees the other.
+    let init =
+        berth_tests::cri::exec_sync(&mut client, &first, &["cat", "/proc/1/cmdline"], 10).await.unwrap();
+    assert!(!String::from_utf8_lossy(&init.stdout).contains("sleep"), "{:?}", init);
+    let ps = berth_tests::cri::exec_sync(&mut client, &first, &["ps"], 10).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).contains("sleep 3601"),
+        "{}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    // The holder's root is not the host's.
+    let root = berth_tests::cri::exec_sync(&mut client, &first, &["ls", "/proc/1/root/"], 10).await.unwrap();
+    assert!(!String::from_utf8_lossy(&root.stdout).contains("usr"), "{root:?}");
+
+    remove_all_pods(&mut client).await;
+    let verbose =
+        client.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner();
+    assert!(verbose.items.is_empty());
+}
+
+#[tokio::test]
+async fn pods_start_with_the_registry_gone() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let (berthd, registry, image) = berthd_with_busybox().await;
+    drop(registry);
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("offline", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let container =
+        start_container(&mut client, &pod, &config, container_config("c", &image, &["sleep", "60"])).await;
+    let status = wait_for_state(
+        &mut client,
+        &container,
+        cri::ContainerState::ContainerRunning,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    remove_all_pods(&mut client).await;
+}

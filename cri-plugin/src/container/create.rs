@@ -142,16 +142,24 @@ impl CriRuntime {
             apparmor: false,
             seccomp: std::path::Path::new("/proc/self/status").exists(),
         };
-        let spec = container_spec(&ContainerSpecInput {
-            container_id: id,
-            config: &config,
-            pod: &pod,
-            image: image_config,
-            image_files: &image_files,
-            target_pid,
-            node: &node,
-            host: &RealHost,
-        })?;
+        // Off the executor: the spec reads host files (devices, seccomp profiles).
+        let spec = {
+            let (id, config, image_config) = (id.to_string(), config.clone(), image_config.clone());
+            tokio::task::spawn_blocking(move || {
+                container_spec(&ContainerSpecInput {
+                    container_id: &id,
+                    config: &config,
+                    pod: &pod,
+                    image: &image_config,
+                    image_files: &image_files,
+                    target_pid,
+                    node: &node,
+                    host: &RealHost,
+                })
+            })
+            .await
+            .map_err(|e| Status::internal(format!("spec task: {e}")))??
+        };
         let process = spec.process().clone().unwrap_or_default();
         let user = process.user();
         let record = ContainerRecord {
@@ -264,7 +272,7 @@ impl CriRuntime {
             netns: sandbox.netns.clone(),
             ipc_ns: sandbox.ipc_ns.clone(),
             uts_ns: sandbox.uts_ns.clone(),
-            pid_ns: None,
+            pid_ns: sandbox.pid_holder.as_ref().map(|h| h.pid_namespace()),
             hostname_file: Some(files.hostname),
             hosts_file: Some(files.hosts),
             resolv_conf_file: Some(files.resolv_conf),

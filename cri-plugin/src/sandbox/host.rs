@@ -37,6 +37,50 @@ pub trait PodHost: Send + Sync + 'static {
     fn unmount(&self, path: &Path) -> io::Result<()>;
     /// The interface counters (`/proc/net/dev`) inside the pinned network namespace `netns`.
     fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>>;
+    /// Starts the process that holds the pod's PID namespace (PID 1 of the pod), in the
+    /// pinned namespaces `joined`, chrooted in the empty `root`.
+    fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder>;
+    /// Whether the holder still runs (the same process: its start time matches).
+    fn pid_holder_alive(&self, holder: &PidHolder) -> bool;
+    /// Kills the holder, and with it every process left in the pod's PID namespace.
+    fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()>;
+}
+
+/// The process holding a pod's PID namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PidHolder {
+    pub pid: u32,
+    /// Its start time (`/proc/<pid>/stat` field 22), so a reused pid is never mistaken for it.
+    pub start_time: u64,
+}
+
+impl PidHolder {
+    pub fn pid_namespace(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/pid", self.pid))
+    }
+}
+
+/// A process's start time in clock ticks since boot, from `/proc/<pid>/stat`.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `berth-pause`, beside berthd's own binary first, then on PATH.
+fn pause_binary() -> PathBuf {
+    const NAME: &str = "berth-pause";
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(NAME)));
+    if let Some(path) = beside.filter(|p| p.is_file()) {
+        return path;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(NAME))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(NAME))
 }
 
 /// The host itself (needs root).
@@ -137,6 +181,49 @@ impl PodHost for LinuxPodHost {
         .map_err(|_| io::Error::other("the network stats thread panicked"))?
     }
 
+    fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder> {
+        std::fs::create_dir_all(root)?;
+        let binary = pause_binary();
+        let mut command = std::process::Command::new(&binary);
+        command.arg("--root").arg(root);
+        for (kind, path) in joined {
+            command.arg(format!("--{}", kind.proc_name())).arg(path);
+        }
+        let output = command
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("run {}: {e}", binary.display())))?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "{} failed: {}",
+                binary.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        let pid: u32 = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .map_err(|e| io::Error::other(format!("{} printed no pid: {e}", binary.display())))?;
+        let start_time = process_start_time(pid)
+            .ok_or_else(|| io::Error::other(format!("the PID holder {pid} died at once")))?;
+        Ok(PidHolder { pid, start_time })
+    }
+
+    fn pid_holder_alive(&self, holder: &PidHolder) -> bool {
+        process_start_time(holder.pid) == Some(holder.start_time)
+    }
+
+    fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()> {
+        if !self.pid_holder_alive(holder) {
+            return Ok(());
+        }
+        let pid = nix::unistd::Pid::from_raw(holder.pid as i32);
+        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
     fn unmount(&self, path: &Path) -> io::Result<()> {
         match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) => Ok(()),
@@ -210,6 +297,21 @@ pub mod fake {
         }
         fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>> {
             Ok(Vec::new())
+        }
+        fn start_pid_holder(
+            &self,
+            root: &Path,
+            _joined: &[(PodNamespace, PathBuf)],
+        ) -> io::Result<PidHolder> {
+            self.record(format!("start_pid_holder {}", root.display()));
+            Ok(PidHolder { pid: 4242, start_time: 1 })
+        }
+        fn pid_holder_alive(&self, _holder: &PidHolder) -> bool {
+            true
+        }
+        fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()> {
+            self.record(format!("stop_pid_holder {}", holder.pid));
+            Ok(())
         }
     }
 }

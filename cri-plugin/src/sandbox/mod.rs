@@ -42,6 +42,9 @@ pub struct SandboxRecord {
     pub ipc_ns: Option<PathBuf>,
     pub uts_ns: Option<PathBuf>,
     pub shm: Option<PathBuf>,
+    /// The process holding the pod's PID namespace, when its containers share one.
+    #[serde(default)]
+    pub pid_holder: Option<host::PidHolder>,
     /// The network was attached through CNI and must be detached.
     pub network_attached: bool,
     pub ips: Vec<String>,

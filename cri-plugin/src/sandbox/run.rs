@@ -111,6 +111,7 @@ impl CriRuntime {
             ipc_ns: None,
             uts_ns: None,
             shm: None,
+            pid_holder: None,
             network_attached: false,
             ips: Vec::new(),
         };
@@ -197,6 +198,24 @@ impl CriRuntime {
             }
         }
         record.shm = shm;
+        if options.pid() == cri::NamespaceMode::Pod {
+            let joined: Vec<(PodNamespace, std::path::PathBuf)> = [
+                (PodNamespace::Network, record.netns.clone()),
+                (PodNamespace::Ipc, record.ipc_ns.clone()),
+                (PodNamespace::Uts, record.uts_ns.clone()),
+            ]
+            .into_iter()
+            .filter_map(|(kind, path)| path.map(|p| (kind, p)))
+            .collect();
+            let host = self.host.clone();
+            let root = record.dir.join("pause-root");
+            let holder = tokio::task::spawn_blocking(move || host.start_pid_holder(&root, &joined))
+                .await
+                .map_err(blocking_error)?
+                .map_err(|e| Status::internal(format!("start the pod's PID namespace holder: {e}")))?;
+            record.pid_holder = Some(holder);
+            self.sandboxes.save(record.clone()).await?;
+        }
         self.metrics.pod_phase("sandbox_namespaces", phase.elapsed());
 
         if let Some(netns) = record.netns.clone() {
@@ -232,7 +251,13 @@ impl CriRuntime {
         let paths: Vec<_> =
             [record.netns.take(), record.ipc_ns.take(), record.uts_ns.take()].into_iter().flatten().collect();
         let shm = record.shm.take();
+        let holder = record.pid_holder.take();
         tokio::task::spawn_blocking(move || -> Result<(), Status> {
+            if let Some(holder) = holder {
+                host.stop_pid_holder(&holder).map_err(|e| {
+                    Status::internal(format!("stop the pod's PID holder {}: {e}", holder.pid))
+                })?;
+            }
             for path in paths {
                 host.unpin_namespace(&path)
                     .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display())))?;

@@ -49,3 +49,23 @@ impl CriRuntime {
         Ok(())
     }
 }
+
+impl CriRuntime {
+    /// At start: a sandbox whose namespaces did not survive (the node rebooted, `/run` was
+    /// cleared) or whose PID holder died is not ready any more.
+    pub async fn recover_sandboxes(&self) {
+        for sandbox in self.sandboxes.list() {
+            if sandbox.state != SandboxState::Ready {
+                continue;
+            }
+            let pinned =
+                [&sandbox.netns, &sandbox.ipc_ns, &sandbox.uts_ns].into_iter().flatten().all(|p| p.exists());
+            let holder = sandbox.pid_holder.as_ref().is_none_or(|h| self.host.pid_holder_alive(h));
+            if !(pinned && holder) {
+                tracing::warn!(pod = %sandbox.id, pinned, holder, "sandbox lost its namespaces; marking it not ready");
+                let _ = self.sandboxes.update(&sandbox.id, |s| s.state = SandboxState::NotReady).await;
+            }
+        }
+        self.refresh_state_gauges();
+    }
+}

@@ -25,7 +25,11 @@ pub struct CriConfig {
     pub cni_conf_dir: PathBuf,
     /// Where CNI plugin binaries are looked for, in order.
     pub cni_bin_dirs: Vec<PathBuf>,
-    /// The pod infrastructure image: pinned, so image garbage collection in kubelet keeps it.
+    /// An infra image every pod runs as its first container (its PID 1 and namespace
+    /// holder), as containerd does. Empty (the default): berth needs none — it pins pod
+    /// namespaces itself and runs its own `berth-pause` where a pod shares a PID namespace,
+    /// so pods start with no registry at all. When set, the image is pulled if missing and
+    /// reported `pinned`, so kubelet's image garbage collection keeps it.
     pub sandbox_image: String,
 }
 
@@ -35,7 +39,7 @@ impl Default for CriConfig {
             cgroup_driver: CgroupDriver::default(),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
-            sandbox_image: "registry.k8s.io/pause:3.10".to_string(),
+            sandbox_image: String::new(),
         }
     }
 }

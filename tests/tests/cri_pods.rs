@@ -324,3 +324,53 @@ async fn pods_start_with_the_registry_gone() {
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
     remove_all_pods(&mut client).await;
 }
+
+#[tokio::test]
+async fn a_configured_sandbox_image_runs_as_each_pods_infra_container() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let registry = berth_tests::Registry::start().await;
+    let host = registry.host();
+    let pause = berth_tests::ImageBuilder::busybox()
+        .unwrap()
+        .config_field("Cmd", serde_json::json!(["sleep", "7777"]))
+        .build();
+    registry.push_image("pause", "test", &pause).await;
+    berth_tests::push_busybox(&registry, "library/busybox", "1.36").await;
+    let berthd = berth_tests::Berthd::start_with_config(|paths| {
+        paths.trust_registry(&registry);
+        paths.config_text(&format!("sandbox_image = \"{host}/pause:test\""))
+    })
+    .await;
+    let image = format!("{host}/library/busybox:1.36");
+    berth_tests::cri::pull(&berthd, &image).await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("with-infra", logs.path());
+    // The sandbox image is pulled by RunPodSandbox itself.
+    let pod = run_pod(&mut client, &config).await;
+    let container =
+        start_container(&mut client, &pod, &config, container_config("c", &image, &["sleep", "3600"])).await;
+    wait_for_state(&mut client, &container, cri::ContainerState::ContainerRunning, Duration::from_secs(10))
+        .await;
+    // The pod's PID namespace is the infra container's: its process is PID 1.
+    let init =
+        berth_tests::cri::exec_sync(&mut client, &container, &["cat", "/proc/1/cmdline"], 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&init.stdout).replace('\0', " ").trim(), "sleep 7777");
+    let pinned = berthd
+        .image_client()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec { image: format!("{host}/pause:test"), ..Default::default() }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    assert!(pinned.pinned);
+    remove_all_pods(&mut client).await;
+    // Nothing of the infra container is left: no task, no shim.
+    let left = std::process::Command::new("pgrep").args(["-f", "sleep 7777"]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the infra process outlived its pod");
+}

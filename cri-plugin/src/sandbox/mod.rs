@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod host;
+pub mod infra;
 pub mod network;
 pub mod run;
 pub mod starts;
@@ -45,6 +46,10 @@ pub struct SandboxRecord {
     /// The process holding the pod's PID namespace, when its containers share one.
     #[serde(default)]
     pub pid_holder: Option<host::PidHolder>,
+    /// The pod runs an infra container from the configured `sandbox_image` (a task whose id
+    /// is the sandbox's); its process is then the `pid_holder`.
+    #[serde(default)]
+    pub infra_image: Option<String>,
     /// The network was attached through CNI and must be detached.
     pub network_attached: bool,
     pub ips: Vec<String>,

@@ -112,6 +112,7 @@ impl CriRuntime {
             uts_ns: None,
             shm: None,
             pid_holder: None,
+            infra_image: None,
             network_attached: false,
             ips: Vec::new(),
         };
@@ -198,7 +199,9 @@ impl CriRuntime {
             }
         }
         record.shm = shm;
-        if options.pid() == cri::NamespaceMode::Pod {
+        if !self.config.sandbox_image.is_empty() {
+            self.start_infra(record).await?;
+        } else if options.pid() == cri::NamespaceMode::Pod {
             let joined: Vec<(PodNamespace, std::path::PathBuf)> = [
                 (PodNamespace::Network, record.netns.clone()),
                 (PodNamespace::Ipc, record.ipc_ns.clone()),
@@ -251,6 +254,9 @@ impl CriRuntime {
         let paths: Vec<_> =
             [record.netns.take(), record.ipc_ns.take(), record.uts_ns.take()].into_iter().flatten().collect();
         let shm = record.shm.take();
+        if record.infra_image.is_some() {
+            self.stop_infra(record).await?;
+        }
         let holder = record.pid_holder.take();
         tokio::task::spawn_blocking(move || -> Result<(), Status> {
             if let Some(holder) = holder {

@@ -1,0 +1,126 @@
+//! The infra container of a pod, when `sandbox_image` is configured: the image's process
+//! (`/pause`) runs as the pod's first container, in the pod's pinned network, IPC and UTS
+//! namespaces and a PID namespace of its own that the pod's containers join. Without a
+//! configured image berth runs none (see `host.rs`'s `berth-pause`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth_proto::runtime::v1 as cri;
+use tonic::Status;
+
+use super::host::{PidHolder, process_start_time};
+use super::{SandboxRecord, namespace_options};
+use crate::container::create::{KIND_LABEL, SANDBOX_LABEL};
+use crate::engine::{TaskCreate, TaskIo};
+use crate::runtime::CriRuntime;
+use crate::spec::{ContainerSpecInput, ImageUserFiles, NodeContext, RealHost, container_spec};
+
+const SIGKILL: u32 = 9;
+/// How long the infra process has to go after SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+impl CriRuntime {
+    /// Pulls the sandbox image if missing, creates and starts the infra task (its id is the
+    /// sandbox's), and records its process as the pod's PID holder.
+    pub(crate) async fn start_infra(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+        let image_name = self.config.sandbox_image.clone();
+        let image = match self.images.find(&image_name).await? {
+            Some(image) => image,
+            None => {
+                self.images.pull(&image_name, Default::default()).await?;
+                self.images.find(&image_name).await?.ok_or_else(|| {
+                    Status::not_found(format!("sandbox image {image_name:?} not found after pulling it"))
+                })?
+            }
+        };
+        let image_config: oci_spec::image::ImageConfiguration = serde_json::from_str(&image.config_json)
+            .map_err(|e| {
+                Status::failed_precondition(format!("the config of {image_name} does not parse: {e}"))
+            })?;
+        let pod_options = namespace_options(&record.config);
+        let options = cri::NamespaceOption {
+            network: pod_options.network,
+            ipc: pod_options.ipc,
+            // The infra process makes the pod's PID namespace (or shares the host's).
+            pid: if pod_options.pid() == cri::NamespaceMode::Node {
+                cri::NamespaceMode::Node as i32
+            } else {
+                cri::NamespaceMode::Container as i32
+            },
+            ..Default::default()
+        };
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "POD".into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: image_name.clone(), ..Default::default() }),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(options),
+                    ..Default::default()
+                }),
+                resources: None,
+            }),
+            ..Default::default()
+        };
+        let mut pod = self.pod_context(record);
+        pod.pid_ns = None;
+        let node = NodeContext { cgroup_driver: self.config.cgroup_driver, apparmor: false, seccomp: true };
+        let id = record.id.clone();
+        let spec = tokio::task::spawn_blocking(move || {
+            container_spec(&ContainerSpecInput {
+                container_id: &id,
+                config: &config,
+                pod: &pod,
+                image: &image_config,
+                image_files: &ImageUserFiles::default(),
+                target_pid: None,
+                node: &node,
+                host: &RealHost,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("spec task: {e}")))??;
+        let rootfs = self.rootfs.prepare(&record.id, &image.id).await?;
+        record.infra_image = Some(image_name.clone());
+        self.sandboxes.save(record.clone()).await?;
+        self.tasks
+            .create(TaskCreate {
+                id: record.id.clone(),
+                spec,
+                runtime_handler: record.runtime_handler.clone(),
+                image: image_name,
+                snapshot_key: record.id.clone(),
+                rootfs,
+                io: TaskIo::default(),
+                labels: HashMap::from([
+                    (KIND_LABEL.to_string(), "sandbox".to_string()),
+                    (SANDBOX_LABEL.to_string(), record.id.clone()),
+                ]),
+            })
+            .await?;
+        let pid = self.tasks.start(&record.id).await?;
+        let start_time = process_start_time(pid).ok_or_else(|| {
+            Status::internal(format!("the infra process {pid} of {} exited at once", record.id))
+        })?;
+        record.pid_holder = Some(PidHolder { pid, start_time });
+        Ok(())
+    }
+
+    /// Kills and deletes the infra task and its snapshot; safe to repeat.
+    pub(crate) async fn stop_infra(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+        let id = record.id.clone();
+        match self.tasks.kill(&id, "", SIGKILL, true).await {
+            Ok(()) => {
+                let _ = tokio::time::timeout(KILL_GRACE, self.tasks.wait(&id, "")).await;
+            }
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
+            Err(e) => return Err(e),
+        }
+        self.tasks.delete(&id).await?;
+        self.rootfs.remove(&id).await?;
+        record.infra_image = None;
+        record.pid_holder = None;
+        Ok(())
+    }
+}

@@ -203,6 +203,8 @@ pub trait TaskRuntime: Send + Sync + 'static {
     async fn reopen_log(&self, id: &str) -> Result<(), Status>;
     /// The task's cgroup now; `None` when it has no task.
     async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, Status>;
+    /// Dumps the running task with CRIU into `images` (a directory), leaving it running.
+    async fn checkpoint(&self, id: &str, images: &std::path::Path) -> Result<(), Status>;
 }
 
 /// The kinds of record the plugin keeps.

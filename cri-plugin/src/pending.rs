@@ -10,15 +10,12 @@ use tonic::Status;
 pub enum Capability {
     /// Exec, attach and port-forward through the streaming server.
     Streaming,
-    /// Checkpoint and restore of containers.
-    Checkpoint,
 }
 
 impl Capability {
     fn describe(self) -> &'static str {
         match self {
             Capability::Streaming => "the streaming capability (exec, attach, port-forward)",
-            Capability::Checkpoint => "the checkpoint capability (container checkpoint and restore)",
         }
     }
 }

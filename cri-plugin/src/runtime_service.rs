@@ -402,8 +402,9 @@ impl RuntimeService for CriRuntimeService {
 
     async fn checkpoint_container(
         &self,
-        _request: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        pending("RuntimeService/CheckpointContainer", Capability::Checkpoint)
+        self.runtime.checkpoint_container(request.into_inner()).await?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 }

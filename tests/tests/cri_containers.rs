@@ -285,6 +285,24 @@ async fn bad_container_requests_change_nothing() {
     let err =
         client.start_container(cri::StartContainerRequest { container_id: first.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    // Checkpoint: a relative location is refused; without CRIU the answer says so.
+    let checkpoint = |location: &str| cri::CheckpointContainerRequest {
+        container_id: first.clone(),
+        location: location.to_string(),
+        timeout: 10,
+    };
+    let err = client.checkpoint_container(checkpoint("relative.tar")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let archive = logs.path().join("checkpoint.tar");
+    if std::process::Command::new("sh").args(["-c", "command -v criu"]).output().unwrap().stdout.is_empty() {
+        let err = client.checkpoint_container(checkpoint(&archive.to_string_lossy())).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.message().contains("CRIU"), "{err:?}");
+        assert!(!archive.exists());
+    } else {
+        eprintln!("SKIPPED the no-CRIU check of CheckpointContainer: criu is installed here");
+    }
     remove_all_pods(&mut client).await;
 }
 

@@ -1,6 +1,7 @@
 //! CRI containers: created from an image and a config inside a pod sandbox, run by the
 //! engine's tasks (one shim each), their logs written by the shim in the CRI format.
 
+pub mod checkpoint;
 pub mod create;
 pub mod exec_sync;
 pub mod lifecycle;

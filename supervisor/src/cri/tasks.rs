@@ -285,6 +285,11 @@ impl TaskRuntime for CriTasks {
         Ok(self.engine.tasks.update(CRI_NAMESPACE, id, None, annotations).await?)
     }
 
+    async fn checkpoint(&self, id: &str, images: &std::path::Path) -> Result<(), Status> {
+        let path = images.to_string_lossy().into_owned();
+        Ok(self.engine.tasks.checkpoint(CRI_NAMESPACE, id, &path, None).await?)
+    }
+
     async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, Status> {
         let Some(stats) = not_found_is_none(self.engine.tasks.stats(CRI_NAMESPACE, id).await)? else {
             return Ok(None);

@@ -109,7 +109,7 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["checkpoint", "checkpoint/core-1.img", "config.dump", "spec.dump"]);
+        assert_eq!(names, ["checkpoint/", "checkpoint/core-1.img", "config.dump", "spec.dump"]);
         assert!(!location.with_extension("partial").exists());
     }
 }

@@ -27,6 +27,8 @@ pub const MAX_OUTPUT: usize = 8 * 1024 * 1024;
 /// How long a killed exec has to go away.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 const SIGKILL: u32 = 9;
+/// The longest the output left in the FIFOs is read after the command exited.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Reads a FIFO into memory until `exited`, then takes what is still buffered.
 async fn collect(mut fifo: pipe::Receiver, mut exited: watch::Receiver<bool>, limit: usize) -> Vec<u8> {
@@ -43,8 +45,11 @@ async fn collect(mut fifo: pipe::Receiver, mut exited: watch::Receiver<bool>, li
                 Ok(n) => keep(&mut out, &buf[..n]),
             },
             _ = exited.wait_for(|done| *done) => {
+                // What is buffered now; bounded, as a process the command left behind may
+                // keep writing.
+                let deadline = std::time::Instant::now() + DRAIN_LIMIT;
                 while let Ok(n) = fifo.try_read(&mut buf) {
-                    if n == 0 {
+                    if n == 0 || std::time::Instant::now() >= deadline {
                         break;
                     }
                     keep(&mut out, &buf[..n]);

@@ -139,6 +139,13 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // ttrpc: where shims publish their events (reconnected shims publish as soon as they can).
+    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, engine.events.clone()).await?;
+
+    // Shims that outlived the last berthd: reconnect the live, clean up after the dead, all
+    // before the gRPC socket exists, so no client ever sees a partial task list.
+    engine.tasks.recover().await?;
+
     // gRPC: CRI and the native API on one socket.
     let grpc_socket = config.grpc.address.clone();
     prepare_socket_path(&grpc_socket)?;
@@ -175,12 +182,6 @@ pub async fn run(config: Config) -> Result<()> {
             .add_routes(routes)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_for_stop(stopped.clone())),
     );
-
-    // ttrpc: where shims publish their events.
-    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, engine.events.clone()).await?;
-
-    // Shims that outlived the last berthd: reconnect the live, clean up after the dead.
-    engine.tasks.recover().await?;
 
     // Metrics over HTTP.
     let metrics_task = if config.metrics.address.is_empty() {

@@ -160,7 +160,10 @@ pub fn start(args: &Args) -> Result<String> {
     let address = socket_address(&args.address, &args.namespace, &group);
     let path = PathBuf::from(socket_path(&address));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        // Traversable, not listable (the sockets themselves are 0600).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o711)
+            .create(dir)
+            .ctx(|| format!("create {}", dir.display()))?;
     }
     let Some(listener) = bind(&path)? else {
         util::atomic_write(&bundle.join("address"), address.as_bytes())?;

@@ -103,8 +103,7 @@ macro_rules! sized {
 /// Runs berthd until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let lock = RootLock::acquire(&config.root)?;
-    std::fs::create_dir_all(&config.state)
-        .map_err(|e| Error::io(format!("create {}", config.state.display()), e))?;
+    crate::modes::ensure_dir(&config.state, crate::modes::TOP_DIR)?;
 
     let facts = NodeFacts::detect().map_err(|e| Error::io("detect node facts", e))?;
     tracing::info!(

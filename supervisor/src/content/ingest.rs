@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -98,6 +99,7 @@ impl ContentStore {
         }
         let data = dir.join("data");
         let mut file = OpenOptions::new()
+            .mode(crate::modes::PRIVATE_FILE)
             .read(true)
             .write(true)
             .create(true)

@@ -38,6 +38,8 @@ impl MetadataStore {
         let path = root.join("meta.redb");
         let db = redb::Database::create(&path)
             .map_err(|e| Error::Metadata(format!("open {}: {e}", path.display())))?;
+        // Container specs (environments, secrets included) live here: root's alone.
+        crate::modes::set_mode(&path, crate::modes::PRIVATE_FILE)?;
         Ok(Self { db: Arc::new(db) })
     }
 

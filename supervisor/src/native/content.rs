@@ -311,8 +311,10 @@ async fn handle_write(
 ) -> Result<api::WriteContentResponse, Status> {
     let action = api::WriteAction::try_from(message.action)
         .map_err(|_| Status::invalid_argument(format!("unknown write action {}", message.action)))?;
-    if message.total > 0 && message.total as u64 != writer.total() {
-        writer.set_total(message.total as u64)?;
+    let total = u64::try_from(message.total)
+        .map_err(|_| Status::invalid_argument(format!("negative total {}", message.total)))?;
+    if total > 0 && total != writer.total() {
+        writer.set_total(total)?;
     }
     if !message.expected.is_empty() {
         writer.set_expected(parse_digest(&message.expected)?)?;
@@ -321,7 +323,9 @@ async fn handle_write(
         if action == api::WriteAction::Stat {
             return Err(Status::invalid_argument("a stat message carries no data"));
         }
-        writer.write_at(u64::try_from(message.offset).unwrap_or(0), &message.data)?;
+        let offset = u64::try_from(message.offset)
+            .map_err(|_| Status::invalid_argument(format!("negative offset {}", message.offset)))?;
+        writer.write_at(offset, &message.data)?;
     }
     let mut answer = api::WriteContentResponse {
         action: action as i32,
@@ -336,7 +340,7 @@ async fn handle_write(
     if action == api::WriteAction::Commit {
         let expected =
             if message.expected.is_empty() { None } else { Some(parse_digest(&message.expected)?) };
-        let size = u64::try_from(message.total).unwrap_or(0);
+        let size = total;
         let labels = message.labels;
         let (digest, size) = engine
             .gc

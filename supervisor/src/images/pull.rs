@@ -428,7 +428,9 @@ impl PullerInner {
                 Err(e) => {
                     let error = registry_error(e, &endpoint.host, &image.full());
                     tracing::debug!(endpoint = %endpoint.host, error = %error, "endpoint could not resolve");
-                    last_error = Some(error);
+                    if !endpoint.fallback || last_error.is_none() {
+                        last_error = Some(error);
+                    }
                 }
             }
         }

@@ -235,8 +235,10 @@ impl Content for ContentService {
             engine
                 .gc
                 .outside_collection(|| {
-                    let size = engine.content.blob_size(digest)?;
-                    record_commit(&engine, &namespace, digest, size, labels, lease.as_deref())
+                    tokio::task::block_in_place(|| {
+                        let size = engine.content.blob_size(digest)?;
+                        record_commit(&engine, &namespace, digest, size, labels, lease.as_deref())
+                    })
                 })
                 .await?;
             return Err(Status::already_exists(format!("content {digest} already exists")));
@@ -345,16 +347,18 @@ async fn handle_write(
         let (digest, size) = engine
             .gc
             .outside_collection(|| {
-                // Commit fsyncs: keep it off the async workers' fast path.
-                let digest = match tokio::task::block_in_place(|| writer.commit(size, expected)) {
-                    Ok(digest) => digest,
-                    // The same bytes were committed before: share them into this namespace.
-                    Err(Error::AlreadyExists(_)) => writer.digest(),
-                    Err(e) => return Err(e),
-                };
-                let size = engine.content.blob_size(&digest)?;
-                record_commit(engine, namespace, &digest, size, labels, lease)?;
-                Ok((digest, size))
+                // Commit and record fsync: keep them off the async workers.
+                tokio::task::block_in_place(|| {
+                    let digest = match writer.commit(size, expected) {
+                        Ok(digest) => digest,
+                        // The same bytes were committed before: share them into this namespace.
+                        Err(Error::AlreadyExists(_)) => writer.digest(),
+                        Err(e) => return Err(e),
+                    };
+                    let size = engine.content.blob_size(&digest)?;
+                    record_commit(engine, namespace, &digest, size, labels, lease)?;
+                    Ok((digest, size))
+                })
             })
             .await?;
         answer.digest = digest.to_string();

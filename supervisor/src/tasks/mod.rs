@@ -183,6 +183,18 @@ impl TaskManager {
         Ok(Reservation { manager: self.clone(), key })
     }
 
+    /// The exit recorded for a task whose shim is gone (a metadata read, off the async workers).
+    async fn recorded_exit(&self, namespace: &str, id: &str) -> Result<Option<TaskExitRecord>> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.inner.meta.run(move |meta| meta.task_exit(&ns, &id)).await
+    }
+
+    /// Removes and returns the exit recorded for a task (a metadata write, which fsyncs).
+    async fn take_exit(&self, namespace: &str, id: &str) -> Result<Option<TaskExitRecord>> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.inner.meta.run(move |meta| meta.take_task_exit(&ns, &id)).await
+    }
+
     fn insert(&self, task: Arc<Task>) -> Result<()> {
         let mut table = self.table()?;
         table.tasks.insert((task.namespace.clone(), task.id.clone()), task);
@@ -203,7 +215,7 @@ impl TaskManager {
         let id = container.id.clone();
         let _reservation = self.reserve(namespace, &id)?;
         // A new task replaces the recorded end of an earlier one.
-        self.inner.meta.take_task_exit(namespace, &id)?;
+        self.take_exit(namespace, &id).await?;
         let runtime = container.runtime.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
         let mut handler = self.inner.config.resolve(runtime)?;
         if !request.runtime_path.is_empty() {
@@ -399,7 +411,7 @@ impl TaskManager {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
             Err(Error::NotFound(message)) => {
-                return match self.inner.meta.take_task_exit(namespace, id)? {
+                return match self.take_exit(namespace, id).await? {
                     Some(exit) => Ok(ExitInfo {
                         pid: exit.pid,
                         exit_status: exit.exit_status,
@@ -450,7 +462,7 @@ impl TaskManager {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
             Err(Error::NotFound(message)) => {
-                return match (exec_id.is_empty(), self.inner.meta.task_exit(namespace, id)?) {
+                return match (exec_id.is_empty(), self.recorded_exit(namespace, id).await?) {
                     (true, Some(exit)) => Ok(stopped_state(id, &exit)),
                     _ => Err(Error::NotFound(message)),
                 };
@@ -481,7 +493,8 @@ impl TaskManager {
                 Err(e) => tracing::debug!(container = %id, error = %e, "listing task"),
             }
         }
-        for (id, exit) in self.inner.meta.task_exits(namespace)? {
+        let ns = namespace.to_string();
+        for (id, exit) in self.inner.meta.run(move |meta| meta.task_exits(&ns)).await? {
             states.push(stopped_state(&id, &exit));
         }
         Ok(states)
@@ -652,7 +665,7 @@ impl TaskManager {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
             Err(Error::NotFound(message)) => {
-                return match self.inner.meta.task_exit(namespace, id)? {
+                return match self.recorded_exit(namespace, id).await? {
                     Some(exit) if exec_id.is_empty() => Ok(ExitInfo {
                         pid: exit.pid,
                         exit_status: exit.exit_status,
@@ -675,7 +688,7 @@ impl TaskManager {
             // The shim died while we waited: the watcher records the exit; report it.
             Err(e) if is_gone(&e) && exec_id.is_empty() => {
                 for _ in 0..100 {
-                    if let Some(exit) = self.inner.meta.task_exit(namespace, id)? {
+                    if let Some(exit) = self.recorded_exit(namespace, id).await? {
                         return Ok(ExitInfo {
                             pid: exit.pid,
                             exit_status: exit.exit_status,

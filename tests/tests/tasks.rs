@@ -473,3 +473,28 @@ async fn berthd_killed_while_ten_containers_start_and_exit_loses_no_exit_code() 
     }
     assert!(berth_tests::dir_entries(&tasks_dir).is_empty(), "bundles left behind");
 }
+
+#[tokio::test]
+async fn an_image_with_127_layers_runs() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let registry = Registry::start().await;
+    let berthd = Berthd::start().await;
+    // A busybox base and 126 one-file layers: OCI's common limit of 127 layers.
+    let mut builder = berth_tests::ImageBuilder::busybox().unwrap();
+    for n in 1..127 {
+        let layer = berth_tests::LayerBuilder::default().dir("layers", 0o755).file(
+            &format!("layers/f{n:03}"),
+            0o644,
+            b"x",
+        );
+        builder = builder.layer(layer.into_tar());
+    }
+    let built = builder.build();
+    registry.push_image("library/tall", "127", &built).await;
+    let image = format!("{}/library/tall:127", registry.host());
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["images", "pull", "--plain-http", &image]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "--rm", &image, "tall", "ls", "/layers"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with('f')).count(), 126, "{out}");
+}

@@ -39,6 +39,7 @@ mod delete;
 mod error;
 mod events;
 mod exit_file;
+mod fault;
 mod io;
 mod mount;
 mod oom;

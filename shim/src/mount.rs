@@ -3,13 +3,43 @@
 //! `MS_*` bits, propagation flags are applied in a second call, bind mounts with extra flags
 //! (e.g. `ro`) get a remount, and everything else goes to the filesystem as data.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use containerd_shim_protos::types::mount::Mount;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+
+/// The kernel copies at most one page of mount data, its last byte the terminating NUL.
+const MAX_MOUNT_DATA: usize = 4095;
+
+/// Overlay data that outgrows a page (an image of many layers: each lower is a long snapshot
+/// path): every `lowerdir` entry becomes `/proc/self/fd/<n>` of a directory this process holds
+/// open until the mount is made. 127 lowers then take about 2.4 KiB. Returns the data and the
+/// directories to keep open.
+fn shorten_overlay_data(data: &str) -> Result<(String, Vec<OwnedFd>)> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let mut held = Vec::new();
+    let mut options = Vec::new();
+    for option in data.split(',') {
+        let Some(lowers) = option.strip_prefix("lowerdir=") else {
+            options.push(option.to_string());
+            continue;
+        };
+        let mut short = Vec::new();
+        for lower in lowers.split(':') {
+            let dir = open(lower, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| Error::nix(format!("open overlay lower {lower}"), e))?;
+            short.push(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+            held.push(dir);
+        }
+        options.push(format!("lowerdir={}", short.join(":")));
+    }
+    Ok((options.join(","), held))
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parsed {
@@ -105,7 +135,25 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     }
     let fstype =
         if m.type_.is_empty() || p.flags.contains(MsFlags::MS_BIND) { None } else { Some(m.type_.as_str()) };
-    let data = if p.data.is_empty() { None } else { Some(p.data.as_str()) };
+    let mut data_text = p.data.clone();
+    let mut _lowers_held = Vec::new();
+    if fstype == Some("overlay") && data_text.len() > MAX_MOUNT_DATA {
+        (data_text, _lowers_held) = shorten_overlay_data(&data_text)?;
+    }
+    if data_text.len() > MAX_MOUNT_DATA {
+        let lowers = data_text
+            .split(',')
+            .find_map(|o| o.strip_prefix("lowerdir="))
+            .map_or(0, |l| l.split(':').count());
+        return Err(Error::InvalidArgument(format!(
+            "mount {} ({}) on {}: its options take {} bytes ({lowers} lower layers), more than the {MAX_MOUNT_DATA} the kernel accepts",
+            m.source,
+            m.type_,
+            target.display(),
+            data_text.len()
+        )));
+    }
+    let data = if data_text.is_empty() { None } else { Some(data_text.as_str()) };
     let first = if p.flags.contains(MsFlags::MS_BIND) {
         p.flags & (MsFlags::MS_BIND | MsFlags::MS_REC)
     } else {
@@ -154,6 +202,39 @@ pub fn unmount_all(target: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_overlay_data_names_lowers_by_fd() {
+        let base = tempfile_dir();
+        let mut lowers = Vec::new();
+        for n in 0..127 {
+            let dir = base.join(format!("a-rather-long-snapshot-directory-name/snapshots/{n}/fs"));
+            std::fs::create_dir_all(&dir).unwrap();
+            lowers.push(dir.display().to_string());
+        }
+        let data = format!("index=off,lowerdir={},upperdir=/u,workdir=/w", lowers.join(":"));
+        assert!(data.len() > MAX_MOUNT_DATA);
+        let (short, held) = shorten_overlay_data(&data).unwrap();
+        assert_eq!(held.len(), 127);
+        assert!(short.len() < MAX_MOUNT_DATA, "{} bytes", short.len());
+        assert!(
+            short.starts_with("index=off,lowerdir=/proc/self/fd/")
+                && short.ends_with(",upperdir=/u,workdir=/w")
+        );
+        // Each short name is the same directory.
+        let first = short.split("lowerdir=").nth(1).unwrap().split(':').next().unwrap();
+        assert_eq!(std::fs::canonicalize(first).unwrap(), std::fs::canonicalize(&lowers[0]).unwrap());
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(
+            shorten_overlay_data("lowerdir=/no/such/dir").unwrap_err().to_string().contains("/no/such/dir")
+        );
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-shim-mount-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn options() {

@@ -32,7 +32,7 @@ use crate::options::Options;
 use crate::process::{Process, Status};
 use crate::reaper::Exit;
 use crate::runtime::{self, CreateOpts, ExecOpts, Runtime};
-use crate::{cgroup, mount, oom, stats, util};
+use crate::{cgroup, fault, mount, oom, stats, util};
 
 /// Annotation on Task `Update` asking the shim to reopen the CRI log file (after rotation).
 pub const LOG_REOPEN_ANNOTATION: &str = "io.berth.log.reopen";
@@ -233,6 +233,7 @@ impl Service {
             }
         };
         let pid_file = bundle.join("init.pid");
+        let spec = container::read_spec(&bundle);
         let stdio = std::mem::take(&mut prepared.stdio);
         let created = rt
             .create(
@@ -247,6 +248,8 @@ impl Service {
                 stdio,
             )
             .await;
+        // Everything after the runtime made the container is undone with it on failure: the
+        // container, its rootfs mount and the attach socket.
         let result = async {
             created.map_err(|e| Error::Runtime(format!("OCI runtime create failed: {e}")))?;
             let master = match &prepared.console {
@@ -254,10 +257,15 @@ impl Service {
                 None => None,
             };
             let pid = read_pid(&pid_file)?;
-            Ok::<_, Error>((master, pid))
+            prepared.console = None;
+            if fault::injected(spec.as_ref(), "io-start") {
+                return Err(Error::Other("injected fault: io-start".into()));
+            }
+            let io = prepared.start(master, Some(hub.clone()))?;
+            Ok::<_, Error>((io, pid))
         }
         .await;
-        let (master, pid) = match result {
+        let (io, pid) = match result {
             Ok(v) => v,
             Err(e) => {
                 hub.close();
@@ -268,9 +276,6 @@ impl Service {
                 return Err(e);
             }
         };
-        prepared.console = None;
-        let io = prepared.start(master, Some(hub.clone()))?;
-        let spec = container::read_spec(&bundle);
         let mut init = Process::new("", cfg);
         init.pid = pid;
         init.io = Some(io);
@@ -366,7 +371,7 @@ impl Service {
     async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
         let (rt, op) = self.get_runtime(id)?;
         let _g = op.lock().await;
-        let (cfg, spec, bundle) = {
+        let (cfg, spec, bundle, container_spec) = {
             let mut st = self.lock()?;
             let c = st.containers.get_mut(id).ok_or_else(|| not_created(id))?;
             if c.init.status != Status::Running {
@@ -381,12 +386,13 @@ impl Service {
                 )));
             }
             p.starting = true;
-            (p.stdio.clone(), p.spec.clone().unwrap_or_default(), bundle)
+            let container_spec = container::read_spec(&bundle);
+            (p.stdio.clone(), p.spec.clone().unwrap_or_default(), bundle, container_spec)
         };
         let result = async {
             let mut prepared = PreparedIo::prepare(&cfg).await?;
             let json = serde_json::to_vec(&spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-            let pid_file = bundle.join(format!("{exec_id}.pid"));
+            let pid_file = exec_pid_file(&bundle, exec_id);
             let stdio = std::mem::take(&mut prepared.stdio);
             rt.exec(
                 id,
@@ -399,14 +405,27 @@ impl Service {
             )
             .await
             .map_err(|e| Error::Runtime(format!("OCI runtime exec failed: {e}")))?;
-            let master = match &prepared.console {
-                Some(c) => Some(c.receive_master()?),
-                None => None,
-            };
             let pid = read_pid(&pid_file)?;
-            prepared.console = None;
-            let io = prepared.start(master, None)?;
-            Ok::<_, Error>((pid, io))
+            // The process runs now: if its IO cannot be set up, it is killed, not leaked.
+            let io = (|| {
+                let master = match &prepared.console {
+                    Some(c) => Some(c.receive_master()?),
+                    None => None,
+                };
+                prepared.console = None;
+                if fault::injected(container_spec.as_ref(), "exec-io-start") {
+                    return Err(Error::Other("injected fault: exec-io-start".into()));
+                }
+                prepared.start(master, None)
+            })();
+            match io {
+                Ok(io) => Ok::<_, Error>((pid, io)),
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    let _ = std::fs::remove_file(&pid_file);
+                    Err(e)
+                }
+            }
         }
         .await;
         let mut st = self.lock()?;
@@ -503,7 +522,7 @@ impl Service {
             let c = st.containers.get_mut(id).ok_or_else(|| not_created(id))?;
             c.execs.remove(exec_id).ok_or_else(|| no_process(id, exec_id))?
         };
-        let _ = std::fs::remove_file(bundle.join(format!("{exec_id}.pid")));
+        let _ = std::fs::remove_file(exec_pid_file(&bundle, exec_id));
         let _ = std::fs::remove_file(exit_file::path(&bundle, exec_id));
         let mut r = api::DeleteResponse::new();
         r.pid = p.pid;
@@ -645,6 +664,12 @@ fn finalize(publisher: &Publisher, bundle: &Path, cid: &str, p: &mut Process, e:
     ev.exit_status = rec.exit_status;
     ev.exited_at = util::timestamp(rec.exited_at);
     publisher.publish(&ev);
+}
+
+/// An exec's pid file: named apart from the init's `init.pid` and the shim's `shim.pid`, whatever
+/// the exec is called (`init` included).
+fn exec_pid_file(bundle: &Path, exec_id: &str) -> PathBuf {
+    bundle.join(format!("exec-{exec_id}.pid"))
 }
 
 fn read_pid(path: &Path) -> Result<u32> {

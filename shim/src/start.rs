@@ -5,7 +5,8 @@
 //! grouping annotation; socket = `<dir of -address>/s/<sha256(join(address, ns, group))>`;
 //! bind it (a live socket there means a grouped shim already serves this container: reuse it);
 //! write `<bundle>/address`; re-exec ourselves without an action, handing over the bound
-//! listener; move the child into `shim_cgroup` and set its `oom_score_adj`; print the address.
+//! listener; write the server's pid to `<bundle>/shim.pid`; move the child into `shim_cgroup`
+//! and set its `oom_score_adj`; print the address.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -159,7 +160,10 @@ pub fn start(args: &Args) -> Result<String> {
     let address = socket_address(&args.address, &args.namespace, &group);
     let path = PathBuf::from(socket_path(&address));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        // Traversable, not listable (the sockets themselves are 0600).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o711)
+            .create(dir)
+            .ctx(|| format!("create {}", dir.display()))?;
     }
     let Some(listener) = bind(&path)? else {
         util::atomic_write(&bundle.join("address"), address.as_bytes())?;
@@ -195,6 +199,10 @@ pub fn start(args: &Args) -> Result<String> {
     drop(fd);
     let pid = child.id();
     drop(child); // never waited: the server outlives us
+    // As containerd's shims do: the server's pid beside its address, so a restarted daemon can
+    // tell a slow shim (alive) from a dead one before it gives up on it.
+    // Not fatal: the daemon asks a shim without one for its pid (Connect).
+    let _ = util::atomic_write(&bundle.join("shim.pid"), pid.to_string().as_bytes());
 
     let opts = Options::from_any_bytes(&read_stdin());
     if !opts.shim_cgroup.is_empty() {

@@ -468,3 +468,130 @@ async fn oom_kill_publishes_task_oom() {
     env.wait_topic("/tasks/oom", 1).await;
     task.delete(ctx(), &req_id(|r: &mut api::DeleteRequest| r.id = id.into())).await.unwrap();
 }
+
+fn with_fault(point: &'static str) -> impl FnOnce(&mut serde_json::Value) {
+    move |spec| {
+        spec["annotations"] = serde_json::json!({ "io.berth.test.fault": point });
+    }
+}
+
+fn exec_request(id: &str, exec_id: &str, args: &[&str]) -> api::ExecProcessRequest {
+    let spec =
+        serde_json::json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    let mut ex = api::ExecProcessRequest::new();
+    ex.id = id.into();
+    ex.exec_id = exec_id.into();
+    ex.spec = any_json("types.containerd.io/opencontainers/runtime-spec/1/Process", &spec);
+    ex
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_that_fails_after_the_runtime_made_the_container_leaves_nothing() {
+    if !can_run("io_that_fails_after_the_runtime_made_the_container_leaves_nothing") {
+        return;
+    }
+    let mut env = Env::new().await;
+    let id = "iofail";
+    let bundle = env.bundle(id, &["sleep", "60"], with_fault("io-start"));
+    let (task, _) = env.shim(id, &bundle).await;
+    let e = task.create(ctx(), &env.create_req(id, &bundle)).await.unwrap_err();
+    assert!(message(&e).contains("io-start"), "{}", message(&e));
+    assert!(!env.runc_has(id), "runc container left behind");
+    assert!(!is_mounted(&bundle.join("rootfs")), "rootfs left mounted");
+    assert!(!bundle.join("attach.sock").exists(), "attach socket left behind");
+    // The id is free again.
+    let e = task.state(ctx(), &req_id(|r: &mut api::StateRequest| r.id = id.into())).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_whose_io_fails_is_not_left_running() {
+    if !can_run("an_exec_whose_io_fails_is_not_left_running") {
+        return;
+    }
+    let mut env = Env::new().await;
+    let id = "execiofail";
+    let bundle = env.bundle(id, &["sleep", "60"], with_fault("exec-io-start"));
+    let (task, _) = env.shim(id, &bundle).await;
+    task.create(ctx(), &env.create_req(id, &bundle)).await.unwrap();
+    task.start(ctx(), &req_id(|r: &mut api::StartRequest| r.id = id.into())).await.unwrap();
+    task.exec(ctx(), &exec_request(id, "e1", &["sleep", "1000"])).await.unwrap();
+    let start_exec = req_id(|r: &mut api::StartRequest| {
+        r.id = id.into();
+        r.exec_id = "e1".into();
+    });
+    let e = task.start(ctx(), &start_exec).await.unwrap_err();
+    assert!(message(&e).contains("exec-io-start"), "{}", message(&e));
+    // Only the init is left in the container.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = task.pids(ctx(), &req_id(|r: &mut api::PidsRequest| r.id = id.into())).await.unwrap();
+        if pids.processes.len() == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "exec left running: {:?}", pids.processes);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.kill(
+        ctx(),
+        &req_id(|r: &mut api::KillRequest| {
+            r.id = id.into();
+            r.signal = 9;
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_named_init_leaves_the_inits_pid_file_alone() {
+    if !can_run("an_exec_named_init_leaves_the_inits_pid_file_alone") {
+        return;
+    }
+    let mut env = Env::new().await;
+    let id = "initexec";
+    let bundle = env.bundle(id, &["sleep", "60"], |_| {});
+    let (task, _) = env.shim(id, &bundle).await;
+    let pid = task.create(ctx(), &env.create_req(id, &bundle)).await.unwrap().pid;
+    task.start(ctx(), &req_id(|r: &mut api::StartRequest| r.id = id.into())).await.unwrap();
+    let init_pid_file = bundle.join("init.pid");
+    let shim_pid_file = bundle.join("shim.pid");
+    let shim_pid = std::fs::read_to_string(&shim_pid_file).unwrap();
+    for exec_id in ["init", "shim"] {
+        task.exec(ctx(), &exec_request(id, exec_id, &["true"])).await.unwrap();
+        let process = |r: &mut api::StartRequest| {
+            r.id = id.into();
+            r.exec_id = exec_id.into();
+        };
+        task.start(ctx(), &req_id(process)).await.unwrap();
+        task.wait(
+            ctx(),
+            &req_id(|r: &mut api::WaitRequest| {
+                r.id = id.into();
+                r.exec_id = exec_id.into();
+            }),
+        )
+        .await
+        .unwrap();
+        task.delete(
+            ctx(),
+            &req_id(|r: &mut api::DeleteRequest| {
+                r.id = id.into();
+                r.exec_id = exec_id.into();
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&init_pid_file).unwrap().trim(), pid.to_string(), "init.pid");
+    assert_eq!(std::fs::read_to_string(&shim_pid_file).unwrap(), shim_pid, "shim.pid");
+    task.kill(
+        ctx(),
+        &req_id(|r: &mut api::KillRequest| {
+            r.id = id.into();
+            r.signal = 9;
+        }),
+    )
+    .await
+    .unwrap();
+}

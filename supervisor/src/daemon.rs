@@ -103,8 +103,7 @@ macro_rules! sized {
 /// Runs berthd until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<()> {
     let lock = RootLock::acquire(&config.root)?;
-    std::fs::create_dir_all(&config.state)
-        .map_err(|e| Error::io(format!("create {}", config.state.display()), e))?;
+    crate::modes::ensure_dir(&config.state, crate::modes::TOP_DIR)?;
 
     let facts = NodeFacts::detect().map_err(|e| Error::io("detect node facts", e))?;
     tracing::info!(
@@ -139,6 +138,20 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    // ttrpc: where shims publish their events (reconnected shims publish as soon as they can).
+    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, engine.events.clone()).await?;
+
+    // Shims that outlived the last berthd: reconnect the live, clean up after the dead, all
+    // before the gRPC socket exists, so no client ever sees a partial task list.
+    engine.tasks.recover().await?;
+
+    // The CRI's records, brought in line with the tasks that are (or are no longer) there,
+    // also before anyone can ask.
+    let cri_images = Arc::new(CriImageStore::new(engine.clone()));
+    let cri = cri::open(&engine, facts, cri_images.clone(), &metrics).await?;
+    cri.recover_sandboxes().await;
+    cri.recover_containers().await;
+
     // gRPC: CRI and the native API on one socket.
     let grpc_socket = config.grpc.address.clone();
     prepare_socket_path(&grpc_socket)?;
@@ -147,8 +160,6 @@ pub async fn run(config: Config) -> Result<()> {
     set_socket_mode(&grpc_socket, socket_mode)?;
     set_socket_owner(&grpc_socket, config.grpc.uid, config.grpc.gid)?;
 
-    let cri_images = Arc::new(CriImageStore::new(engine.clone()));
-    let cri = cri::open(&engine, facts, cri_images.clone(), &metrics).await?;
     let routes = Routes::new(sized!(RuntimeServiceServer::new(CriRuntimeService::new(cri.clone())), config))
         .add_service(sized!(ImageServiceServer::new(CriImageService::new(cri_images)), config))
         .add_service(sized!(VersionServer::new(VersionService), config))
@@ -170,15 +181,6 @@ pub async fn run(config: Config) -> Result<()> {
             .add_routes(routes)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_for_stop(stopped.clone())),
     );
-
-    // ttrpc: where shims publish their events.
-    let ttrpc = EventsTtrpcServer::start(&config.ttrpc.address, socket_mode, engine.events.clone()).await?;
-
-    // Shims that outlived the last berthd: reconnect the live, clean up after the dead.
-    engine.tasks.recover().await?;
-    // Then the CRI's records are brought in line with the tasks that are (or are no longer) there.
-    cri.recover_sandboxes().await;
-    cri.recover_containers().await;
 
     // Metrics over HTTP.
     let metrics_task = if config.metrics.address.is_empty() {

@@ -27,12 +27,47 @@ pub struct Event {
     pub timestamp: std::time::SystemTime,
 }
 
+/// How many events the exchange holds for its slowest subscriber.
+const CAPACITY: usize = 1024;
+
 /// Fans events out to subscribers. Slow subscribers lose the oldest events rather than
-/// holding up publishers.
+/// holding up publishers; every event lost is counted (`berth_events_dropped_total`, by
+/// subscriber) and logged. Events are notifications only: exits are known from exit files
+/// and metadata, never from an event arriving. (A shim that cannot deliver an event after its
+/// retries logs the loss into berthd's log through its log FIFO.)
 #[derive(Clone)]
 pub struct EventExchange {
     sender: broadcast::Sender<Event>,
     received: IntCounterVec,
+    dropped: IntCounterVec,
+}
+
+/// One subscriber's view of the exchange.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Event>,
+    subscriber: &'static str,
+    dropped: IntCounterVec,
+}
+
+impl Subscription {
+    /// The next event; events this subscriber was too slow for are counted and skipped.
+    /// `None` once the exchange is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        subscriber = self.subscriber,
+                        missed,
+                        "an event subscriber fell behind; events dropped"
+                    );
+                    self.dropped.with_label_values(&[self.subscriber]).inc_by(missed);
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 impl EventExchange {
@@ -45,12 +80,27 @@ impl EventExchange {
         registry
             .register(Box::new(received.clone()))
             .map_err(|e| Error::Metadata(format!("metrics: {e}")))?;
-        let (sender, _) = broadcast::channel(1024);
-        Ok(Self { sender, received })
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "berth_events_dropped_total",
+                "Events lost on their way, by where (the subscriber that fell behind)",
+            ),
+            &["where"],
+        )
+        .map_err(|e| Error::Metadata(format!("metrics: {e}")))?;
+        registry.register(Box::new(dropped.clone())).map_err(|e| Error::Metadata(format!("metrics: {e}")))?;
+        let (sender, _) = broadcast::channel(CAPACITY);
+        Ok(Self { sender, received, dropped })
     }
 
+    /// A raw receiver; prefer [`EventExchange::subscription`], which counts what is lost.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
+    }
+
+    /// Events from now on for `subscriber` (the label its losses are counted under).
+    pub fn subscription(&self, subscriber: &'static str) -> Subscription {
+        Subscription { receiver: self.sender.subscribe(), subscriber, dropped: self.dropped.clone() }
     }
 
     pub fn publish(&self, event: Event) {
@@ -130,5 +180,35 @@ impl EventsTtrpcServer {
         if let Err(e) = self.server.shutdown().await {
             tracing::warn!(error = %e, "stopping the ttrpc events server");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> Event {
+        Event {
+            namespace: "default".into(),
+            topic: format!("/test/{n}"),
+            type_url: String::new(),
+            payload: Vec::new(),
+            timestamp: std::time::SystemTime::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_slow_subscriber_loses_is_counted() {
+        let registry = prometheus::Registry::new();
+        let exchange = EventExchange::new(&registry).unwrap();
+        let mut slow = exchange.subscription("slow");
+        for n in 0..CAPACITY + 10 {
+            exchange.publish(event(n));
+        }
+        let first = slow.recv().await.unwrap();
+        assert_eq!(first.topic, "/test/10", "the oldest ten are gone");
+        assert_eq!(exchange.dropped.with_label_values(&["slow"]).get(), 10);
+        let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+        assert!(text.contains("berth_events_dropped_total{where=\"slow\"} 10"), "{text}");
     }
 }

@@ -72,6 +72,19 @@ impl GarbageCollector {
         work()
     }
 
+    /// [`GarbageCollector::outside_collection`] for blocking work (metadata transactions,
+    /// which fsync): it runs on the blocking pool, never on the async workers.
+    pub async fn outside_collection_blocking<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        let _guard = self.barrier.read().await;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| crate::error::Error::Internal(format!("blocking task failed: {e}")))?
+    }
+
     /// Asks the background collector to run soon; deletions call this.
     pub fn collect_soon(&self) {
         self.wake.notify_one();

@@ -14,6 +14,7 @@ pub mod gc;
 pub mod images;
 pub mod metadata;
 pub mod metrics;
+pub mod modes;
 pub mod native;
 pub mod node_facts;
 pub mod root_lock;

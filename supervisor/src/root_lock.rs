@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -19,9 +20,10 @@ pub struct RootLock {
 
 impl RootLock {
     pub fn acquire(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|e| Error::io(format!("create {}", root.display()), e))?;
+        crate::modes::ensure_dir(root, crate::modes::TOP_DIR)?;
         let path = root.join("berthd.lock");
         let file = OpenOptions::new()
+            .mode(crate::modes::PRIVATE_FILE)
             .read(true)
             .write(true)
             .create(true)

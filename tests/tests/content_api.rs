@@ -177,6 +177,32 @@ async fn bad_writes_commit_nothing() {
 }
 
 #[tokio::test]
+async fn a_negative_offset_or_total_is_refused_and_truncates_nothing() {
+    let berthd = Berthd::start().await;
+    let mut client = ContentClient::new(berthd.channel().await);
+    let answers = write_stream(&mut client, vec![write("neg", api::WriteAction::Write, 0, b"abcdef", 0, "")])
+        .await
+        .unwrap();
+    assert_eq!(answers.last().unwrap().offset, 6);
+    let err = write_stream(&mut client, vec![write("neg", api::WriteAction::Write, -1, b"xyz", 0, "")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = write_stream(&mut client, vec![write("neg", api::WriteAction::Stat, 0, b"", -5, "")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let status = client
+        .status(in_namespace(api::StatusRequest { r#ref: "neg".into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!((status.offset, status.total), (6, 0), "the ingest keeps its bytes: {status:?}");
+}
+
+#[tokio::test]
 async fn a_second_writer_on_the_same_ref_is_refused() {
     let berthd = Berthd::start().await;
     let mut first = ContentClient::new(berthd.channel().await);

@@ -585,6 +585,20 @@ async fn the_sandbox_image_is_pinned() {
 }
 
 #[tokio::test]
+async fn a_loopback_registry_with_no_hosts_toml_is_pulled_over_plain_http() {
+    skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
+    let registry = Registry::start().await;
+    let image = push_busybox(&registry, "library/busybox", "1.36").await;
+    let berthd = Berthd::start().await;
+    for name in [
+        format!("{}/library/busybox:1.36", registry.host()),
+        format!("localhost:{}/library/busybox:1.36", registry.host().rsplit_once(':').unwrap().1),
+    ] {
+        assert_eq!(pull(&berthd, &name).await.unwrap(), image.id(), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn https_registries_need_their_ca_or_skip_verify() {
     skip_unless!(root: true, tools: ["docker-registry", "busybox", "openssl", "cp"]);
     // Fill a plain registry, then serve the same storage over TLS.

@@ -337,3 +337,164 @@ async fn ctr_events_streams_task_events() {
     let exit = text.find("/tasks/exit").unwrap();
     assert!(create < exit, "events in order:\n{text}");
 }
+
+fn signal_pid(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+}
+
+async fn list_tasks(berthd: &Berthd) -> Vec<berth_proto::containerd::v1::types::Process> {
+    let mut client = TasksClient::new(berthd.channel().await);
+    client
+        .list(in_namespace(tasks::ListTasksRequest { filter: String::new() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+}
+
+/// Kills and deletes task `id` (whatever state it is in) and waits until its shim is gone.
+async fn end_task(berthd: &Berthd, id: &str) -> bool {
+    let mut client = TasksClient::new(berthd.channel().await);
+    let _ = client
+        .kill(in_namespace(tasks::KillRequest { container_id: id.into(), signal: 9, ..Default::default() }))
+        .await;
+    let deleted = wait_until(Duration::from_secs(15), || {
+        let mut client = client.clone();
+        async move {
+            match client.delete(in_namespace(tasks::DeleteTaskRequest { container_id: id.into() })).await {
+                Ok(_) => true,
+                Err(status) => status.code() == tonic::Code::NotFound,
+            }
+        }
+    })
+    .await;
+    let shim_gone = wait_until(Duration::from_secs(10), || async { shim_pid(id).is_none() }).await;
+    if !shim_gone {
+        let left = Command::new("pgrep").args(["-af", "containerd-shim-berth-v2"]).output().unwrap();
+        eprintln!("shims left: {}", String::from_utf8_lossy(&left.stdout));
+    }
+    deleted && shim_gone
+}
+
+#[tokio::test]
+async fn a_slow_shim_across_a_restart_keeps_its_container_and_recovery_does_not_wait_in_line() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox", "pgrep"]);
+    let (mut berthd, _registry, image) = berthd_with_busybox().await;
+    let ids = ["slow0", "slow1", "brisk"];
+    let mut pids = Vec::new();
+    for id in ids {
+        let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "-d", &image, id, "sleep", "1000"]);
+        assert!(ok, "{out}");
+        pids.push(task_state(&berthd, id).await.unwrap().1);
+    }
+    berthd.kill().await;
+    // Two shims stop answering for 8 s across berthd's start.
+    let stopped: Vec<i32> = ids[..2].iter().map(|id| shim_pid(id).expect("the shim runs")).collect();
+    for pid in &stopped {
+        signal_pid(*pid, nix::sys::signal::Signal::SIGSTOP);
+    }
+    let resume = {
+        let stopped = stopped.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(8));
+            for pid in stopped {
+                signal_pid(pid, nix::sys::signal::Signal::SIGCONT);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    berthd.restart().await;
+    let took = started.elapsed();
+    // The first answer already knows every task: recovery came before serving.
+    let listed = list_tasks(&berthd).await;
+    resume.join().unwrap();
+    for (id, pid) in ids.iter().zip(&pids) {
+        let process = listed.iter().find(|p| p.container_id == *id);
+        let process = process.unwrap_or_else(|| panic!("{id} missing from the first list: {listed:?}"));
+        assert_eq!(process.status, ProcessStatus::Running as i32, "{id} still runs: {process:?}");
+        assert_eq!(process.pid, *pid, "{id} is the same process");
+    }
+    // Two slow shims were waited for side by side, not one after the other (5 s each).
+    assert!(took < Duration::from_secs(9), "berthd took {took:?} to recover two slow shims");
+    for (id, pid) in ids[..2].iter().zip(&stopped) {
+        assert_eq!(shim_pid(id), Some(*pid), "{id}'s shim is the one that was slow");
+    }
+    // Containers end, and so do their shims.
+    for id in ids {
+        assert!(end_task(&berthd, id).await, "{id}: task or shim left behind");
+    }
+}
+
+#[tokio::test]
+async fn berthd_killed_while_ten_containers_start_and_exit_loses_no_exit_code() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox", "pgrep"]);
+    let (mut berthd, _registry, image) = berthd_with_busybox().await;
+    let socket = berthd.paths.socket.clone();
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs: Vec<_> = (0..10)
+        .map(|n| {
+            let (socket, image, started) = (socket.clone(), image.clone(), started.clone());
+            std::thread::spawn(move || {
+                let id = format!("ender{n}");
+                let script = format!("sleep 1; exit {}", 10 + n);
+                let (ok, out) = ctr_at(&socket, &["run", "-d", &image, &id, "sh", "-c", &script]);
+                if ok {
+                    started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                (id, 10 + n, ok, out)
+            })
+        })
+        .collect();
+    let some_started = wait_until(Duration::from_secs(60), || async {
+        started.load(std::sync::atomic::Ordering::SeqCst) >= 4
+    })
+    .await;
+    assert!(some_started, "containers did not start");
+    berthd.kill().await;
+    let runs: Vec<(String, u32, bool, String)> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    let ran: Vec<&(String, u32, bool, String)> = runs.iter().filter(|r| r.2).collect();
+    assert!(ran.len() >= 4, "{runs:?}");
+    // Every container that started ends while berthd is down.
+    let tasks_dir = berthd.paths.state.join("tasks/default");
+    let all_ended = wait_until(Duration::from_secs(20), || async {
+        ran.iter().all(|(id, _, _, _)| tasks_dir.join(id).join("exit").is_file())
+    })
+    .await;
+    assert!(all_ended, "containers did not exit");
+    berthd.restart().await;
+    for (id, code, _, _) in &ran {
+        let (status, _, exit) = task_state(&berthd, id).await.unwrap();
+        assert_eq!(status, ProcessStatus::Stopped as i32, "{id}");
+        assert_eq!(exit, *code, "{id}'s exit code");
+    }
+    // Whatever was half made when berthd died ends too, and no shim outlives its container.
+    for (id, _, _, _) in &runs {
+        assert!(end_task(&berthd, id).await, "{id}: task or shim left behind");
+    }
+    assert!(berth_tests::dir_entries(&tasks_dir).is_empty(), "bundles left behind");
+}
+
+#[tokio::test]
+async fn an_image_with_127_layers_runs() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox"]);
+    let registry = Registry::start().await;
+    let berthd = Berthd::start().await;
+    // A busybox base and 126 one-file layers: OCI's common limit of 127 layers.
+    let mut builder = berth_tests::ImageBuilder::busybox().unwrap();
+    for n in 1..127 {
+        let layer = berth_tests::LayerBuilder::default().dir("layers", 0o755).file(
+            &format!("layers/f{n:03}"),
+            0o644,
+            b"x",
+        );
+        builder = builder.layer(layer.into_tar());
+    }
+    let built = builder.build();
+    registry.push_image("library/tall", "127", &built).await;
+    let image = format!("{}/library/tall:127", registry.host());
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["images", "pull", "--plain-http", &image]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "--rm", &image, "tall", "ls", "/layers"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with('f')).count(), 126, "{out}");
+}

@@ -15,27 +15,14 @@ pub enum Target {
     Binary { path: PathBuf, args: Vec<String> },
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Percent-decoding of a URI's path, as Go's `url.PathUnescape`: `+` is a plus.
+fn path_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
+/// Percent-decoding of a query key or value, as Go's `url.QueryUnescape`: `+` is a space.
+fn query_decode(s: &str) -> String {
+    path_decode(&s.replace('+', " "))
 }
 
 /// `k=v&k2=v2` in order.
@@ -43,8 +30,8 @@ fn query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
+            Some((k, v)) => (query_decode(k), query_decode(v)),
+            None => (query_decode(p), String::new()),
         })
         .collect()
 }
@@ -60,7 +47,7 @@ pub fn parse(s: &str) -> Result<Target> {
         Some((p, q)) => (p, q),
         None => (rest, ""),
     };
-    let path = PathBuf::from(percent_decode(path));
+    let path = PathBuf::from(path_decode(path));
     match scheme {
         "fifo" => Ok(Target::Fifo(path)),
         "file" | "binary" if !path.is_absolute() => {
@@ -106,6 +93,18 @@ mod tests {
             }
         );
         assert!(parse("file://relative").is_err());
+        // `+` is a space only in a query.
+        assert_eq!(
+            parse("file:///var/log/c++/a+b%2Bc.log").unwrap(),
+            Target::File { path: "/var/log/c++/a+b+c.log".into(), cri: false }
+        );
+        assert_eq!(
+            parse("binary:///opt/g++/logger?name=a+b&x=%2B").unwrap(),
+            Target::Binary {
+                path: "/opt/g++/logger".into(),
+                args: vec!["name".into(), "a b".into(), "x".into(), "+".into()]
+            }
+        );
         assert!(parse("tcp://1.2.3.4:5").is_err());
     }
 }

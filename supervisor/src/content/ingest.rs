@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -34,6 +35,8 @@ pub struct Writer {
     offset: u64,
     total: u64,
     expected: Option<Digest>,
+    /// Whether this writer still holds its ref's lock (a commit gives it up, once).
+    holds_ref: bool,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -98,6 +101,7 @@ impl ContentStore {
         }
         let data = dir.join("data");
         let mut file = OpenOptions::new()
+            .mode(crate::modes::PRIVATE_FILE)
             .read(true)
             .write(true)
             .create(true)
@@ -128,6 +132,7 @@ impl ContentStore {
             file,
             hasher,
             offset,
+            holds_ref: true,
             total,
             expected,
         })
@@ -284,7 +289,7 @@ impl Writer {
     /// committed and the ingest is dropped, so a bad download cannot be resumed into a blob.
     pub fn commit(&mut self, size: u64, expected: Option<Digest>) -> Result<Digest> {
         let result = self.verify_and_commit(size, expected);
-        self.store.release(&self.reference);
+        self.release_ref();
         result
     }
 
@@ -322,10 +327,20 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Gives up the ref's lock, at most once: after a commit the ref may belong to a new
+    /// writer, which this one's drop must not unlock.
+    fn release_ref(&mut self) {
+        if std::mem::take(&mut self.holds_ref) {
+            self.store.release(&self.reference);
+        }
+    }
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Commit releases explicitly; a dropped writer (abandoned or failed) releases here.
-        self.store.release(&self.reference);
+        // A dropped writer (abandoned or failed) releases here, unless a commit did.
+        self.release_ref();
     }
 }
 
@@ -379,6 +394,22 @@ mod tests {
 
         let mut writer = store.writer("long", 2, None).unwrap();
         assert!(writer.write(b"abc").is_err());
+    }
+
+    #[test]
+    fn a_writer_dropped_after_commit_does_not_unlock_the_next_writer() {
+        let (_dir, store) = store();
+        let mut first = store.writer("shared", 0, None).unwrap();
+        first.write(b"abc").unwrap();
+        let _ = first.commit(0, Some(Digest::of(b"something else")));
+        // The ref is free after the commit: a second writer takes it.
+        let mut second = store.writer("shared", 0, None).unwrap();
+        second.write(b"x").unwrap();
+        // The spent first writer goes away: the ref stays the second's.
+        drop(first);
+        assert!(matches!(store.writer("shared", 0, None), Err(Error::Unavailable(_))));
+        drop(second);
+        assert!(store.writer("shared", 0, None).is_ok());
     }
 
     #[test]

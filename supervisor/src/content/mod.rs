@@ -26,8 +26,9 @@ impl ContentStore {
     /// Opens (creating) the store under `<root>/content`.
     pub fn open(root: &Path) -> Result<Self> {
         let root = root.join("content");
-        for dir in [root.join("blobs/sha256"), root.join("ingest")] {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        // Blobs are private: images from private registries are in here.
+        for dir in [root.clone(), root.join("blobs"), root.join("blobs/sha256"), root.join("ingest")] {
+            crate::modes::ensure_dir(&dir, crate::modes::PRIVATE_DIR)?;
         }
         Ok(Self { root, active_refs: Arc::default() })
     }

@@ -9,10 +9,13 @@
 //! [host."http://127.0.0.1:5000"]
 //!   capabilities = ["pull", "resolve"]
 //! ```
-//! Hosts are tried in order, then the server. With no file, the server is
-//! `https://<host>` (`https://registry-1.docker.io` for docker.io).
+//! Hosts are tried in the file's order, then the server. With no file, the server is
+//! `https://<host>` (`https://registry-1.docker.io` for docker.io); a loopback registry
+//! (`localhost`, `127.0.0.0/8`, `::1`) is tried over HTTPS and then plain HTTP, as containerd
+//! does.
 
 use std::collections::BTreeMap;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,6 +34,9 @@ pub struct Endpoint {
     pub ca_files: Vec<PathBuf>,
     /// Whether this endpoint may resolve tags (a pull-only mirror serves digests only).
     pub resolve: bool,
+    /// Tried only because the endpoint before it failed (a loopback registry's plain HTTP):
+    /// when it fails too, the earlier failure is the one to report.
+    pub fallback: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,8 +46,8 @@ struct HostsFile {
     capabilities: Option<Vec<String>>,
     ca: Option<StringOrList>,
     skip_verify: Option<bool>,
-    #[serde(default)]
-    host: BTreeMap<String, HostEntry>,
+    #[serde(default, deserialize_with = "in_file_order")]
+    host: Vec<(String, HostEntry)>,
     /// Accepted for compatibility; berth sends no extra headers.
     #[serde(default)]
     header: BTreeMap<String, toml::Value>,
@@ -58,6 +64,33 @@ struct HostEntry {
     /// containerd's option to keep the given path instead of adding `/v2`.
     override_path: Option<bool>,
     client: Option<toml::Value>,
+}
+
+/// A TOML table of host entries, in the order the file lists them (mirrors are tried in it).
+fn in_file_order<'de, D>(deserializer: D) -> std::result::Result<Vec<(String, HostEntry)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<(String, HostEntry)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table of hosts")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry::<String, HostEntry>()? {
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_map(Entries)
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +132,19 @@ fn default_server(registry: &str) -> String {
     }
 }
 
+/// Whether `registry` (`host[:port]`) is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => registry.rsplit_once(':').map_or(registry, |(host, port)| {
+            // A bare IPv6 address has colons of its own and no port.
+            if port.chars().all(|c| c.is_ascii_digit()) && !host.contains(':') { host } else { registry }
+        }),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn can_resolve(capabilities: &Option<Vec<String>>) -> bool {
     capabilities.as_ref().is_none_or(|c| c.iter().any(|c| c == "resolve"))
 }
@@ -112,13 +158,19 @@ fn can_pull(capabilities: &Option<Vec<String>>) -> bool {
 pub fn endpoints(config_path: &Path, registry: &str) -> Result<Vec<Endpoint>> {
     let candidates = [config_path.join(registry).join("hosts.toml"), config_path.join("_default/hosts.toml")];
     let Some(file) = candidates.iter().find(|p| p.is_file()) else {
-        return Ok(vec![Endpoint {
+        let https = Endpoint {
             host: default_server(registry),
             plain_http: false,
             skip_verify: false,
             ca_files: Vec::new(),
             resolve: true,
-        }]);
+            fallback: false,
+        };
+        if is_loopback(registry) {
+            let http = Endpoint { plain_http: true, fallback: true, ..https.clone() };
+            return Ok(vec![https, http]);
+        }
+        return Ok(vec![https]);
     };
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(format!("read {}", file.display()), e))?;
     let hosts: HostsFile = toml::from_str(&text)
@@ -137,6 +189,7 @@ pub fn endpoints(config_path: &Path, registry: &str) -> Result<Vec<Endpoint>> {
             skip_verify: entry.skip_verify.unwrap_or(false),
             ca_files: entry.ca.map(StringOrList::into_paths).unwrap_or_default(),
             resolve: can_resolve(&entry.capabilities),
+            fallback: false,
         });
     }
     let server = hosts.server.unwrap_or_else(|| format!("https://{}", default_server(registry)));
@@ -148,6 +201,7 @@ pub fn endpoints(config_path: &Path, registry: &str) -> Result<Vec<Endpoint>> {
             skip_verify: hosts.skip_verify.unwrap_or(false),
             ca_files: hosts.ca.map(StringOrList::into_paths).unwrap_or_default(),
             resolve: can_resolve(&hosts.capabilities),
+            fallback: false,
         });
     }
     Ok(endpoints)
@@ -192,6 +246,39 @@ server = "http://127.0.0.1:5000"
         assert!(list[0].plain_http && !list[0].resolve);
         assert!(list[1].skip_verify && list[1].resolve && list[1].ca_files.len() == 2);
         assert!(list[2].plain_http);
+    }
+
+    #[test]
+    fn mirrors_are_tried_in_the_files_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("r.io")).unwrap();
+        std::fs::write(
+            dir.path().join("r.io/hosts.toml"),
+            r#"
+server = "https://r.io"
+[host."https://zeta-mirror.example"]
+[host."https://alpha-mirror.example"]
+[host."http://middle-mirror.example"]
+"#,
+        )
+        .unwrap();
+        let list = endpoints(dir.path(), "r.io").unwrap();
+        let hosts: Vec<&str> = list.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(hosts, ["zeta-mirror.example", "alpha-mirror.example", "middle-mirror.example", "r.io"]);
+    }
+
+    #[test]
+    fn loopback_registries_fall_back_to_plain_http() {
+        let dir = tempfile::tempdir().unwrap();
+        for registry in ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.1.2.3"] {
+            let list = endpoints(dir.path(), registry).unwrap();
+            let tried: Vec<(&str, bool)> = list.iter().map(|e| (e.host.as_str(), e.plain_http)).collect();
+            assert_eq!(tried, [(registry, false), (registry, true)], "{registry}");
+        }
+        for registry in ["registry.example.com", "10.0.0.1:5000", "docker.io", "localhost.example.com"] {
+            let list = endpoints(dir.path(), registry).unwrap();
+            assert!(list.iter().all(|e| !e.plain_http), "{registry}: {list:?}");
+        }
     }
 
     #[test]

@@ -146,9 +146,11 @@ impl PullerInner {
         let lease = format!("berth-pull-{}", nanos());
         let expiry = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + PULL_LEASE).to_string();
         let labels = HashMap::from([(EXPIRE_LABEL.to_string(), expiry)]);
-        self.meta.create_lease(namespace, &lease, labels)?;
+        let (ns, id) = (namespace.to_string(), lease.clone());
+        self.meta.run(move |meta| meta.create_lease(&ns, &id, labels)).await?;
         let result = self.pull_under_lease(namespace, image, auth, &lease).await;
-        if let Err(e) = self.meta.delete_lease(namespace, &lease) {
+        let (ns, id) = (namespace.to_string(), lease.clone());
+        if let Err(e) = self.meta.run(move |meta| meta.delete_lease(&ns, &id)).await {
             tracing::warn!(%lease, error = %e, "releasing the pull lease");
         }
         match &result {
@@ -274,10 +276,10 @@ impl PullerInner {
                 extract_keys.iter().map(|id| LeaseResource { id: id.clone(), r#type: snapshot_type.clone() }),
             );
         }
+        let (meta, ns, id) = (self.meta.clone(), namespace.to_string(), lease.to_string());
         self.gc
-            .outside_collection(|| {
-                held.into_iter()
-                    .try_for_each(|resource| self.meta.add_lease_resource(namespace, lease, resource))
+            .outside_collection_blocking(move || {
+                held.into_iter().try_for_each(|resource| meta.add_lease_resource(&ns, &id, resource))
             })
             .await?;
 
@@ -325,7 +327,9 @@ impl PullerInner {
                 Err(e) => Err(Error::Internal(format!("layer task: {e}"))),
             };
             let step = match outcome {
-                Ok(unpacked) => match self.record(namespace, lease, &layer.digest, layer.size as u64, labels)
+                Ok(unpacked) => match self
+                    .record(namespace, lease, &layer.digest, layer.size as u64, labels)
+                    .await
                 {
                     Ok(()) if stacking => self.stack(unpacked, i, &snapshot_names).await,
                     Ok(()) => {
@@ -356,7 +360,7 @@ impl PullerInner {
                 top_snapshot.clone(),
             );
         }
-        self.store_bytes(namespace, lease, &config_digest, &config_bytes, config_labels)?;
+        self.store_bytes(namespace, lease, &config_digest, &config_bytes, config_labels).await?;
         let mut manifest_labels =
             HashMap::from([("containerd.io/gc.ref.content.config".to_string(), config_digest.to_string())]);
         for (i, digest) in downloaded.iter().enumerate() {
@@ -368,9 +372,10 @@ impl PullerInner {
             &manifest_descriptor.digest.parse()?,
             &manifest_bytes,
             manifest_labels,
-        )?;
+        )
+        .await?;
         if let Some(labels) = index_labels {
-            self.store_bytes(namespace, lease, &top_digest.parse()?, &top_bytes, labels)?;
+            self.store_bytes(namespace, lease, &top_digest.parse()?, &top_bytes, labels).await?;
         }
 
         // The image records: the commit point of the pull.
@@ -383,10 +388,14 @@ impl PullerInner {
         let digest_name = image.with_digest(&top.digest);
         let mut names = vec![digest_name.clone()];
         names.extend(image.tagged());
-        for name in &names {
-            let record = ImageRecord { name: name.clone(), target: target.clone(), ..Default::default() };
-            self.meta.put_image(namespace, record)?;
-        }
+        let records: Vec<ImageRecord> = names
+            .iter()
+            .map(|name| ImageRecord { name: name.clone(), target: target.clone(), ..Default::default() })
+            .collect();
+        let ns = namespace.to_string();
+        self.meta
+            .run(move |meta| records.into_iter().try_for_each(|record| meta.put_image(&ns, record).map(drop)))
+            .await?;
         Ok(PulledImage {
             name: image.tagged().unwrap_or_else(|| digest_name.clone()),
             digest_name,
@@ -428,7 +437,9 @@ impl PullerInner {
                 Err(e) => {
                     let error = registry_error(e, &endpoint.host, &image.full());
                     tracing::debug!(endpoint = %endpoint.host, error = %error, "endpoint could not resolve");
-                    last_error = Some(error);
+                    if !endpoint.fallback || last_error.is_none() {
+                        last_error = Some(error);
+                    }
                 }
             }
         }
@@ -544,7 +555,8 @@ impl PullerInner {
         // The lease holds the active snapshot the layer is built in (its result is held already).
         let resource =
             LeaseResource { id: extract, r#type: format!("snapshots/{}", self.config.snapshotter) };
-        self.gc.outside_collection(|| self.meta.add_lease_resource(namespace, lease, resource)).await?;
+        let (meta, ns, id) = (self.meta.clone(), namespace.to_string(), lease.to_string());
+        self.gc.outside_collection_blocking(move || meta.add_lease_resource(&ns, &id, resource)).await?;
         let unpacked = tokio::task::spawn_blocking(move || {
             let layer = LayerUnpack {
                 blob: &blob,
@@ -575,8 +587,8 @@ impl PullerInner {
             .map_err(|e| Error::Internal(format!("stack task: {e}")))?
     }
 
-    /// Records a committed blob in the namespace and the lease.
-    fn record(
+    /// Records a committed blob in the namespace and the lease (off the async workers).
+    async fn record(
         &self,
         namespace: &str,
         lease: &str,
@@ -584,17 +596,21 @@ impl PullerInner {
         size: u64,
         labels: HashMap<String, String>,
     ) -> Result<()> {
-        self.meta.add_lease_resource(
-            namespace,
-            lease,
-            LeaseResource { id: digest.to_string(), r#type: "content".into() },
-        )?;
-        self.meta.put_content(namespace, digest, size, labels)?;
-        Ok(())
+        let (ns, lease, digest) = (namespace.to_string(), lease.to_string(), digest.to_string());
+        self.meta
+            .run(move |meta| {
+                meta.add_lease_resource(
+                    &ns,
+                    &lease,
+                    LeaseResource { id: digest.clone(), r#type: "content".into() },
+                )?;
+                meta.put_content(&ns, &digest, size, labels).map(drop)
+            })
+            .await
     }
 
     /// Stores small documents (index, manifest, config) fetched whole.
-    fn store_bytes(
+    async fn store_bytes(
         &self,
         namespace: &str,
         lease: &str,
@@ -602,21 +618,27 @@ impl PullerInner {
         bytes: &[u8],
         labels: HashMap<String, String>,
     ) -> Result<()> {
-        if !self.content.has_blob(digest) {
-            match self.content.writer(
-                &format!("doc-{digest}-{}", nanos()),
-                bytes.len() as u64,
-                Some(digest.clone()),
-            ) {
-                Ok(mut writer) => {
-                    writer.write(bytes)?;
-                    writer.commit(bytes.len() as u64, Some(digest.clone()))?;
-                }
-                Err(Error::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
+        let size = bytes.len() as u64;
+        let (content, digest_owned, bytes) = (self.content.clone(), digest.clone(), bytes.to_vec());
+        // The commit fsyncs: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let digest = digest_owned;
+            if content.has_blob(&digest) {
+                return Ok(());
             }
-        }
-        self.record(namespace, lease, &digest.to_string(), bytes.len() as u64, labels)
+            match content.writer(&format!("doc-{digest}-{}", nanos()), size, Some(digest.clone())) {
+                Ok(mut writer) => {
+                    writer.write(&bytes)?;
+                    writer.commit(size, Some(digest))?;
+                    Ok(())
+                }
+                Err(Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task: {e}")))??;
+        self.record(namespace, lease, &digest.to_string(), size, labels).await
     }
 }
 

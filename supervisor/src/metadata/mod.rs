@@ -28,6 +28,10 @@ use crate::error::{Error, Result};
 
 /// The metadata store. Cheap to clone; every method is synchronous (redb is), so async
 /// callers run it through [`MetadataStore::run`].
+/// redb's page cache. Its default (1 GiB) is far more than a node daemon should hold; berth's
+/// records (images, containers, leases, snapshots of a node) fit many times over in this.
+pub const CACHE_SIZE: usize = 16 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct MetadataStore {
     db: Arc<redb::Database>,
@@ -37,8 +41,12 @@ impl MetadataStore {
     /// Opens (or creates) `<root>/meta.redb`.
     pub fn open(root: &Path) -> Result<Self> {
         let path = root.join("meta.redb");
-        let db = redb::Database::create(&path)
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_SIZE)
+            .create(&path)
             .map_err(|e| Error::Metadata(format!("open {}: {e}", path.display())))?;
+        // Container specs (environments, secrets included) live here: root's alone.
+        crate::modes::set_mode(&path, crate::modes::PRIVATE_FILE)?;
         Ok(Self { db: Arc::new(db) })
     }
 

@@ -235,8 +235,10 @@ impl Content for ContentService {
             engine
                 .gc
                 .outside_collection(|| {
-                    let size = engine.content.blob_size(digest)?;
-                    record_commit(&engine, &namespace, digest, size, labels, lease.as_deref())
+                    tokio::task::block_in_place(|| {
+                        let size = engine.content.blob_size(digest)?;
+                        record_commit(&engine, &namespace, digest, size, labels, lease.as_deref())
+                    })
                 })
                 .await?;
             return Err(Status::already_exists(format!("content {digest} already exists")));
@@ -311,8 +313,10 @@ async fn handle_write(
 ) -> Result<api::WriteContentResponse, Status> {
     let action = api::WriteAction::try_from(message.action)
         .map_err(|_| Status::invalid_argument(format!("unknown write action {}", message.action)))?;
-    if message.total > 0 && message.total as u64 != writer.total() {
-        writer.set_total(message.total as u64)?;
+    let total = u64::try_from(message.total)
+        .map_err(|_| Status::invalid_argument(format!("negative total {}", message.total)))?;
+    if total > 0 && total != writer.total() {
+        writer.set_total(total)?;
     }
     if !message.expected.is_empty() {
         writer.set_expected(parse_digest(&message.expected)?)?;
@@ -321,7 +325,9 @@ async fn handle_write(
         if action == api::WriteAction::Stat {
             return Err(Status::invalid_argument("a stat message carries no data"));
         }
-        writer.write_at(u64::try_from(message.offset).unwrap_or(0), &message.data)?;
+        let offset = u64::try_from(message.offset)
+            .map_err(|_| Status::invalid_argument(format!("negative offset {}", message.offset)))?;
+        writer.write_at(offset, &message.data)?;
     }
     let mut answer = api::WriteContentResponse {
         action: action as i32,
@@ -336,21 +342,23 @@ async fn handle_write(
     if action == api::WriteAction::Commit {
         let expected =
             if message.expected.is_empty() { None } else { Some(parse_digest(&message.expected)?) };
-        let size = u64::try_from(message.total).unwrap_or(0);
+        let size = total;
         let labels = message.labels;
         let (digest, size) = engine
             .gc
             .outside_collection(|| {
-                // Commit fsyncs: keep it off the async workers' fast path.
-                let digest = match tokio::task::block_in_place(|| writer.commit(size, expected)) {
-                    Ok(digest) => digest,
-                    // The same bytes were committed before: share them into this namespace.
-                    Err(Error::AlreadyExists(_)) => writer.digest(),
-                    Err(e) => return Err(e),
-                };
-                let size = engine.content.blob_size(&digest)?;
-                record_commit(engine, namespace, &digest, size, labels, lease)?;
-                Ok((digest, size))
+                // Commit and record fsync: keep them off the async workers.
+                tokio::task::block_in_place(|| {
+                    let digest = match writer.commit(size, expected) {
+                        Ok(digest) => digest,
+                        // The same bytes were committed before: share them into this namespace.
+                        Err(Error::AlreadyExists(_)) => writer.digest(),
+                        Err(e) => return Err(e),
+                    };
+                    let size = engine.content.blob_size(&digest)?;
+                    record_commit(engine, namespace, &digest, size, labels, lease)?;
+                    Ok((digest, size))
+                })
             })
             .await?;
         answer.digest = digest.to_string();

@@ -91,18 +91,11 @@ impl Events for EventsService {
         request: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let filters = Filters::parse(&request.into_inner().filters)?;
-        let mut receiver = self.engine.events.subscribe();
+        let mut receiver = self.engine.events.subscription("events-service");
         let (sender, stream) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let event = match receiver.recv().await {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "an event subscriber fell behind");
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
+                let Some(event) = receiver.recv().await else { return };
                 let selected = filters.matches(&|path: &[String]| match path {
                     [field] if field == "topic" => Some(event.topic.clone()),
                     [field] if field == "namespace" => Some(event.namespace.clone()),

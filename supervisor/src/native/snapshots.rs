@@ -144,8 +144,11 @@ impl SnapshotsService {
     ) -> Result<(), Status> {
         let Some(lease) = lease else { return Ok(()) };
         let resource = LeaseResource { id: key, r#type: format!("snapshots/{snapshotter}") };
-        let meta = self.engine.meta.clone();
-        self.engine.gc.outside_collection(|| meta.add_lease_resource(namespace, &lease, resource)).await?;
+        let (meta, namespace) = (self.engine.meta.clone(), namespace.to_string());
+        self.engine
+            .gc
+            .outside_collection_blocking(move || meta.add_lease_resource(&namespace, &lease, resource))
+            .await?;
         Ok(())
     }
 }

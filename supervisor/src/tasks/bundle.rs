@@ -45,21 +45,41 @@ impl Bundle {
     }
 
     /// Makes the bundle: `config.json`, an empty `rootfs/`, and the `log` FIFO shims write
-    /// their own logs to (Go shims fail to start without it).
+    /// their own logs to (Go shims fail to start without it). The leaf directory is created
+    /// exclusively: a bundle that exists (another Create of this id, or a dead task whose exit
+    /// is not recorded yet) answers AlreadyExists and is never touched. The bundle is root's
+    /// alone (0700, `config.json` 0600): a spec holds the container's environment, secrets
+    /// included.
     pub fn create(state: &Path, namespace: &str, id: &str, spec: &[u8]) -> Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         let path = Self::path_for(state, namespace, id);
-        if path.exists() {
-            return Err(Error::AlreadyExists(format!("task {id:?} in namespace {namespace:?}")));
+        let parent = path.parent().ok_or_else(|| Error::InvalidArgument(format!("bad task id {id:?}")))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .map_err(io(format!("create {}", parent.display())))?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(format!("task {id:?} in namespace {namespace:?}")));
+            }
+            Err(e) => return Err(Error::io(format!("create {}", path.display()), e)),
         }
-        std::fs::create_dir_all(&path).map_err(io(format!("create {}", path.display())))?;
         let bundle = Self { path };
         let made = (|| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&bundle.path, std::fs::Permissions::from_mode(0o711))
+            // The umask may have taken bits off; set exactly 0700.
+            std::fs::set_permissions(&bundle.path, std::fs::Permissions::from_mode(0o700))
                 .map_err(io("chmod bundle".into()))?;
-            std::fs::write(bundle.path.join("config.json"), spec).map_err(io("write config.json".into()))?;
+            let mut config = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(bundle.path.join("config.json"))
+                .map_err(io("create config.json".into()))?;
+            std::io::Write::write_all(&mut config, spec).map_err(io("write config.json".into()))?;
             std::fs::create_dir(bundle.rootfs()).map_err(io("create rootfs".into()))?;
-            nix::unistd::mkfifo(&bundle.path.join("log"), nix::sys::stat::Mode::from_bits_truncate(0o700))
+            nix::unistd::mkfifo(&bundle.path.join("log"), nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| Error::io("create log FIFO", e.into()))?;
             Ok(())
         })();
@@ -131,6 +151,18 @@ impl Bundle {
         std::fs::write(self.path.join("shim-binary-path"), shim.as_os_str().as_encoded_bytes())
             .map_err(io("write shim-binary-path".into()))
     }
+
+    /// The shim server's pid: what the shim wrote (`shim.pid`, as containerd's shims do), or
+    /// what berthd recorded from the shim's Connect answer.
+    pub fn shim_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path.join("shim.pid")).ok()?.trim().parse().ok().filter(|pid| *pid > 0)
+    }
+
+    pub fn record_shim_pid(&self, pid: u32) -> Result<()> {
+        let tmp = self.path.join(".shim.pid.tmp");
+        std::fs::write(&tmp, pid.to_string()).map_err(io("write shim.pid".into()))?;
+        std::fs::rename(&tmp, self.path.join("shim.pid")).map_err(io("rename shim.pid".into()))
+    }
 }
 
 /// The exit berth's shim recorded in `<bundle>/exit` before publishing it.
@@ -164,6 +196,49 @@ mod tests {
         assert_eq!(out["process"]["oomScoreAdj"], -998);
         assert!(prepare_spec(b"not json", &strict).is_err());
         assert!(prepare_spec(b"[1]", &strict).is_err());
+    }
+
+    #[test]
+    fn concurrent_creates_of_one_id_leave_the_winners_bundle_alone() {
+        use std::sync::{Arc, Barrier};
+        for round in 0..50 {
+            let state = Arc::new(tempfile::tempdir().unwrap());
+            let barrier = Arc::new(Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|n| {
+                    let (state, barrier) = (state.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let spec = format!("{{\"n\":{n}}}");
+                        Bundle::create(state.path(), "default", "c1", spec.as_bytes())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let winners: Vec<&Bundle> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round}: exactly one Create wins: {results:?}");
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(matches!(e, Error::AlreadyExists(_)), "round {round}: {e:?}");
+                }
+            }
+            let bundle = winners[0];
+            assert!(bundle.rootfs().is_dir(), "round {round}: the winner's bundle is whole");
+            assert!(bundle.path.join("log").exists(), "round {round}: the winner's bundle is whole");
+            let spec = std::fs::read_to_string(bundle.path.join("config.json")).unwrap();
+            assert!(spec.starts_with("{\"n\":"), "round {round}: one writer's spec: {spec}");
+        }
+    }
+
+    #[test]
+    fn bundles_are_roots_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let state = tempfile::tempdir().unwrap();
+        let bundle = Bundle::create(state.path(), "default", "c1", b"{}").unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&bundle.path), 0o700);
+        assert_eq!(mode(&bundle.path.join("config.json")), 0o600);
+        assert_eq!(mode(&bundle.path.join("log")) & 0o077, 0);
     }
 
     #[test]

@@ -5,11 +5,12 @@
 pub mod bundle;
 pub mod convert;
 pub mod metrics;
+mod recovery;
 pub mod runtimes;
 pub mod shim;
 pub mod shim_client;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,8 +33,6 @@ use crate::node_facts::OomScoreAdjPolicy;
 
 /// Deadline of ordinary shim calls.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a shim found after a restart has to answer.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `Create` needs beyond the container record.
 #[derive(Debug, Clone, Default)]
@@ -86,7 +85,30 @@ struct Inner {
     meta: MetadataStore,
     events: EventExchange,
     metrics: TaskMetrics,
-    tasks: Mutex<HashMap<(String, String), Arc<Task>>>,
+    table: Mutex<Table>,
+}
+
+/// Tasks by (namespace, id): those with a shim, and the ids a Create has reserved before it
+/// makes anything.
+#[derive(Default)]
+struct Table {
+    tasks: HashMap<(String, String), Arc<Task>>,
+    creating: HashSet<(String, String)>,
+}
+
+/// An id reserved by a Create in flight; released when dropped (the task is in the table by
+/// then, or the Create failed).
+struct Reservation {
+    manager: TaskManager,
+    key: (String, String),
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut table) = self.manager.inner.table.lock() {
+            table.creating.remove(&self.key);
+        }
+    }
 }
 
 fn nanos(time: SystemTime) -> i64 {
@@ -133,30 +155,57 @@ impl TaskManager {
                 meta,
                 events,
                 metrics,
-                tasks: Mutex::default(),
+                table: Mutex::default(),
             }),
         }
     }
 
+    fn table(&self) -> Result<std::sync::MutexGuard<'_, Table>> {
+        self.inner.table.lock().map_err(|_| Error::Internal("task table poisoned".into()))
+    }
+
     fn task(&self, namespace: &str, id: &str) -> Result<Arc<Task>> {
-        let tasks = self.inner.tasks.lock().map_err(|_| Error::Internal("task table poisoned".into()))?;
-        tasks
+        self.table()?
+            .tasks
             .get(&(namespace.to_string(), id.to_string()))
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("task {id:?} in namespace {namespace:?}")))
     }
 
+    /// Reserves `id` for a Create before anything of it exists: a second Create of the same
+    /// id answers AlreadyExists and touches nothing of the first's.
+    fn reserve(&self, namespace: &str, id: &str) -> Result<Reservation> {
+        let key = (namespace.to_string(), id.to_string());
+        let mut table = self.table()?;
+        if table.tasks.contains_key(&key) || !table.creating.insert(key.clone()) {
+            return Err(Error::AlreadyExists(format!("task {id:?} in namespace {namespace:?}")));
+        }
+        Ok(Reservation { manager: self.clone(), key })
+    }
+
+    /// The exit recorded for a task whose shim is gone (a metadata read, off the async workers).
+    async fn recorded_exit(&self, namespace: &str, id: &str) -> Result<Option<TaskExitRecord>> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.inner.meta.run(move |meta| meta.task_exit(&ns, &id)).await
+    }
+
+    /// Removes and returns the exit recorded for a task (a metadata write, which fsyncs).
+    async fn take_exit(&self, namespace: &str, id: &str) -> Result<Option<TaskExitRecord>> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.inner.meta.run(move |meta| meta.take_task_exit(&ns, &id)).await
+    }
+
     fn insert(&self, task: Arc<Task>) -> Result<()> {
-        let mut tasks = self.inner.tasks.lock().map_err(|_| Error::Internal("task table poisoned".into()))?;
-        tasks.insert((task.namespace.clone(), task.id.clone()), task);
-        self.inner.metrics.shims.set(tasks.len() as i64);
+        let mut table = self.table()?;
+        table.tasks.insert((task.namespace.clone(), task.id.clone()), task);
+        self.inner.metrics.shims.set(table.tasks.len() as i64);
         Ok(())
     }
 
     fn forget(&self, namespace: &str, id: &str) -> Option<Arc<Task>> {
-        let mut tasks = self.inner.tasks.lock().ok()?;
-        let task = tasks.remove(&(namespace.to_string(), id.to_string()));
-        self.inner.metrics.shims.set(tasks.len() as i64);
+        let mut table = self.inner.table.lock().ok()?;
+        let task = table.tasks.remove(&(namespace.to_string(), id.to_string()));
+        self.inner.metrics.shims.set(table.tasks.len() as i64);
         task
     }
 
@@ -164,11 +213,9 @@ impl TaskManager {
     /// shim is shut down and the bundle removed.
     pub async fn create(&self, namespace: &str, container: &Container, request: CreateTask) -> Result<u32> {
         let id = container.id.clone();
-        if self.task(namespace, &id).is_ok() {
-            return Err(Error::AlreadyExists(format!("task {id:?} in namespace {namespace:?}")));
-        }
+        let _reservation = self.reserve(namespace, &id)?;
         // A new task replaces the recorded end of an earlier one.
-        self.inner.meta.take_task_exit(namespace, &id)?;
+        self.take_exit(namespace, &id).await?;
         let runtime = container.runtime.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
         let mut handler = self.inner.config.resolve(runtime)?;
         if !request.runtime_path.is_empty() {
@@ -220,6 +267,7 @@ impl TaskManager {
             Err(e) => {
                 let error = shim_error(e, &format!("create task {id:?}"));
                 self.shut_down(&task).await;
+                self.end_shim(&task.bundle, &task.shim).await;
                 task.bundle.remove();
                 Err(error)
             }
@@ -236,12 +284,45 @@ impl TaskManager {
     ) -> Result<TaskClient> {
         use prost::Message;
         let options = options.map(|o| o.encode_to_vec()).unwrap_or_default();
+        // Recorded first: a berthd killed while the shim starts finds which shim to clean up with.
+        bundle.record_shim_binary(&handler.shim)?;
         let address =
             shim::start(&handler.shim, &bundle.path, namespace, id, &self.inner.daemon, &options).await?;
-        bundle.record_shim_binary(&handler.shim)?;
-        let client = shim::connect(&address).await?;
-        tracing::debug!(namespace, container = id, shim = %handler.shim.display(), %address, "shim started");
-        Ok(client)
+        let connected = async {
+            let client = shim::connect(&address).await?;
+            if bundle.shim_pid().is_none() {
+                // A shim that wrote no pid file (a grouped shim serving this container too)
+                // tells its pid.
+                let request = api::ConnectRequest { id: id.to_string(), ..Default::default() };
+                let answer = client
+                    .connect(context(namespace, Some(CALL_TIMEOUT)), &request)
+                    .await
+                    .map_err(|e| shim_error(e, "connect"))?;
+                bundle.record_shim_pid(answer.shim_pid)?;
+            }
+            Ok::<_, Error>(client)
+        }
+        .await;
+        match connected {
+            Ok(client) => {
+                tracing::debug!(namespace, container = id, shim = %handler.shim.display(), %address, "shim started");
+                Ok(client)
+            }
+            Err(e) => {
+                self.end_shim(bundle, &handler.shim).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a shim berthd gives up on (it failed to start its task, or cannot be reached), so
+    /// no shim process is left behind without a bundle.
+    async fn end_shim(&self, bundle: &Bundle, shim_binary: &std::path::Path) {
+        let Some(pid) = bundle.shim_pid() else { return };
+        if shim::process_alive(pid, shim_binary) {
+            tracing::info!(shim_pid = pid, bundle = %bundle.path.display(), "ending a shim berthd gave up on");
+            shim::kill_and_reap(pid, shim_binary).await;
+        }
     }
 
     /// Waits on the task's init process in the background: when the shim's answer is an
@@ -262,45 +343,6 @@ impl TaskManager {
                 Err(e) => tracing::debug!(container = %task.id, error = %e, "wait on task ended"),
             }
         });
-    }
-
-    /// A shim that went away: let it clean up (`delete`), record how the container ended
-    /// (the exit the shim wrote down, if it saw one), and tell subscribers.
-    async fn clean_up_dead_shim(&self, namespace: &str, id: &str, bundle: &Bundle, shim: &std::path::Path) {
-        tracing::warn!(namespace, container = id, "shim died");
-        let recorded = bundle.recorded_exit();
-        let deleted = shim::delete(shim, &bundle.path, namespace, id, &self.inner.daemon).await;
-        let exit = match (&recorded, &deleted) {
-            (Some(exit), _) => TaskExitRecord {
-                pid: exit.pid,
-                exit_status: exit.exit_status,
-                exited_at: humantime::parse_rfc3339_weak(&exit.exited_at)
-                    .map(nanos)
-                    .unwrap_or_else(|_| nanos(SystemTime::now())),
-                reason: String::new(),
-            },
-            (None, Ok(response)) => TaskExitRecord {
-                pid: response.pid,
-                exit_status: response.exit_status,
-                exited_at: nanos(SystemTime::now()),
-                reason: "shim died".to_string(),
-            },
-            (None, Err(e)) => {
-                tracing::warn!(container = id, error = %e, "shim delete failed");
-                TaskExitRecord {
-                    pid: 0,
-                    exit_status: 255,
-                    exited_at: nanos(SystemTime::now()),
-                    reason: "shim died".into(),
-                }
-            }
-        };
-        bundle.remove();
-        if let Err(e) = self.inner.meta.record_task_exit(namespace, id, &exit) {
-            tracing::warn!(container = id, error = %e, "recording the exit of a dead shim");
-        }
-        self.inner.metrics.exits.inc();
-        self.publish_exit(namespace, id, &exit);
     }
 
     fn publish_exit(&self, namespace: &str, id: &str, exit: &TaskExitRecord) {
@@ -369,7 +411,7 @@ impl TaskManager {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
             Err(Error::NotFound(message)) => {
-                return match self.inner.meta.take_task_exit(namespace, id)? {
+                return match self.take_exit(namespace, id).await? {
                     Some(exit) => Ok(ExitInfo {
                         pid: exit.pid,
                         exit_status: exit.exit_status,
@@ -420,7 +462,7 @@ impl TaskManager {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
             Err(Error::NotFound(message)) => {
-                return match (exec_id.is_empty(), self.inner.meta.task_exit(namespace, id)?) {
+                return match (exec_id.is_empty(), self.recorded_exit(namespace, id).await?) {
                     (true, Some(exit)) => Ok(stopped_state(id, &exit)),
                     _ => Err(Error::NotFound(message)),
                 };
@@ -441,8 +483,8 @@ impl TaskManager {
     /// Every task of a namespace, live or ended with a dead shim.
     pub async fn list(&self, namespace: &str) -> Result<Vec<ProcessState>> {
         let ids: Vec<String> = {
-            let tasks = self.inner.tasks.lock().map_err(|_| Error::Internal("task table poisoned".into()))?;
-            tasks.keys().filter(|(ns, _)| ns == namespace).map(|(_, id)| id.clone()).collect()
+            let table = self.table()?;
+            table.tasks.keys().filter(|(ns, _)| ns == namespace).map(|(_, id)| id.clone()).collect()
         };
         let mut states = Vec::new();
         for id in ids {
@@ -451,7 +493,8 @@ impl TaskManager {
                 Err(e) => tracing::debug!(container = %id, error = %e, "listing task"),
             }
         }
-        for (id, exit) in self.inner.meta.task_exits(namespace)? {
+        let ns = namespace.to_string();
+        for (id, exit) in self.inner.meta.run(move |meta| meta.task_exits(&ns)).await? {
             states.push(stopped_state(&id, &exit));
         }
         Ok(states)
@@ -622,7 +665,7 @@ impl TaskManager {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
             Err(Error::NotFound(message)) => {
-                return match self.inner.meta.task_exit(namespace, id)? {
+                return match self.recorded_exit(namespace, id).await? {
                     Some(exit) if exec_id.is_empty() => Ok(ExitInfo {
                         pid: exit.pid,
                         exit_status: exit.exit_status,
@@ -645,7 +688,7 @@ impl TaskManager {
             // The shim died while we waited: the watcher records the exit; report it.
             Err(e) if is_gone(&e) && exec_id.is_empty() => {
                 for _ in 0..100 {
-                    if let Some(exit) = self.inner.meta.task_exit(namespace, id)? {
+                    if let Some(exit) = self.recorded_exit(namespace, id).await? {
                         return Ok(ExitInfo {
                             pid: exit.pid,
                             exit_status: exit.exit_status,
@@ -657,60 +700,6 @@ impl TaskManager {
                 Err(shim_error(e, &format!("wait on {id:?}")))
             }
             Err(e) => Err(shim_error(e, &format!("wait on {id:?}"))),
-        }
-    }
-
-    /// Finds the shims of tasks that outlived the last berthd: each live one is reconnected
-    /// (its containers never notice); each dead one is cleaned up and its exit recorded.
-    pub async fn recover(&self) -> Result<()> {
-        let root = self.inner.state.join("tasks");
-        let Ok(namespaces) = std::fs::read_dir(&root) else { return Ok(()) };
-        for namespace_dir in namespaces.filter_map(|e| e.ok()) {
-            let namespace = namespace_dir.file_name().to_string_lossy().into_owned();
-            let Ok(entries) = std::fs::read_dir(namespace_dir.path()) else { continue };
-            for entry in entries.filter_map(|e| e.ok()) {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                let bundle = Bundle { path: entry.path() };
-                self.recover_one(&namespace, &id, bundle).await;
-            }
-        }
-        Ok(())
-    }
-
-    async fn recover_one(&self, namespace: &str, id: &str, bundle: Bundle) {
-        let Some(shim) = bundle.shim_binary() else {
-            tracing::info!(namespace, container = id, "removing a bundle whose shim never started");
-            bundle.remove();
-            return;
-        };
-        let reconnected = async {
-            let address = bundle.address().ok_or_else(|| Error::NotFound("no address file".into()))?;
-            let client = shim::connect(&address).await?;
-            let request = api::ConnectRequest { id: id.to_string(), ..Default::default() };
-            tokio::time::timeout(
-                LOAD_TIMEOUT,
-                client.connect(context(namespace, Some(LOAD_TIMEOUT)), &request),
-            )
-            .await
-            .map_err(|_| Error::DeadlineExceeded("shim did not answer Connect".into()))?
-            .map_err(|e| shim_error(e, "connect"))?;
-            Ok::<_, Error>(client)
-        }
-        .await;
-        match reconnected {
-            Ok(client) => {
-                bundle.forward_shim_log(namespace, id);
-                let task =
-                    Arc::new(Task { namespace: namespace.into(), id: id.into(), bundle, shim, client });
-                if self.insert(task.clone()).is_ok() {
-                    tracing::info!(namespace, container = id, "reconnected to shim");
-                    self.watch(task);
-                }
-            }
-            Err(e) => {
-                tracing::info!(namespace, container = id, error = %e, "shim is gone; cleaning up");
-                self.clean_up_dead_shim(namespace, id, &bundle, &shim).await;
-            }
         }
     }
 }

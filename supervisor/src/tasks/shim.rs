@@ -142,6 +142,41 @@ pub async fn delete(
         .map_err(|e| Error::FailedPrecondition(format!("shim delete printed no DeleteResponse: {e}")))
 }
 
+/// Whether shim process `pid` still runs: it exists, is not a zombie, and runs the shim's
+/// binary (a pid reused by something else is not the shim).
+pub fn process_alive(pid: i32, shim_binary: &Path) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name's closing parenthesis.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    if matches!(state, Some("Z" | "X" | "x") | None) {
+        return false;
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        // Unreadable (a kernel thread has none): alive, and not ours to judge further.
+        return true;
+    };
+    let exe = exe.to_string_lossy();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
+    let running = Path::new(exe).file_name();
+    running.is_some() && running == shim_binary.file_name()
+}
+
+/// SIGKILLs shim process `pid` and waits (up to 5 s) until it is gone.
+pub async fn kill_and_reap(pid: i32, shim_binary: &Path) {
+    use nix::sys::signal::{Signal, kill};
+    if let Err(e) = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL) {
+        tracing::debug!(shim_pid = pid, error = %e, "killing shim");
+        return;
+    }
+    for _ in 0..100 {
+        if !process_alive(pid, shim_binary) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(shim_pid = pid, "shim still alive 5 s after SIGKILL");
+}
+
 /// A ttrpc call context: the namespace every shim call carries, and a deadline (none for
 /// calls that wait on the container, like Wait).
 pub fn context(namespace: &str, timeout: Option<Duration>) -> ttrpc::context::Context {
@@ -188,6 +223,15 @@ pub fn is_gone(error: &ttrpc::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_looks_at_the_process_and_its_binary() {
+        let me = std::process::id() as i32;
+        let exe = std::env::current_exe().unwrap();
+        assert!(process_alive(me, &exe));
+        assert!(!process_alive(me, Path::new("/usr/bin/containerd-shim-berth-v2")), "another binary");
+        assert!(!process_alive(i32::MAX, &exe), "no such process");
+    }
 
     #[test]
     fn start_output_forms() {

@@ -1,9 +1,17 @@
-//! berthctl against a real berthd.
+//! berthctl against a real berthd: the native and image commands, and the CRI commands (run,
+//! pods, ps, inspect, exec, stats, logs with -f across a rotation, stop, rm, stopp, rmp) with
+//! runc, a loopback registry and busybox.
 
 use std::process::Command;
+use std::time::Duration;
 
-use berth_tests::Berthd;
+use berth_proto::runtime::v1 as cri;
 use berth_tests::berthd::binary;
+use berth_tests::cri::{
+    berthd_with_busybox, container_config, pod_config, remove_all_pods, run_pod, start_container,
+    wait_for_state,
+};
+use berth_tests::{Berthd, skip_unless, wait_until};
 
 fn berthctl(berthd: &Berthd, args: &[&str]) -> (bool, String) {
     let output = Command::new(binary("berthctl"))
@@ -78,4 +86,312 @@ async fn images_pull_ls_inspect_rm() {
     assert!(!ok && out.contains("not found"), "{out}");
     let (ok, out) = berthctl(&berthd, &["images", "pull", "Not/Valid:ref"]);
     assert!(!ok && out.contains("InvalidArgument"), "{out}");
+}
+
+/// berthctl's exit code, stdout and stderr.
+fn berthctl_output(berthd: &Berthd, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary("berthctl"))
+        .arg("--address")
+        .arg(&berthd.paths.socket)
+        .args(args)
+        .output()
+        .expect("run berthctl");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn pod_ids(berthd: &Berthd) -> Vec<String> {
+    let pods = berthd
+        .runtime_client()
+        .await
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    pods.into_iter().map(|p| p.id).collect()
+}
+
+#[tokio::test]
+async fn run_rm_prints_output_and_exits_with_the_containers_code() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_root = logs.path().to_str().unwrap();
+    let (code, stdout, stderr) = berthctl_output(
+        &berthd,
+        &[
+            "run",
+            "--rm",
+            "--image",
+            &image,
+            "--name",
+            "once",
+            "--pod-log-root",
+            log_root,
+            "--env",
+            "WHO=berth",
+            "--",
+            "sh",
+            "-c",
+            "echo hello $WHO; echo oops >&2; exit 3",
+        ],
+    );
+    assert_eq!((code, stdout.as_str()), (3, "hello berth\n"), "stderr: {stderr}");
+    assert!(stderr.contains("oops"), "{stderr}");
+    assert!(pod_ids(&berthd).await.is_empty(), "--rm left the pod");
+    assert_eq!(std::fs::read_dir(logs.path()).unwrap().count(), 0, "--rm left the pod's log directory");
+
+    // An image that is not here yet is pulled first; a bad one fails with nothing left.
+    let (code, _, stderr) =
+        berthctl_output(&berthd, &["run", "--rm", "--image", "Not/Valid:ref", "--pod-log-root", log_root]);
+    assert!(code != 0 && stderr.contains("InvalidArgument"), "{stderr}");
+    assert!(pod_ids(&berthd).await.is_empty());
+    remove_all_pods(&mut berthd.runtime_client().await).await;
+}
+
+#[tokio::test]
+async fn run_then_pods_ps_inspect_exec_stats_stop_and_remove() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_root = logs.path().to_str().unwrap();
+    let (code, stdout, stderr) = berthctl_output(
+        &berthd,
+        &[
+            "run",
+            "--image",
+            &image,
+            "--name",
+            "web",
+            "--pod-name",
+            "webpod",
+            "--namespace",
+            "team",
+            "--label",
+            "app=web",
+            "--pod-log-root",
+            log_root,
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let ids: Vec<&str> = stdout.lines().collect();
+    let [container, pod] = ids[..] else { panic!("expected a container id and a pod id: {stdout}") };
+    let short = |id: &str| id[..13].to_string();
+
+    // pods: the table, ids only, filters.
+    let (ok, out) = berthctl(&berthd, &["pods"]);
+    assert!(ok, "{out}");
+    let header = out.lines().next().unwrap();
+    for column in ["POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RUNTIME"] {
+        assert!(header.contains(column), "{out}");
+    }
+    let row = out.lines().find(|l| l.starts_with(&short(pod))).unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert!(cells[1].ends_with(" ago"), "{row}");
+    assert_eq!(cells[2..], ["Ready", "webpod", "team", "0", "(default)"], "{row}");
+    assert_eq!(berthctl(&berthd, &["pods", "-q"]).1.trim(), pod);
+    assert_eq!(berthctl(&berthd, &["pods", "-q", "--label", "app=web", "--state", "ready"]).1.trim(), pod);
+    assert_eq!(berthctl(&berthd, &["pods", "-q", "--state", "notready"]).1.trim(), "");
+    assert_eq!(berthctl(&berthd, &["pods", "-q", "--name", "nosuch"]).1.trim(), "");
+
+    // ps: running containers, by pod prefix, by name.
+    let (ok, out) = berthctl(&berthd, &["ps"]);
+    assert!(ok && out.lines().next().unwrap().contains("CONTAINER"), "{out}");
+    let row = out.lines().find(|l| l.starts_with(&short(container))).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains(&image)
+            && row.contains("Running")
+            && row.contains(" web ")
+            && row.ends_with(&short(pod)),
+        "{row}"
+    );
+    assert_eq!(berthctl(&berthd, &["ps", "-q", "--pod", &pod[..8]]).1.trim(), container);
+    assert_eq!(berthctl(&berthd, &["ps", "-q", "--name", "we", "--label", "app=web"]).1.trim(), container);
+
+    // inspect: a container (by prefix) and a pod, as JSON.
+    let (ok, out) = berthctl(&berthd, &["inspect", &container[..10]]);
+    assert!(ok, "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["status"]["id"], container);
+    assert_eq!(inspected["status"]["state"], "CONTAINER_RUNNING");
+    assert_eq!(inspected["status"]["metadata"]["name"], "web");
+    assert_eq!(inspected["status"]["labels"]["app"], "web");
+    assert_eq!(inspected["info"]["info"]["sandboxID"], pod);
+    let (ok, out) = berthctl(&berthd, &["inspect", pod]);
+    assert!(ok, "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["status"]["state"], "SANDBOX_READY");
+    assert_eq!(inspected["status"]["metadata"]["namespace"], "team");
+    assert!(inspected["status"]["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36), "{out}");
+    let (ok, out) = berthctl(&berthd, &["inspect", "nosuchid"]);
+    assert!(!ok && out.contains("no container or pod"), "{out}");
+
+    // exec: output on stdout and stderr, the command's exit code.
+    let (code, stdout, stderr) = berthctl_output(
+        &berthd,
+        &["exec", &container[..8], "--", "sh", "-c", "echo out; echo err >&2; exit 5"],
+    );
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (5, "out\n", "err\n"));
+    let (code, stdout, stderr) = berthctl_output(&berthd, &["exec", container, "cat", "/etc/hostname"]);
+    assert_eq!((code, stdout.as_str()), (0, "webpod\n"), "{stderr}");
+    let (code, _, stderr) = berthctl_output(&berthd, &["exec", "--timeout", "1", container, "sleep", "30"]);
+    assert!(code != 0 && stderr.contains("DeadlineExceeded"), "{stderr}");
+
+    // stats: the running container, with its memory.
+    let (ok, out) = berthctl(&berthd, &["stats"]);
+    assert!(ok, "{out}");
+    assert!(out.lines().next().unwrap().contains("CPU %"), "{out}");
+    let row = out.lines().find(|l| l.starts_with(&short(container))).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains(" web ") && row.contains("iB"), "{row}");
+
+    // stop and rm: gone from ps, then from ps -a; rm refuses a running container.
+    let second = berthd_container(&berthd, pod, &image, logs.path()).await;
+    let (ok, out) = berthctl(&berthd, &["rm", &second]);
+    assert!(!ok && out.contains("is running"), "{out}");
+    let (ok, out) = berthctl(&berthd, &["stop", "--timeout", "1", &second]);
+    assert!(ok && out.trim() == second, "{out}");
+    assert!(!berthctl(&berthd, &["ps", "-q"]).1.contains(&second));
+    let (_, out) = berthctl(&berthd, &["ps", "-a"]);
+    assert!(out.lines().any(|l| l.starts_with(&short(&second)) && l.contains("Exited")), "{out}");
+    assert_eq!(berthctl(&berthd, &["ps", "-q", "--state", "exited"]).1.trim(), second);
+    let (ok, out) = berthctl(&berthd, &["rm", &second]);
+    assert!(ok, "{out}");
+    assert!(!berthctl(&berthd, &["ps", "-a", "-q"]).1.contains(&second));
+
+    // stopp and rmp: rmp refuses a ready pod; after stopp it removes it.
+    let (ok, out) = berthctl(&berthd, &["rmp", pod]);
+    assert!(!ok && out.contains("is ready"), "{out}");
+    let (ok, out) = berthctl(&berthd, &["stopp", &pod[..8]]);
+    assert!(ok && out.contains(pod), "{out}");
+    assert!(berthctl(&berthd, &["pods"]).1.contains("NotReady"));
+    assert!(berthctl(&berthd, &["ps", "-q"]).1.trim().is_empty());
+    let (ok, out) = berthctl(&berthd, &["rmp", pod]);
+    assert!(ok && out.contains(pod), "{out}");
+    assert!(pod_ids(&berthd).await.is_empty());
+    let (ok, out) = berthctl(&berthd, &["rmp", pod]);
+    assert!(!ok && out.contains("NotFound"), "{out}");
+    remove_all_pods(&mut berthd.runtime_client().await).await;
+}
+
+/// A second container, `sleeper`, in `pod`, through the CRI.
+async fn berthd_container(berthd: &Berthd, pod: &str, image: &str, log_dir: &std::path::Path) -> String {
+    let mut client = berthd.runtime_client().await;
+    let config = pod_config("webpod", log_dir);
+    let id =
+        start_container(&mut client, pod, &config, container_config("sleeper", image, &["sleep", "3600"]))
+            .await;
+    wait_for_state(&mut client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(10)).await;
+    id
+}
+
+#[tokio::test]
+async fn logs_print_streams_join_partial_lines_and_follow_across_rotation() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("logger", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+
+    // A container that writes stdout, stderr and a line longer than the shim's 16 KiB
+    // records (so it is logged as partial pieces).
+    let talker = start_container(
+        &mut client,
+        &pod,
+        &config,
+        container_config(
+            "talker",
+            &image,
+            &[
+                "sh",
+                "-c",
+                "echo first; echo problem >&2; sleep 0.3; head -c 40000 /dev/zero | tr '\\0' x; echo; echo last",
+            ],
+        ),
+    )
+    .await;
+    wait_for_state(&mut client, &talker, cri::ContainerState::ContainerExited, Duration::from_secs(10)).await;
+    let long = "x".repeat(40000);
+    let (code, stdout, stderr) = berthctl_output(&berthd, &["logs", &talker]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("first\n{long}\nlast\n"));
+    assert_eq!(stderr, "problem\n");
+    let (_, stdout, _) = berthctl_output(&berthd, &["logs", "--tail", "1", &talker]);
+    assert_eq!(stdout, "last\n");
+    let (_, stdout, _) = berthctl_output(&berthd, &["logs", "--timestamps", "--tail", "1", &talker]);
+    let (timestamp, line) = stdout.trim_end().split_once(' ').unwrap();
+    assert!(timestamp.contains('T') && line == "last", "{stdout}");
+    let (_, stdout, _) = berthctl_output(&berthd, &["logs", "-f", &talker]);
+    assert!(stdout.starts_with("first\n") && stdout.ends_with("last\n"), "-f of an exited container ends");
+
+    // A container that counts for a few seconds; the follower starts, the log is rotated the
+    // way kubelet rotates it, and the follower sees every line once, in order, then ends.
+    let counter = start_container(
+        &mut client,
+        &pod,
+        &config,
+        container_config(
+            "counter",
+            &image,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 40 ]; do echo line-$i; i=$((i+1)); sleep 0.1; done; echo done >&2",
+            ],
+        ),
+    )
+    .await;
+    let log_path = logs.path().join("counter/0.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains("line-3"))
+        })
+        .await
+    );
+    let follower = tokio::process::Command::new(binary("berthctl"))
+        .arg("--address")
+        .arg(&berthd.paths.socket)
+        .args(["logs", "-f", &counter[..12]])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains("line-10"))
+        })
+        .await
+    );
+    let rotated = logs.path().join("counter/0.log.20240101-000000");
+    std::fs::rename(&log_path, &rotated).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .reopen_container_log(cri::ReopenContainerLogRequest { container_id: counter.clone() })
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output())
+        .await
+        .expect("the follower did not stop after the container exited")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected: String = (0..40).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(stdout, expected);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "done\n");
+    assert!(output.status.success());
+    // The rotation did happen: the lines are split between the two files.
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log_path).unwrap();
+    assert!(old.contains("line-10") && !old.contains("line-39"), "{old}");
+    assert!(new.contains("line-39") && !new.contains("line-0\n"), "{new}");
+
+    let (ok, out) = berthctl(&berthd, &["logs", "nosuch"]);
+    assert!(!ok && out.contains("NotFound"), "{out}");
+    remove_all_pods(&mut client).await;
 }

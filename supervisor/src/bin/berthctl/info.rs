@@ -1,0 +1,31 @@
+//! `version` and `info`: what berthd is and how its node looks.
+
+use berth_proto::containerd::services::version::v1::version_client::VersionClient;
+use berth_proto::runtime::v1 as cri;
+use tonic::transport::Channel;
+
+use crate::runtime_client;
+
+pub async fn version(channel: &Channel) -> anyhow::Result<()> {
+    let cri = runtime_client(channel).version(cri::VersionRequest::default()).await?.into_inner();
+    let native = VersionClient::new(channel.clone()).version(()).await?.into_inner();
+    println!("RuntimeName:       {}", cri.runtime_name);
+    println!("RuntimeVersion:    {}", cri.runtime_version);
+    println!("RuntimeApiVersion: {}", cri.runtime_api_version);
+    println!("Revision:          {}", native.revision);
+    Ok(())
+}
+
+pub async fn info(channel: &Channel) -> anyhow::Result<()> {
+    let status = runtime_client(channel).status(cri::StatusRequest { verbose: true }).await?.into_inner();
+    for condition in status.status.map(|s| s.conditions).unwrap_or_default() {
+        let state = if condition.status { "true" } else { "false" };
+        println!("{:<14} {state:<6} {} {}", condition.r#type, condition.reason, condition.message);
+    }
+    let mut keys: Vec<&String> = status.info.keys().collect();
+    keys.sort();
+    for key in keys {
+        println!("{key}: {}", status.info[key]);
+    }
+    Ok(())
+}

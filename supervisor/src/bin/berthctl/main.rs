@@ -1,0 +1,199 @@
+//! berthctl: berth's command-line client. It speaks the same gRPC APIs as kubelet and crictl
+//! (CRI) and ctr (native) over berthd's socket. This file holds the command line and the
+//! dispatch; each area has its own module.
+
+mod containers;
+mod images;
+mod info;
+mod inspect;
+mod logs;
+mod namespaces;
+mod pods;
+mod run;
+mod stats;
+mod table;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use clap::{Parser, Subcommand};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "berthctl", version, about = "Talk to berthd")]
+struct Cli {
+    /// berthd's socket.
+    #[arg(long, global = true, default_value = "/run/berth/berth.sock", env = "BERTH_ADDRESS")]
+    address: PathBuf,
+    /// The same as --address, before the command only (`-a` after a command means --all).
+    #[arg(short = 'a', hide = true, value_name = "ADDRESS")]
+    address_short: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show berthd's version (CRI and native views).
+    Version,
+    /// Show runtime conditions and node facts (CRI Status, verbose).
+    Info,
+    /// Manage images (through the CRI, in the k8s.io namespace, like crictl).
+    #[command(alias = "image")]
+    Images {
+        #[command(subcommand)]
+        action: images::ImageAction,
+    },
+    /// Manage namespaces.
+    #[command(alias = "ns")]
+    Namespaces {
+        #[command(subcommand)]
+        action: namespaces::NamespaceAction,
+    },
+    /// List pod sandboxes.
+    Pods(pods::PodsArgs),
+    /// Stop pod sandboxes (their containers, network and namespaces).
+    Stopp {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Remove pod sandboxes and their containers.
+    Rmp {
+        /// Stop ready pods first instead of refusing to remove them.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// List containers (running ones unless -a).
+    Ps(containers::PsArgs),
+    /// Show a container's or pod's status as JSON.
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Print a container's log (the CRI log file on this node).
+    Logs(logs::LogsArgs),
+    /// Show containers' resource use.
+    Stats(stats::StatsArgs),
+    /// Run a command in a new pod, like `crictl run` built from flags.
+    Run(Box<run::RunArgs>),
+    /// Stop containers (the stop signal, then SIGKILL after --timeout).
+    Stop {
+        /// Seconds between the stop signal and SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        timeout: i64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Stop running containers first instead of refusing to remove them.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container and wait for it (no terminal, no stdin).
+    Exec {
+        /// Seconds before berthd kills the command; 0 waits for ever.
+        #[arg(long, default_value_t = 0)]
+        timeout: i64,
+        container: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+/// `key=value` from the command line.
+pub fn parse_key_value(pair: &str) -> anyhow::Result<(String, String)> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("{pair:?} is not key=value"),
+    }
+}
+
+/// The CRI client, with kubelet's 16 MiB message limit.
+pub fn runtime_client(channel: &Channel) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(channel.clone())
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20)
+}
+
+/// Runs a command; returns the process's exit code.
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let address = cli.address_short.unwrap_or(cli.address);
+    let channel: Channel = berth_proto::unix_channel::connect(&address)
+        .await
+        .with_context(|| format!("connect to berthd at {}", address.display()))?;
+    match cli.command {
+        Command::Version => info::version(&channel).await?,
+        Command::Info => info::info(&channel).await?,
+        Command::Images { action } => images::images(channel, action).await?,
+        Command::Namespaces { action } => namespaces::namespaces(channel, action).await?,
+        Command::Pods(args) => pods::list(&channel, args).await?,
+        Command::Stopp { pods } => pods::stop(&channel, &pods).await?,
+        Command::Rmp { force, pods } => pods::remove(&channel, &pods, force).await?,
+        Command::Ps(args) => containers::list(&channel, args).await?,
+        Command::Inspect { ids } => inspect::inspect(&channel, &ids).await?,
+        Command::Logs(args) => logs::logs(&channel, args).await?,
+        Command::Stats(args) => stats::stats(&channel, args).await?,
+        Command::Run(args) => return run::run(channel, *args).await,
+        Command::Stop { timeout, containers } => containers::stop(&channel, &containers, timeout).await?,
+        Command::Rm { force, containers } => containers::remove(&channel, &containers, force).await?,
+        Command::Exec { timeout, container, command } => {
+            return containers::exec(&channel, &container, command, timeout).await;
+        }
+    }
+    Ok(0)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start tokio")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            // gRPC errors carry their own code and message; show both plainly.
+            let mut chain: Vec<String> = e
+                .chain()
+                .map(|cause| match cause.downcast_ref::<tonic::Status>() {
+                    Some(status) => format!("{:?}: {}", status.code(), status.message()),
+                    None => cause.to_string(),
+                })
+                .collect();
+            chain.dedup();
+            eprintln!("berthctl: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A container's or process's exit code as a process exit code (the low 8 bits, as a shell
+/// sees it).
+pub fn exit_code(code: i32) -> u8 {
+    (code & 0xff) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(super::parse_key_value("a=b=c").unwrap(), ("a".to_string(), "b=c".to_string()));
+        assert!(super::parse_key_value("=v").is_err());
+        assert!(super::parse_key_value("novalue").is_err());
+    }
+}

@@ -11,6 +11,7 @@ use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::runtime_service_server::RuntimeService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::CRI_API_VERSION;
 use crate::cni::{first_network_config, network_readiness};
@@ -24,6 +25,20 @@ use crate::runtime::CriRuntime;
 const KUBELET_API_VERSION: &str = "0.1.0";
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The span of one CRI call: its name, and the pod and container it is about (filled in by
+/// the areas as they learn them), so every log line of the call carries them.
+fn call_span(rpc: &'static str, pod: &str, container: &str) -> tracing::Span {
+    let span =
+        tracing::info_span!("cri", rpc, pod = tracing::field::Empty, container = tracing::field::Empty);
+    if !pod.is_empty() {
+        span.record("pod", pod);
+    }
+    if !container.is_empty() {
+        span.record("container", container);
+    }
+    span
+}
 
 /// Items per message of the `Stream*` calls.
 const STREAM_BATCH: usize = 100;
@@ -154,7 +169,18 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        let pod_sandbox_id = self.runtime.run_pod_sandbox(request.into_inner()).await?;
+        let pod_sandbox_id = {
+            let request = request.into_inner();
+            let name = request
+                .config
+                .as_ref()
+                .and_then(|c| c.metadata.as_ref())
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            let span =
+                tracing::info_span!("cri", rpc = "RunPodSandbox", pod = tracing::field::Empty, name = %name);
+            self.runtime.run_pod_sandbox(request).instrument(span).await?
+        };
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -162,7 +188,10 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        self.runtime.stop_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+        {
+            let id = request.into_inner().pod_sandbox_id;
+            self.runtime.stop_pod_sandbox(&id).instrument(call_span("StopPodSandbox", &id, "")).await?
+        };
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -170,7 +199,10 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        self.runtime.remove_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+        {
+            let id = request.into_inner().pod_sandbox_id;
+            self.runtime.remove_pod_sandbox(&id).instrument(call_span("RemovePodSandbox", &id, "")).await?
+        };
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -211,7 +243,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        let container_id = self.runtime.create_container(request.into_inner()).await?;
+        let request = request.into_inner();
+        let span = call_span("CreateContainer", &request.pod_sandbox_id, "");
+        let container_id = self.runtime.create_container(request).instrument(span).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
@@ -219,7 +253,10 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        self.runtime.start_container(&request.into_inner().container_id).await?;
+        {
+            let id = request.into_inner().container_id;
+            self.runtime.start_container(&id).instrument(call_span("StartContainer", "", &id)).await?
+        };
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
@@ -228,7 +265,10 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let request = request.into_inner();
-        self.runtime.stop_container(&request.container_id, request.timeout).await?;
+        self.runtime
+            .stop_container(&request.container_id, request.timeout)
+            .instrument(call_span("StopContainer", "", &request.container_id))
+            .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -236,7 +276,10 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        self.runtime.remove_container(&request.into_inner().container_id).await?;
+        {
+            let id = request.into_inner().container_id;
+            self.runtime.remove_container(&id).instrument(call_span("RemoveContainer", "", &id)).await?
+        };
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
@@ -269,7 +312,11 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        self.runtime.update_container_resources(request.into_inner()).await?;
+        {
+            let request = request.into_inner();
+            let span = call_span("UpdateContainerResources", "", &request.container_id);
+            self.runtime.update_container_resources(request).instrument(span).await?
+        };
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
@@ -277,7 +324,13 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        self.runtime.reopen_container_log(&request.into_inner().container_id).await?;
+        {
+            let id = request.into_inner().container_id;
+            self.runtime
+                .reopen_container_log(&id)
+                .instrument(call_span("ReopenContainerLog", "", &id))
+                .await?
+        };
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
@@ -294,7 +347,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        Ok(Response::new(self.runtime.exec_sync(request.into_inner()).await?))
+        let request = request.into_inner();
+        let span = call_span("ExecSync", "", &request.container_id);
+        Ok(Response::new(self.runtime.exec_sync(request).instrument(span).await?))
     }
 
     async fn exec(&self, _request: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
@@ -404,7 +459,11 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        self.runtime.checkpoint_container(request.into_inner()).await?;
+        {
+            let request = request.into_inner();
+            let span = call_span("CheckpointContainer", "", &request.container_id);
+            self.runtime.checkpoint_container(request).instrument(span).await?
+        };
         Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 }

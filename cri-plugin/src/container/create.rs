@@ -99,8 +99,7 @@ impl CriRuntime {
         let name = container_name(&metadata, &sandbox.metadata());
         let id = new_id()?;
         self.container_names.reserve(&name, &id)?;
-        let span = tracing::info_span!("container", pod = %sandbox.id, container = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("container", id.as_str());
         let created = self
             .create_reserved(&id, &name, &sandbox, config, &image, &image_config, image_name, log_path)
             .await;

@@ -129,8 +129,7 @@ impl CriRuntime {
             return Err(Status::invalid_argument("ExecSync needs a command"));
         }
         let id = container.id.clone();
-        let span = tracing::info_span!("exec", pod = %container.sandbox_id, container = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let mut base = oci_spec::runtime::Spec::default();
         base.set_process(Some(container.process.clone()));
         let process = exec_process(&base, request.cmd.clone(), false)?;

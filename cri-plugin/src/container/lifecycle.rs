@@ -46,8 +46,7 @@ impl CriRuntime {
         let started = Instant::now();
         let container = self.container(id)?;
         let id = container.id.clone();
-        let span = tracing::info_span!("container", pod = %container.sandbox_id, container = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else {
             return Err(Status::not_found(format!("container {id:?} not found")));
@@ -213,8 +212,7 @@ impl CriRuntime {
             return Ok(());
         };
         let id = container.id.clone();
-        let span = tracing::info_span!("container", pod = %container.sandbox_id, container = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else { return Ok(()) };
         if container.state != ContainerState::Running {
@@ -260,8 +258,7 @@ impl CriRuntime {
         if container.state == ContainerState::Running {
             self.stop_container(&id, 0).await?;
         }
-        let span = tracing::info_span!("container", pod = %container.sandbox_id, container = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else { return Ok(()) };
         if container.state == ContainerState::Created {

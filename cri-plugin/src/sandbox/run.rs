@@ -77,13 +77,14 @@ impl CriRuntime {
             Start::Follower(receiver) => follow(receiver).await,
             Start::First(guard) => {
                 let this = self.clone();
-                tokio::spawn(async move {
+                let work = async move {
                     let outcome = this.create_sandbox(name, config, handler).await;
                     guard.finish(&outcome);
                     outcome
-                })
-                .await
-                .map_err(|e| Status::internal(format!("RunPodSandbox task: {e}")))?
+                };
+                tokio::spawn(tracing::Instrument::in_current_span(work))
+                    .await
+                    .map_err(|e| Status::internal(format!("RunPodSandbox task: {e}")))?
             }
         }
     }
@@ -97,8 +98,7 @@ impl CriRuntime {
         let started = Instant::now();
         let id = new_id()?;
         self.sandbox_names.reserve(&name, &id)?;
-        let span = tracing::info_span!("sandbox", pod = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("pod", id.as_str());
         let mut record = SandboxRecord {
             id: id.clone(),
             name: name.clone(),

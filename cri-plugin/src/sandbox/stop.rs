@@ -14,8 +14,7 @@ impl CriRuntime {
             return Ok(());
         };
         let id = sandbox.id.clone();
-        let span = tracing::info_span!("sandbox", pod = %id);
-        let _entered = span.enter();
+        tracing::Span::current().record("pod", id.as_str());
         for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == id) {
             self.stop_container(&container.id, 0).await?;
         }

@@ -20,7 +20,8 @@ pub trait Record: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 pub struct Records<T: Record> {
     kind: RecordKind,
     backend: Arc<dyn RecordStore>,
-    items: RwLock<HashMap<String, T>>,
+    /// Shared, so listing at 100 pods copies pointers, not records.
+    items: RwLock<HashMap<String, Arc<T>>>,
     writes: tokio::sync::Mutex<()>,
 }
 
@@ -35,7 +36,7 @@ impl<T: Record> Records<T> {
         for (id, bytes) in backend.list(kind).await? {
             match serde_json::from_slice::<T>(&bytes) {
                 Ok(record) => {
-                    items.insert(id, record);
+                    items.insert(id, Arc::new(record));
                 }
                 Err(e) => {
                     tracing::warn!(kind = kind.as_str(), %id, error = %e, "skipping a record that does not decode")
@@ -46,17 +47,17 @@ impl<T: Record> Records<T> {
     }
 
     pub fn get(&self, id: &str) -> Option<T> {
-        self.items.read().ok()?.get(id).cloned()
+        self.items.read().ok()?.get(id).map(|record| T::clone(record))
     }
 
     /// The record `wanted` names: its id or a unique prefix.
     pub fn resolve(&self, wanted: &str) -> Option<T> {
         let items = self.items.read().ok()?;
         let id = resolve_prefix(wanted, items.keys())?;
-        items.get(id).cloned()
+        items.get(id).map(|record| T::clone(record))
     }
 
-    pub fn list(&self) -> Vec<T> {
+    pub fn list(&self) -> Vec<Arc<T>> {
         self.items.read().map(|items| items.values().cloned().collect()).unwrap_or_default()
     }
 
@@ -78,7 +79,7 @@ impl<T: Record> Records<T> {
     pub async fn save(&self, record: T) -> Result<(), Status> {
         let _write = self.writes.lock().await;
         self.persist(&record).await?;
-        self.items.write().map_err(|_| poisoned())?.insert(record.id().to_string(), record);
+        self.items.write().map_err(|_| poisoned())?.insert(record.id().to_string(), Arc::new(record));
         Ok(())
     }
 
@@ -89,7 +90,7 @@ impl<T: Record> Records<T> {
         let Some(mut record) = self.get(id) else { return Ok(None) };
         change(&mut record);
         self.persist(&record).await?;
-        self.items.write().map_err(|_| poisoned())?.insert(id.to_string(), record.clone());
+        self.items.write().map_err(|_| poisoned())?.insert(id.to_string(), Arc::new(record.clone()));
         Ok(Some(record))
     }
 

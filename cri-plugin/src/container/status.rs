@@ -108,13 +108,8 @@ impl CriRuntime {
 
     pub fn list_containers(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
         let filter = filter.unwrap_or_default();
-        let mut items: Vec<_> = self
-            .containers
-            .list()
-            .iter()
-            .filter(|c| matches(c, &filter))
-            .map(ContainerRecord::to_cri)
-            .collect();
+        let mut items: Vec<_> =
+            self.containers.list().iter().filter(|c| matches(c, &filter)).map(|c| c.to_cri()).collect();
         items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         items
     }

@@ -109,7 +109,7 @@ impl CriRuntime {
     pub fn list_pod_sandboxes(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
         let filter = filter.unwrap_or_default();
         let mut items: Vec<_> =
-            self.sandboxes.list().iter().filter(|s| matches(s, &filter)).map(SandboxRecord::to_cri).collect();
+            self.sandboxes.list().iter().filter(|s| matches(s, &filter)).map(|s| s.to_cri()).collect();
         items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         items
     }

@@ -20,7 +20,7 @@ use super::metrics::PullMetrics;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::reference::ImageReference;
 use super::registry::{EndpointClient, registry_error};
-use super::unpack::{LayerUnpack, stack_layer, unpack_detached, unpack_layer};
+use super::unpack::{Detached, LayerUnpack, stack_layer, unpack_detached, unpack_layer};
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, Result};
 use crate::gc::GarbageCollector;
@@ -577,14 +577,16 @@ impl PullerInner {
     }
 
     /// Stacks layer `i`, unpacked apart (`key`), onto layers `0..i`.
-    async fn stack(&self, key: Option<String>, i: usize, snapshot_names: &[String]) -> Result<()> {
-        let Some(key) = key else { return Ok(()) };
+    async fn stack(&self, layer: Option<Detached>, i: usize, snapshot_names: &[String]) -> Result<()> {
+        let Some(layer) = layer else { return Ok(()) };
         let snapshotter = self.snapshotter.clone();
         let name = snapshot_names[i].clone();
         let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
-        tokio::task::spawn_blocking(move || stack_layer(snapshotter.as_ref(), &key, &name, parent.as_deref()))
-            .await
-            .map_err(|e| Error::Internal(format!("stack task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            stack_layer(snapshotter.as_ref(), &layer, &name, parent.as_deref())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("stack task: {e}")))?
     }
 
     /// Records a committed blob in the namespace and the lease (off the async workers).
@@ -661,7 +663,7 @@ struct DetachedUnpack {
 
 impl DetachedUnpack {
     /// Unpacks the layer; `None` when its snapshot exists already.
-    async fn run(self) -> Result<Option<String>> {
+    async fn run(self) -> Result<Option<Detached>> {
         let _slot =
             self.slots.acquire_owned().await.map_err(|_| Error::Internal("unpack slots closed".into()))?;
         let started = Instant::now();

@@ -385,9 +385,10 @@ impl Service {
                     p.status.name()
                 )));
             }
+            let spec = p.spec.clone().ok_or_else(|| no_process(id, exec_id))?;
             p.starting = true;
             let container_spec = container::read_spec(&bundle);
-            (p.stdio.clone(), p.spec.clone().unwrap_or_default(), bundle, container_spec)
+            (p.stdio.clone(), spec, bundle, container_spec)
         };
         let result = async {
             let mut prepared = PreparedIo::prepare(&cfg).await?;
@@ -819,14 +820,12 @@ impl Task for Service {
 
     async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TResult<Empty> {
         valid_id(&req.exec_id, "exec id")?;
-        let mut spec: serde_json::Value = match req.spec.as_ref() {
+        let mut spec: oci_spec::runtime::Process = match req.spec.as_ref() {
             Some(a) => serde_json::from_slice(&a.value)
-                .map_err(|e| Error::InvalidArgument(format!("exec spec is not a JSON OCI process: {e}")))?,
+                .map_err(|e| Error::InvalidArgument(format!("exec spec is not an OCI process: {e}")))?,
             None => return Err(Error::InvalidArgument("exec needs a process spec".into()).into()),
         };
-        if let Some(obj) = spec.as_object_mut() {
-            obj.insert("terminal".into(), serde_json::Value::Bool(req.terminal));
-        }
+        spec.set_terminal(Some(req.terminal));
         let mut st = self.lock()?;
         let c = st.containers.get_mut(&req.id).ok_or_else(|| not_created(&req.id))?;
         if c.execs.contains_key(&req.exec_id) {

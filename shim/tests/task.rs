@@ -557,6 +557,14 @@ async fn an_exec_named_init_leaves_the_inits_pid_file_alone() {
     let init_pid_file = bundle.join("init.pid");
     let shim_pid_file = bundle.join("shim.pid");
     let shim_pid = std::fs::read_to_string(&shim_pid_file).unwrap();
+    // The exec spec is read as a typed OCI process: a malformed one is refused.
+    let mut bad = exec_request(id, "bad", &["true"]);
+    bad.spec = any_json(
+        "types.containerd.io/opencontainers/runtime-spec/1/Process",
+        &serde_json::json!({"args": "true", "cwd": "/", "user": {"uid": 0, "gid": 0}}),
+    );
+    let e = task.exec(ctx(), &bad).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{}", message(&e));
     for exec_id in ["init", "shim"] {
         task.exec(ctx(), &exec_request(id, exec_id, &["true"])).await.unwrap();
         let process = |r: &mut api::StartRequest| {

@@ -48,8 +48,8 @@ pub struct Process {
     pub exit: Option<ExitRecord>,
     pub wait: watch::Sender<Option<ExitRecord>>,
     pub io: Option<ProcessIo>,
-    /// An exec's OCI process spec (JSON), set at Exec.
-    pub spec: Option<serde_json::Value>,
+    /// An exec's OCI process spec, set at Exec.
+    pub spec: Option<oci_spec::runtime::Process>,
     /// Start is in progress: exits for this pid are held until the start event is out.
     pub starting: bool,
     pub deferred_exit: Option<Exit>,

@@ -429,7 +429,14 @@ async fn delete_action_after_shim_sigkill() {
     let shim_pid = *env.shim_pids.last().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim_pid as i32), nix::sys::signal::Signal::SIGKILL)
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Polled: the shim is gone once its process is (or is only a zombie).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{shim_pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    {
+        assert!(std::time::Instant::now() < deadline, "the shim did not die");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(env.runc_has(id), "the container survives its shim");
     let out = std::process::Command::new(SHIM)
         .args(["-namespace", NS, "-address", &env.address, "-publish-binary", "/bin/true", "-id", id])
@@ -557,6 +564,14 @@ async fn an_exec_named_init_leaves_the_inits_pid_file_alone() {
     let init_pid_file = bundle.join("init.pid");
     let shim_pid_file = bundle.join("shim.pid");
     let shim_pid = std::fs::read_to_string(&shim_pid_file).unwrap();
+    // The exec spec is read as a typed OCI process: a malformed one is refused.
+    let mut bad = exec_request(id, "bad", &["true"]);
+    bad.spec = any_json(
+        "types.containerd.io/opencontainers/runtime-spec/1/Process",
+        &serde_json::json!({"args": "true", "cwd": "/", "user": {"uid": 0, "gid": 0}}),
+    );
+    let e = task.exec(ctx(), &bad).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{}", message(&e));
     for exec_id in ["init", "shim"] {
         task.exec(ctx(), &exec_request(id, exec_id, &["true"])).await.unwrap();
         let process = |r: &mut api::StartRequest| {

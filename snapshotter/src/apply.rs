@@ -47,7 +47,38 @@ pub struct ApplyStats {
 /// Unpacks the uncompressed layer `tar` into `target`. The whole stream is read, trailing
 /// padding included, so a digesting reader around it sees every byte.
 pub fn apply_layer(tar: impl Read, target: &Path, mode: WhiteoutMode) -> Result<ApplyStats> {
-    Applier::new(target, mode, Vec::new()).run(tar)
+    Applier::new(target, mode, Vec::new()).run(tar).map(|(stats, _)| stats)
+}
+
+/// Unpacks `tar` into `target` with no lower layers to look at (a layer unpacked apart, to be
+/// stacked later), and returns, besides the stats, the directories the layer used without
+/// listing them: made root-owned 0755 here, they must take the attributes of the same
+/// directory in the layers below once those are known ([`adopt_implied_dirs`]).
+pub fn apply_layer_detached(tar: impl Read, target: &Path) -> Result<(ApplyStats, Vec<PathBuf>)> {
+    Applier::new(target, WhiteoutMode::Overlay, Vec::new()).run(tar)
+}
+
+/// Gives the directories `implied` (relative to the layer's `upper`, as
+/// [`apply_layer_detached`] returned them) the owner, mode, times and xattrs of the same
+/// directory in the nearest of `lowers` (nearest first) that has it, as an overlay copy-up
+/// (and a layer applied onto its lowers) would. Directories no lower has keep root 0755.
+pub fn adopt_implied_dirs(upper: &Path, implied: &[PathBuf], lowers: &[PathBuf]) -> Result<()> {
+    let applier = Applier::new(upper, WhiteoutMode::Overlay, lowers.to_vec());
+    for rel in implied {
+        let comps: Vec<&OsStr> = rel.iter().collect();
+        let Some((lower, md)) = applier.lower_dir(&comps)? else { continue };
+        let Some(path) =
+            paths::existing_dir(upper, &comps).context(|| format!("resolving {}", rel.display()))?
+        else {
+            continue;
+        };
+        attrs::lchown(&path, md.uid(), md.gid())?;
+        attrs::copy_xattrs(&lower, &path, |n| !attrs::is_overlay_private(n))?;
+        let dir = attrs::open_dir_nofollow(&path).context(|| format!("opening {}", path.display()))?;
+        attrs::fchmod(&dir, md.mode(), &path)?;
+        attrs::fset_times(&dir, Times::of(&md), &path)?;
+    }
+    Ok(())
 }
 
 /// Unpacks a layer into the snapshot `mounts` describe, without mounting them: into the
@@ -72,12 +103,14 @@ pub fn apply_layer_to_mounts(tar: impl Read, mounts: &[Mount]) -> Result<ApplySt
                 .option_value("lowerdir")
                 .map(|l| l.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
                 .unwrap_or_default();
-            Applier::new(Path::new(upper), WhiteoutMode::Overlay, lowers).run(tar)
+            Applier::new(Path::new(upper), WhiteoutMode::Overlay, lowers).run(tar).map(|(s, _)| s)
         }
         "bind" if mount.is_read_only() => {
             Err(Error::InvalidArgument(format!("bind mount of {} is read-only", mount.source)))
         }
-        "bind" => Applier::new(Path::new(&mount.source), WhiteoutMode::Delete, Vec::new()).run(tar),
+        "bind" => {
+            Applier::new(Path::new(&mount.source), WhiteoutMode::Delete, Vec::new()).run(tar).map(|(s, _)| s)
+        }
         other => Err(Error::InvalidArgument(format!("cannot apply a layer to a {other:?} mount"))),
     }
 }
@@ -106,6 +139,9 @@ struct Applier {
     written: HashSet<PathBuf>,
     /// Directories whose mode and times are set last, deepest first.
     dirs: HashMap<PathBuf, DirMeta>,
+    /// Directories made for entries below them, with no lower layer to copy: the layer never
+    /// listed them (an explicit entry later takes one off).
+    implied: Vec<PathBuf>,
     /// A directory (relative) already walked and known safe; reset when anything is removed.
     verified: Option<PathBuf>,
     buf: Vec<u8>,
@@ -122,13 +158,14 @@ impl Applier {
             lowers,
             written: HashSet::new(),
             dirs: HashMap::new(),
+            implied: Vec::new(),
             verified: None,
             buf: vec![0; COPY_BUFFER],
             stats: ApplyStats::default(),
         }
     }
 
-    fn run(mut self, tar: impl Read) -> Result<ApplyStats> {
+    fn run(mut self, tar: impl Read) -> Result<(ApplyStats, Vec<PathBuf>)> {
         let mut archive = tar::Archive::new(tar);
         let entries = archive.entries().context(|| "reading layer tar".to_string())?;
         for entry in entries {
@@ -140,7 +177,7 @@ impl Applier {
         io::copy(&mut archive.into_inner(), &mut io::sink()).context(|| "reading layer tar".to_string())?;
         let (entries, bytes) = (self.stats.entries, self.stats.bytes);
         tracing::debug!(root = %self.root.display(), entries, bytes, "layer applied");
-        Ok(self.stats)
+        Ok((self.stats, self.implied))
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
@@ -255,6 +292,7 @@ impl Applier {
         attrs::lchown(path, meta.uid, meta.gid)?;
         self.set_xattrs(XattrTarget::Path, path, meta)?;
         self.dirs.insert(rel.to_path_buf(), DirMeta { mode: meta.mode, times: Some(meta.times) });
+        self.implied.retain(|implied| implied != rel);
         Ok(())
     }
 
@@ -353,6 +391,8 @@ impl Applier {
             attrs::lchown(&path, md.uid(), md.gid())?;
             attrs::copy_xattrs(&lower, &path, |n| !attrs::is_overlay_private(n))?;
             meta = DirMeta { mode: md.mode(), times: Some(Times::of(&md)) };
+        } else {
+            self.implied.push(rel.to_path_buf());
         }
         self.dirs.insert(rel.to_path_buf(), meta);
         Ok(())

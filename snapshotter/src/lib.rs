@@ -27,7 +27,9 @@ mod whiteout;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-pub use apply::{ApplyStats, WhiteoutMode, apply_layer, apply_layer_to_mounts};
+pub use apply::{
+    ApplyStats, WhiteoutMode, adopt_implied_dirs, apply_layer, apply_layer_detached, apply_layer_to_mounts,
+};
 pub use error::{Code, Error, Result};
 pub use mount::{Mount, mount_all, unmount};
 pub use native::NativeSnapshotter;
@@ -98,8 +100,18 @@ pub trait Snapshotter: Send + Sync {
     /// stacked in order when committed.
     fn can_stack(&self) -> bool;
     /// Commits the parentless active snapshot `key` as `name` on top of the committed
-    /// `parent`.
-    fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>, labels: Labels) -> Result<()>;
+    /// `parent`. `implied` are the directories the layer used without listing them (as
+    /// [`apply_layer_detached`] returns them): they first take the attributes of the same
+    /// directory in `parent`'s layers, so the stack shows what applying the layer onto its
+    /// parent would have.
+    fn commit_onto(
+        &self,
+        name: &str,
+        key: &str,
+        parent: Option<&str>,
+        implied: &[std::path::PathBuf],
+        labels: Labels,
+    ) -> Result<()>;
     fn remove(&self, key: &str) -> Result<()>;
 
     /// The mounts of an active snapshot or view (`FailedPrecondition` for committed ones).

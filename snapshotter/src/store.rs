@@ -195,7 +195,14 @@ impl Store {
     }
 
     /// Commits a parentless active snapshot on top of the committed `parent`.
-    pub fn commit_onto(&self, name: &str, key: &str, parent: Option<&str>, labels: Labels) -> Result<()> {
+    pub fn commit_onto(
+        &self,
+        name: &str,
+        key: &str,
+        parent: Option<&str>,
+        implied: &[PathBuf],
+        labels: Labels,
+    ) -> Result<()> {
         if !self.layout.stacks_layers() {
             return Err(Error::FailedPrecondition(format!(
                 "the {} snapshotter cannot stack layers unpacked on their own",
@@ -204,6 +211,16 @@ impl Store {
         }
         validate_key(name, "committed snapshot name")?;
         let active = self.get(key)?;
+        if let Some(parent) = parent
+            && !implied.is_empty()
+        {
+            let parent = self.get(parent)?;
+            let lowers: Vec<PathBuf> = std::iter::once(parent.id)
+                .chain(parent.parent_ids.iter().copied())
+                .map(|id| self.dir(id).join("fs"))
+                .collect();
+            crate::apply::adopt_implied_dirs(&self.dirs(&active).fs, implied, &lowers)?;
+        }
         let usage = disk_usage(&self.dirs(&active).fs)?;
         let committed = self.meta.commit_active_onto(name, key, labels, usage, parent)?;
         tracing::debug!(name, key, ?parent, id = committed.id, "layer stacked");
@@ -355,9 +372,10 @@ macro_rules! snapshotter_via_store {
                 name: &str,
                 key: &str,
                 parent: Option<&str>,
+                implied: &[std::path::PathBuf],
                 labels: $crate::Labels,
             ) -> $crate::Result<()> {
-                self.$field.commit_onto(name, key, parent, labels)
+                self.$field.commit_onto(name, key, parent, implied, labels)
             }
             fn remove(&self, key: &str) -> $crate::Result<()> {
                 self.$field.remove(key)

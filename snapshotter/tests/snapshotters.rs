@@ -220,7 +220,7 @@ fn overlay_stacks_layers_unpacked_apart_and_native_refuses() {
         let top_mounts = s.prepare("extract-top", None, Labels::new()).unwrap();
         let base_mounts = s.prepare("extract-base", None, Labels::new()).unwrap();
         if !s.can_stack() {
-            let err = s.commit_onto("base", "extract-base", None, Labels::new()).unwrap_err();
+            let err = s.commit_onto("base", "extract-base", None, &[], Labels::new()).unwrap_err();
             assert_eq!(err.code(), Code::FailedPrecondition, "{}: {err}", s.name());
             continue;
         }
@@ -238,10 +238,10 @@ fn overlay_stacks_layers_unpacked_apart_and_native_refuses() {
         )
         .unwrap();
         // Stacked in order at commit: base first, then top onto it.
-        let err = s.commit_onto("top", "extract-top", Some("base"), Labels::new()).unwrap_err();
+        let err = s.commit_onto("top", "extract-top", Some("base"), &[], Labels::new()).unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "the parent must be committed first");
-        s.commit_onto("base", "extract-base", None, Labels::new()).unwrap();
-        s.commit_onto("top", "extract-top", Some("base"), Labels::new()).unwrap();
+        s.commit_onto("base", "extract-base", None, &[], Labels::new()).unwrap();
+        s.commit_onto("top", "extract-top", Some("base"), &[], Labels::new()).unwrap();
         let top = s.stat("top").unwrap();
         assert_eq!(top.parent.as_deref(), Some("base"));
         assert_eq!(top.kind, Kind::Committed);
@@ -253,4 +253,78 @@ fn overlay_stacks_layers_unpacked_apart_and_native_refuses() {
         // The base cannot go while the top stands on it.
         assert_eq!(s.remove("base").unwrap_err().code(), Code::FailedPrecondition);
     }
+}
+
+/// A base layer with owned, private directories, and a layer that writes inside them (and
+/// into a directory no layer has) without listing any of them.
+fn layers_with_implied_dirs() -> (Layer, Layer) {
+    let mut base = Layer::default();
+    (base.uid, base.gid) = (1000, 1000);
+    base.entry(tar::EntryType::Directory, "app", "", 0o700, b"");
+    base.entry(tar::EntryType::Directory, "app/data", "", 0o2750, b"");
+    base.file("app/data/old", b"old");
+    let mut top = Layer::default();
+    top.file("app/data/new", b"new");
+    top.file("fresh/sub/x", b"x");
+    (base, top)
+}
+
+/// (mode, uid, gid, mtime) of `rel` in `fs`.
+fn attributes(fs: &Path, rel: &str) -> (u32, u32, u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(fs.join(rel)).unwrap();
+    (md.mode() & 0o7777, md.uid(), md.gid(), md.mtime())
+}
+
+/// The `fs` directory of committed snapshot `name` (the top of a view's lowers).
+fn committed_fs(s: &dyn Snapshotter, view: &str, name: &str) -> std::path::PathBuf {
+    let mounts = s.view(view, Some(name), Labels::new()).unwrap();
+    let lowers = mounts[0].option_value("lowerdir").map(str::to_string);
+    std::path::PathBuf::from(
+        lowers.as_deref().map_or(mounts[0].source.as_str(), |l| l.split(':').next().unwrap()),
+    )
+}
+
+#[test]
+fn stacked_layers_give_implied_directories_their_lowers_attributes_as_applying_in_order_does() {
+    if !common::is_root() {
+        println!("SKIPPED stacked_layers_give_implied_directories…: needs root (chown)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path());
+    let s = OverlaySnapshotter::open(&dir.path().join("overlayfs"), db.clone()).unwrap();
+
+    // In order: the top layer is applied onto its parent's mounts.
+    let (base, top) = layers_with_implied_dirs();
+    apply(&s, "seq-base-key", None, "seq-base", base);
+    apply(&s, "seq-top-key", Some("seq-base"), "seq-top", top);
+
+    // Stacked: each layer unpacked apart, then committed onto its parent.
+    let (base, top) = layers_with_implied_dirs();
+    let source = |mounts: &[berth_snapshotter::Mount]| std::path::PathBuf::from(&mounts[0].source);
+    let base_mounts = s.prepare("st-base-key", None, Labels::new()).unwrap();
+    let top_mounts = s.prepare("st-top-key", None, Labels::new()).unwrap();
+    let (_, base_implied) =
+        berth_snapshotter::apply_layer_detached(base.into_bytes().as_slice(), &source(&base_mounts)).unwrap();
+    let (_, top_implied) =
+        berth_snapshotter::apply_layer_detached(top.into_bytes().as_slice(), &source(&top_mounts)).unwrap();
+    assert!(base_implied.is_empty(), "{base_implied:?}");
+    assert_eq!(top_implied.len(), 4, "app, app/data, fresh, fresh/sub: {top_implied:?}");
+    s.commit_onto("st-base", "st-base-key", None, &base_implied, Labels::new()).unwrap();
+    s.commit_onto("st-top", "st-top-key", Some("st-base"), &top_implied, Labels::new()).unwrap();
+
+    let sequential = committed_fs(&s, "seq-view", "seq-top");
+    let stacked = committed_fs(&s, "st-view", "st-top");
+    for rel in ["app", "app/data"] {
+        assert_eq!(attributes(&stacked, rel), attributes(&sequential, rel), "{rel}");
+    }
+    // No layer has these: root 0755 both ways (made when applied, so their times differ).
+    for rel in ["fresh", "fresh/sub"] {
+        let (mode, uid, gid, _) = attributes(&stacked, rel);
+        let (want_mode, want_uid, want_gid, _) = attributes(&sequential, rel);
+        assert_eq!((mode, uid, gid), (want_mode, want_uid, want_gid), "{rel}");
+    }
+    let (mode, uid, gid, _) = attributes(&stacked, "app/data");
+    assert_eq!((mode, uid, gid), (0o2750, 1000, 1000));
 }

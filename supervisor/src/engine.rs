@@ -59,6 +59,10 @@ impl Engine {
             snapshotters.insert(snapshotter.name().to_string(), snapshotter);
         }
         let gc = GarbageCollector::new(meta.clone(), content.clone(), snapshotters.clone());
+        if crate::images::pull::release_dead_pulls(&meta)? > 0 {
+            // What they held goes at the first collection, not in ten minutes.
+            gc.collect_soon();
+        }
         let unpack_into = snapshotters.get(&config.images.snapshotter).cloned().ok_or_else(|| {
             crate::error::Error::Config(format!("no snapshotter {:?}", config.images.snapshotter))
         })?;

@@ -19,13 +19,30 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-/// Returns from the test, printing why, when [`missing`] finds a reason.
+/// The test's path (`tasks::a_test`) from the type name of a function declared in it.
+pub fn test_name(marker: &str) -> String {
+    marker.trim_end_matches("::here").replace("::{{closure}}", "")
+}
+
+/// Returns from the test, printing why (`SKIPPED <crate>::<test>: <reason>`, which
+/// `scripts/test` counts), when [`missing`] finds a reason.
 #[macro_export]
 macro_rules! skip_unless {
     (root: $root:expr, tools: [$($tool:expr),* $(,)?]) => {
         if let Some(reason) = $crate::skip::missing($root, &[$($tool),*]) {
-            eprintln!("SKIPPED {}: {}", module_path!(), reason);
+            fn here() {}
+            eprintln!("SKIPPED {}: {}", $crate::skip::test_name(std::any::type_name_of_val(&here)), reason);
             return;
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn skip_lines_name_the_test() {
+        fn here() {}
+        let name = super::test_name(std::any::type_name_of_val(&here));
+        assert_eq!(name, "berth_tests::skip::tests::skip_lines_name_the_test");
+    }
 }

@@ -173,7 +173,9 @@ async fn a_container_that_exits_while_berthd_is_down_reports_its_real_exit_code(
         ctr_at(&berthd.paths.socket, &["run", "-d", &image, "short", "sh", "-c", "sleep 2; exit 3"]);
     assert!(ok, "{out}");
     berthd.kill().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The container ends while berthd is down: its shim records the exit in the bundle.
+    let exit_file = berthd.paths.state.join("tasks/default/short/exit");
+    assert!(wait_until(Duration::from_secs(20), || async { exit_file.is_file() }).await, "no exit recorded");
     berthd.restart().await;
     let (status, _, exit) = task_state(&berthd, "short").await.unwrap();
     assert_eq!(status, ProcessStatus::Stopped as i32);
@@ -195,11 +197,25 @@ async fn sigkill_berthd_while_ten_containers_log_loses_nothing() {
         assert!(ok, "{out}");
         pids.push(task_state(&berthd, &id).await.unwrap().1);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lines = |n: usize| {
+        let path = logs.path().join(format!("logger{n}.log"));
+        std::fs::read_to_string(path).map(|text| text.lines().count()).unwrap_or(0)
+    };
+    // Each logs a while before, while and after berthd is down (polled, not slept).
+    let all_grow_by = |counts: Vec<usize>, by: usize| {
+        let lines = &lines;
+        wait_until(Duration::from_secs(20), move || {
+            let counts = counts.clone();
+            async move { counts.iter().enumerate().all(|(n, before)| lines(n) >= before + by) }
+        })
+    };
+    assert!(all_grow_by(vec![0; 10], 10).await, "containers do not log");
     berthd.kill().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_kill: Vec<usize> = (0..10).map(lines).collect();
+    assert!(all_grow_by(at_kill, 20).await, "logs stopped while berthd was down");
     berthd.restart().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_restart: Vec<usize> = (0..10).map(lines).collect();
+    assert!(all_grow_by(at_restart, 15).await, "logs stopped after berthd came back");
 
     for (n, pid) in pids.iter().enumerate() {
         let id = format!("logger{n}");

@@ -152,10 +152,25 @@ impl CriImageStore {
         Ok(found)
     }
 
-    /// Disk used by content and snapshots.
+    /// Disk used by content and snapshots: committed layers by the usage recorded when they
+    /// were committed (kubelet asks every 10 s; the layers do not change), only writable
+    /// snapshots measured.
     fn usage_blocking(&self) -> Result<FilesystemUsage> {
         let (content_bytes, content_inodes) = self.engine.content.usage()?;
-        let (snapshot_bytes, snapshot_inodes) = disk_usage(&self.engine.config.root.join("snapshots"));
+        let (mut snapshot_bytes, mut snapshot_inodes) = (0, 0);
+        for snapshotter in self.engine.snapshotters.values() {
+            for info in snapshotter.walk(None).map_err(crate::images::unpack::snapshot_error)? {
+                match snapshotter.usage(&info.name) {
+                    Ok(usage) => {
+                        snapshot_bytes += usage.bytes;
+                        snapshot_inodes += usage.inodes;
+                    }
+                    // Removed since the walk.
+                    Err(e) if e.code() == berth_snapshotter::Code::NotFound => {}
+                    Err(e) => return Err(crate::images::unpack::snapshot_error(e)),
+                }
+            }
+        }
         Ok(FilesystemUsage {
             mountpoint: self.engine.config.root.display().to_string(),
             used_bytes: content_bytes + snapshot_bytes,

@@ -20,7 +20,7 @@ use super::metrics::PullMetrics;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::reference::ImageReference;
 use super::registry::{EndpointClient, registry_error};
-use super::unpack::{LayerUnpack, stack_layer, unpack_detached, unpack_layer};
+use super::unpack::{Detached, LayerUnpack, stack_layer, unpack_detached, unpack_layer};
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, Result};
 use crate::gc::GarbageCollector;
@@ -28,6 +28,26 @@ use crate::metadata::{EXPIRE_LABEL, ImageRecord, LeaseResource, MetadataStore, T
 
 /// How long a pull's lease protects its content if berthd dies mid-pull.
 const PULL_LEASE: Duration = Duration::from_secs(3600);
+/// The id prefix of a pull's lease.
+const PULL_LEASE_PREFIX: &str = "berth-pull-";
+
+/// Releases the leases of pulls a berthd that died left behind: a starting berthd has no pull
+/// in flight, so they would only pin what those pulls fetched (an hour, until they expire).
+/// What an image uses stays through the image; the rest goes at the next collection, and a
+/// retried pull resumes from whatever ingests remain. Returns how many were released.
+pub fn release_dead_pulls(meta: &MetadataStore) -> Result<usize> {
+    let mut released = 0;
+    for (namespace, lease) in meta.list_leases(None)? {
+        if lease.id.starts_with(PULL_LEASE_PREFIX) {
+            meta.delete_lease(&namespace, &lease.id)?;
+            released += 1;
+        }
+    }
+    if released > 0 {
+        tracing::info!(released, "released the leases of pulls cut short by the last berthd");
+    }
+    Ok(released)
+}
 
 /// Settings of the puller.
 #[derive(Debug, Clone)]
@@ -143,7 +163,7 @@ impl PullerInner {
     ) -> Result<PulledImage> {
         let started = Instant::now();
         self.metrics.started.inc();
-        let lease = format!("berth-pull-{}", nanos());
+        let lease = format!("{PULL_LEASE_PREFIX}{}", nanos());
         let expiry = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + PULL_LEASE).to_string();
         let labels = HashMap::from([(EXPIRE_LABEL.to_string(), expiry)]);
         let (ns, id) = (namespace.to_string(), lease.clone());
@@ -577,14 +597,16 @@ impl PullerInner {
     }
 
     /// Stacks layer `i`, unpacked apart (`key`), onto layers `0..i`.
-    async fn stack(&self, key: Option<String>, i: usize, snapshot_names: &[String]) -> Result<()> {
-        let Some(key) = key else { return Ok(()) };
+    async fn stack(&self, layer: Option<Detached>, i: usize, snapshot_names: &[String]) -> Result<()> {
+        let Some(layer) = layer else { return Ok(()) };
         let snapshotter = self.snapshotter.clone();
         let name = snapshot_names[i].clone();
         let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
-        tokio::task::spawn_blocking(move || stack_layer(snapshotter.as_ref(), &key, &name, parent.as_deref()))
-            .await
-            .map_err(|e| Error::Internal(format!("stack task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            stack_layer(snapshotter.as_ref(), &layer, &name, parent.as_deref())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("stack task: {e}")))?
     }
 
     /// Records a committed blob in the namespace and the lease (off the async workers).
@@ -661,7 +683,7 @@ struct DetachedUnpack {
 
 impl DetachedUnpack {
     /// Unpacks the layer; `None` when its snapshot exists already.
-    async fn run(self) -> Result<Option<String>> {
+    async fn run(self) -> Result<Option<Detached>> {
         let _slot =
             self.slots.acquire_owned().await.map_err(|_| Error::Internal("unpack slots closed".into()))?;
         let started = Instant::now();
@@ -690,4 +712,21 @@ impl DetachedUnpack {
 fn guess_media_type(bytes: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     if value.get("manifests").is_some() { oci::OCI_INDEX.to_string() } else { oci::OCI_MANIFEST.to_string() }
+}
+
+#[cfg(test)]
+mod dead_pull_tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_berthd_releases_only_the_leases_of_dead_pulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetadataStore::open(dir.path()).unwrap();
+        meta.create_lease("k8s.io", "berth-pull-1", HashMap::new()).unwrap();
+        meta.create_lease("default", "berth-pull-2", HashMap::new()).unwrap();
+        meta.create_lease("default", "a-client-lease", HashMap::new()).unwrap();
+        assert_eq!(release_dead_pulls(&meta).unwrap(), 2);
+        let left: Vec<String> = meta.list_leases(None).unwrap().into_iter().map(|(_, l)| l.id).collect();
+        assert_eq!(left, ["a-client-lease"]);
+    }
 }

@@ -219,6 +219,16 @@ pub fn unpack_layer(
     applied
 }
 
+/// A layer unpacked apart, waiting to be stacked onto its parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detached {
+    /// Key of its active snapshot.
+    pub key: String,
+    /// Directories the layer used without listing them: they take their attributes from the
+    /// layers below when stacked.
+    pub implied: Vec<std::path::PathBuf>,
+}
+
 /// Unpacks a layer into its own parentless active snapshot `key`, overlay style, for a
 /// snapshotter that stacks layers ([`Snapshotter::can_stack`]); the caller commits it onto its
 /// parent later. Returns `None` when the layer's snapshot exists already.
@@ -226,15 +236,18 @@ pub fn unpack_detached(
     snapshotter: &dyn Snapshotter,
     content: &ContentStore,
     layer: &LayerUnpack<'_>,
-) -> Result<Option<String>> {
+) -> Result<Option<Detached>> {
     if snapshotter.stat(layer.name).is_ok() {
         return Ok(None);
     }
     let labels = Labels::from([("containerd.io/snapshot.ref".to_string(), layer.name.to_string())]);
     let mounts = snapshotter.prepare(layer.key, None, labels).map_err(snapshot_error)?;
     let target = std::path::PathBuf::from(mounts.first().map(|m| m.source.as_str()).unwrap_or_default());
+    let mut implied = Vec::new();
     let applied = apply_blob_with(content, layer.blob, layer.media_type, |tar| {
-        berth_snapshotter::apply_layer(tar, &target, berth_snapshotter::WhiteoutMode::Overlay)
+        let (stats, dirs) = berth_snapshotter::apply_layer_detached(tar, &target)?;
+        implied = dirs;
+        Ok(stats)
     })
     .and_then(|(digest, _)| {
         if digest.to_string() != layer.diff_id {
@@ -243,7 +256,7 @@ pub fn unpack_detached(
                 layer.blob, layer.diff_id
             )));
         }
-        Ok(Some(layer.key.to_string()))
+        Ok(Some(Detached { key: layer.key.to_string(), implied: std::mem::take(&mut implied) }))
     });
     if applied.is_err() {
         let _ = snapshotter.remove(layer.key);
@@ -253,8 +266,14 @@ pub fn unpack_detached(
 
 /// Commits a layer unpacked apart onto the layers below it; a snapshot that appeared
 /// meanwhile (another pull of the same layers) wins, and ours goes.
-pub fn stack_layer(snapshotter: &dyn Snapshotter, key: &str, name: &str, parent: Option<&str>) -> Result<()> {
-    match snapshotter.commit_onto(name, key, parent, Labels::new()) {
+pub fn stack_layer(
+    snapshotter: &dyn Snapshotter,
+    layer: &Detached,
+    name: &str,
+    parent: Option<&str>,
+) -> Result<()> {
+    let key = layer.key.as_str();
+    match snapshotter.commit_onto(name, key, parent, &layer.implied, Labels::new()) {
         Ok(()) => Ok(()),
         Err(e) if e.code() == berth_snapshotter::Code::AlreadyExists => {
             let _ = snapshotter.remove(key);

@@ -20,23 +20,21 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// Adjusts an OCI spec before a shim sees it: `oomScoreAdj` values this node would refuse are
-/// clamped (runc would fail the container otherwise).
+/// clamped (runc would fail the container otherwise). The spec is read and written as
+/// `oci-spec`'s typed [`Spec`](oci_spec::runtime::Spec).
 pub fn prepare_spec(spec: &[u8], oom: &OomScoreAdjPolicy) -> Result<Vec<u8>> {
-    let mut document: serde_json::Value = serde_json::from_slice(spec)
-        .map_err(|e| Error::InvalidArgument(format!("the container's OCI spec is not valid JSON: {e}")))?;
-    if !document.is_object() {
-        return Err(Error::InvalidArgument("the container's OCI spec is not a JSON object".to_string()));
-    }
-    if let Some(adj) = document.pointer_mut("/process/oomScoreAdj")
-        && let Some(requested) = adj.as_i64()
+    let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(spec)
+        .map_err(|e| Error::InvalidArgument(format!("the container's OCI spec is not valid: {e}")))?;
+    if let Some(process) = spec.process_mut()
+        && let Some(requested) = process.oom_score_adj()
     {
-        let clamped = oom.clamp(requested.clamp(-1000, 1000) as i32);
-        if i64::from(clamped) != requested {
+        let clamped = oom.clamp(requested.clamp(-1000, 1000));
+        if clamped != requested {
             tracing::debug!(requested, clamped, "oom_score_adj clamped to what this node allows");
         }
-        *adj = serde_json::json!(clamped);
+        process.set_oom_score_adj(Some(clamped));
     }
-    serde_json::to_vec_pretty(&document).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+    serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))
 }
 
 impl Bundle {
@@ -187,15 +185,19 @@ mod tests {
 
     #[test]
     fn clamps_oom_score_adj_only_where_the_node_refuses() {
-        let spec = br#"{"process":{"args":["sh"],"oomScoreAdj":-998}}"#;
+        let spec = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"oomScoreAdj":-998},"annotations":{"a":"b"}}"#;
         let strict = OomScoreAdjPolicy { current: 0, can_lower: false };
         let out: serde_json::Value = serde_json::from_slice(&prepare_spec(spec, &strict).unwrap()).unwrap();
         assert_eq!(out["process"]["oomScoreAdj"], 0);
         let lenient = OomScoreAdjPolicy { current: 0, can_lower: true };
         let out: serde_json::Value = serde_json::from_slice(&prepare_spec(spec, &lenient).unwrap()).unwrap();
         assert_eq!(out["process"]["oomScoreAdj"], -998);
+        assert_eq!(out["process"]["args"], serde_json::json!(["sh"]), "the rest is kept: {out}");
+        assert_eq!(out["annotations"]["a"], "b", "the rest is kept: {out}");
+        assert!(out.get("mounts").is_none() && out.get("linux").is_none(), "nothing added: {out}");
         assert!(prepare_spec(b"not json", &strict).is_err());
         assert!(prepare_spec(b"[1]", &strict).is_err());
+        assert!(prepare_spec(br#"{"process":{"oomScoreAdj":"high"}}"#, &strict).is_err());
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The task manager: starts a shim per task, drives it over ttrpc, watches it, and finds the
-//! shims that outlived a berthd restart. A task whose shim dies is cleaned up with the shim's
-//! `delete` and reported exited with a reason, never left "running".
+//! The task manager: starts a shim per task (here: the task table, Create, Delete, State and
+//! List), drives it over ttrpc (`calls`), watches it and records how it ended (`exits`), and
+//! finds the shims that outlived a berthd restart (`recovery`). A task whose shim dies is
+//! cleaned up with the shim's `delete` and reported exited with a reason, never left "running".
 
 pub mod bundle;
+mod calls;
 pub mod convert;
+mod exits;
 pub mod metrics;
 mod recovery;
 pub mod runtimes;
@@ -17,12 +20,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::shim_client::ShimClient as TaskClient;
 use berth_proto::containerd::services::containers::v1::Container;
-use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim_protos::shim::shim as api;
-use containerd_shim_protos::ttrpc;
 
 use self::bundle::{Bundle, prepare_spec};
 use self::convert::{to_shim_any, to_shim_mount};
+use self::exits::stopped_state;
 use self::metrics::TaskMetrics;
 use self::runtimes::{RuntimeHandler, TasksConfig};
 use self::shim::{DaemonAddresses, context, is_gone, shim_error};
@@ -325,61 +327,6 @@ impl TaskManager {
         }
     }
 
-    /// Waits on the task's init process in the background: when the shim's answer is an
-    /// exit, it is counted; when the shim is gone, the task is cleaned up and its exit recorded.
-    fn watch(&self, task: Arc<Task>) {
-        let manager = self.clone();
-        tokio::spawn(async move {
-            let mut request = api::WaitRequest::new();
-            request.id = task.id.clone();
-            match task.client.wait(context(&task.namespace, None), &request).await {
-                Ok(_) => manager.inner.metrics.exits.inc(),
-                Err(e) if is_gone(&e) => {
-                    // Only the first to notice cleans up (Delete may have raced us).
-                    if manager.forget(&task.namespace, &task.id).is_some() {
-                        manager.clean_up_dead_shim(&task.namespace, &task.id, &task.bundle, &task.shim).await;
-                    }
-                }
-                Err(e) => tracing::debug!(container = %task.id, error = %e, "wait on task ended"),
-            }
-        });
-    }
-
-    fn publish_exit(&self, namespace: &str, id: &str, exit: &TaskExitRecord) {
-        use containerd_shim_protos::events::task::{TaskDelete, TaskExit};
-        use containerd_shim_protos::protobuf::Message;
-        let at = containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp {
-            seconds: exit.exited_at.div_euclid(1_000_000_000),
-            nanos: exit.exited_at.rem_euclid(1_000_000_000) as i32,
-            ..Default::default()
-        };
-        let mut exited = TaskExit::new();
-        exited.container_id = id.to_string();
-        exited.id = id.to_string();
-        exited.pid = exit.pid;
-        exited.exit_status = exit.exit_status;
-        exited.exited_at = MessageField::some(at.clone());
-        let mut deleted = TaskDelete::new();
-        deleted.container_id = id.to_string();
-        deleted.pid = exit.pid;
-        deleted.exit_status = exit.exit_status;
-        deleted.exited_at = MessageField::some(at);
-        for (topic, type_url, payload) in [
-            ("/tasks/exit", "containerd.events.TaskExit", exited.write_to_bytes()),
-            ("/tasks/delete", "containerd.events.TaskDelete", deleted.write_to_bytes()),
-        ] {
-            if let Ok(payload) = payload {
-                self.inner.events.publish(crate::events::Event {
-                    namespace: namespace.to_string(),
-                    topic: topic.to_string(),
-                    type_url: type_url.to_string(),
-                    payload,
-                    timestamp: SystemTime::now(),
-                });
-            }
-        }
-    }
-
     /// Asks a shim to exit (it does once it serves no task); errors only logged.
     async fn shut_down(&self, task: &Task) {
         let mut request = api::ShutdownRequest::new();
@@ -390,19 +337,6 @@ impl TaskManager {
         {
             tracing::debug!(container = %task.id, error = %e, "shim shutdown");
         }
-    }
-
-    pub async fn start(&self, namespace: &str, id: &str, exec_id: &str) -> Result<u32> {
-        let mut request = api::StartRequest::new();
-        request.id = id.to_string();
-        request.exec_id = exec_id.to_string();
-        let started = self
-            .call(namespace, id, "start", |client, ctx| async move { client.start(ctx, &request).await })
-            .await?;
-        if exec_id.is_empty() {
-            self.inner.metrics.starts.inc();
-        }
-        Ok(started.pid)
     }
 
     /// Deletes the task's init (it must have exited or never started), stops its shim and
@@ -499,217 +433,4 @@ impl TaskManager {
         }
         Ok(states)
     }
-
-    /// Calls the shim of task `id` with the ordinary deadline; `what` names the call in errors.
-    async fn call<T, F, Fut>(&self, namespace: &str, id: &str, what: &str, call: F) -> Result<T>
-    where
-        F: FnOnce(TaskClient, ttrpc::context::Context) -> Fut,
-        Fut: std::future::Future<Output = ttrpc::Result<T>>,
-    {
-        let task = self.task(namespace, id)?;
-        call(task.client.clone(), context(namespace, Some(CALL_TIMEOUT)))
-            .await
-            .map_err(|e| shim_error(e, &format!("{what} {id:?}")))
-    }
-
-    pub async fn kill(&self, namespace: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        let mut request = api::KillRequest::new();
-        request.id = id.to_string();
-        request.exec_id = exec_id.to_string();
-        request.signal = signal;
-        request.all = all;
-        self.call(namespace, id, "kill", |client, ctx| async move { client.kill(ctx, &request).await })
-            .await?;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub async fn exec(
-        &self,
-        namespace: &str,
-        id: &str,
-        exec_id: &str,
-        stdin: String,
-        stdout: String,
-        stderr: String,
-        terminal: bool,
-        spec: Option<prost_types::Any>,
-    ) -> Result<()> {
-        if exec_id.is_empty() {
-            return Err(Error::InvalidArgument("exec needs an exec id".to_string()));
-        }
-        let mut request = api::ExecProcessRequest::new();
-        request.id = id.to_string();
-        request.exec_id = exec_id.to_string();
-        request.stdin = stdin;
-        request.stdout = stdout;
-        request.stderr = stderr;
-        request.terminal = terminal;
-        request.spec = spec.as_ref().map(to_shim_any).into();
-        let what = format!("exec {exec_id:?} in");
-        self.call(namespace, id, &what, |client, ctx| async move { client.exec(ctx, &request).await })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn resize_pty(
-        &self,
-        namespace: &str,
-        id: &str,
-        exec_id: &str,
-        width: u32,
-        height: u32,
-    ) -> Result<()> {
-        let mut request = api::ResizePtyRequest::new();
-        request.id = id.to_string();
-        request.exec_id = exec_id.to_string();
-        request.width = width;
-        request.height = height;
-        self.call(namespace, id, "resize the pty of", |client, ctx| async move {
-            client.resize_pty(ctx, &request).await
-        })
-        .await?;
-        Ok(())
-    }
-
-    pub async fn close_io(&self, namespace: &str, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
-        let mut request = api::CloseIORequest::new();
-        request.id = id.to_string();
-        request.exec_id = exec_id.to_string();
-        request.stdin = stdin;
-        self.call(
-            namespace,
-            id,
-            "close io of",
-            |client, ctx| async move { client.close_io(ctx, &request).await },
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub async fn pause(&self, namespace: &str, id: &str) -> Result<()> {
-        let mut request = api::PauseRequest::new();
-        request.id = id.to_string();
-        self.call(namespace, id, "pause", |client, ctx| async move { client.pause(ctx, &request).await })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn resume(&self, namespace: &str, id: &str) -> Result<()> {
-        let mut request = api::ResumeRequest::new();
-        request.id = id.to_string();
-        self.call(namespace, id, "resume", |client, ctx| async move { client.resume(ctx, &request).await })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn pids(
-        &self,
-        namespace: &str,
-        id: &str,
-    ) -> Result<Vec<containerd_shim_protos::types::task::ProcessInfo>> {
-        let mut request = api::PidsRequest::new();
-        request.id = id.to_string();
-        let pids = self
-            .call(namespace, id, "pids of", |client, ctx| async move { client.pids(ctx, &request).await })
-            .await?;
-        Ok(pids.processes)
-    }
-
-    pub async fn checkpoint(
-        &self,
-        namespace: &str,
-        id: &str,
-        path: &str,
-        options: Option<prost_types::Any>,
-    ) -> Result<()> {
-        let mut request = api::CheckpointTaskRequest::new();
-        request.id = id.to_string();
-        request.path = path.to_string();
-        request.options = options.as_ref().map(to_shim_any).into();
-        self.call(namespace, id, "checkpoint", |client, ctx| async move {
-            client.checkpoint(ctx, &request).await
-        })
-        .await?;
-        Ok(())
-    }
-
-    pub async fn update(
-        &self,
-        namespace: &str,
-        id: &str,
-        resources: Option<prost_types::Any>,
-        annotations: HashMap<String, String>,
-    ) -> Result<()> {
-        let mut request = api::UpdateTaskRequest::new();
-        request.id = id.to_string();
-        request.resources = resources.as_ref().map(to_shim_any).into();
-        request.annotations = annotations;
-        self.call(namespace, id, "update", |client, ctx| async move { client.update(ctx, &request).await })
-            .await?;
-        Ok(())
-    }
-
-    /// The task's cgroup statistics, as the shim packs them.
-    pub async fn stats(&self, namespace: &str, id: &str) -> Result<Option<prost_types::Any>> {
-        let mut request = api::StatsRequest::new();
-        request.id = id.to_string();
-        let stats = self
-            .call(namespace, id, "stats of", |client, ctx| async move { client.stats(ctx, &request).await })
-            .await?;
-        Ok(stats.stats.into_option().map(|any| prost_types::Any { type_url: any.type_url, value: any.value }))
-    }
-
-    /// Waits for a process to exit (no deadline: the caller's cancellation ends it).
-    pub async fn wait(&self, namespace: &str, id: &str, exec_id: &str) -> Result<ExitInfo> {
-        let task = match self.task(namespace, id) {
-            Ok(task) => task,
-            Err(Error::NotFound(message)) => {
-                return match self.recorded_exit(namespace, id).await? {
-                    Some(exit) if exec_id.is_empty() => Ok(ExitInfo {
-                        pid: exit.pid,
-                        exit_status: exit.exit_status,
-                        exited_at: from_nanos(exit.exited_at),
-                    }),
-                    _ => Err(Error::NotFound(message)),
-                };
-            }
-            Err(e) => return Err(e),
-        };
-        let mut request = api::WaitRequest::new();
-        request.id = id.to_string();
-        request.exec_id = exec_id.to_string();
-        match task.client.wait(context(namespace, None), &request).await {
-            Ok(waited) => Ok(ExitInfo {
-                pid: 0,
-                exit_status: waited.exit_status,
-                exited_at: waited.exited_at.as_ref().map(convert::from_shim_timestamp).unwrap_or(UNIX_EPOCH),
-            }),
-            // The shim died while we waited: the watcher records the exit; report it.
-            Err(e) if is_gone(&e) && exec_id.is_empty() => {
-                for _ in 0..100 {
-                    if let Some(exit) = self.recorded_exit(namespace, id).await? {
-                        return Ok(ExitInfo {
-                            pid: exit.pid,
-                            exit_status: exit.exit_status,
-                            exited_at: from_nanos(exit.exited_at),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(shim_error(e, &format!("wait on {id:?}")))
-            }
-            Err(e) => Err(shim_error(e, &format!("wait on {id:?}"))),
-        }
-    }
-}
-
-fn stopped_state(id: &str, exit: &TaskExitRecord) -> ProcessState {
-    let mut state = api::StateResponse::new();
-    state.id = id.to_string();
-    state.pid = exit.pid;
-    state.status = EnumOrUnknown::new(containerd_shim_protos::types::task::Status::STOPPED);
-    state.exit_status = exit.exit_status;
-    state.exited_at = MessageField::some(convert::to_shim_timestamp(from_nanos(exit.exited_at)));
-    ProcessState { container_id: id.to_string(), exec_id: String::new(), state }
 }

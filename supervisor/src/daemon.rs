@@ -28,6 +28,7 @@ use tonic::service::Routes;
 use crate::config::Config;
 use crate::cri;
 use crate::cri::images::CriImageStore;
+use crate::deadline::DeadlineLayer;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventsTtrpcServer;
@@ -178,6 +179,7 @@ pub async fn run(config: Config) -> Result<()> {
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer::new(metrics.clone()))
+            .layer(DeadlineLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_for_stop(stopped.clone())),
     );

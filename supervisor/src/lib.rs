@@ -7,6 +7,7 @@ pub mod config;
 pub mod content;
 pub mod cri;
 pub mod daemon;
+pub mod deadline;
 pub mod engine;
 pub mod error;
 pub mod events;

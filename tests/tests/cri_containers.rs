@@ -350,3 +350,36 @@ async fn state_survives_a_berthd_kill() {
     assert_eq!(echo.stdout, b"still here\n");
     remove_all_pods(&mut client).await;
 }
+
+#[tokio::test]
+async fn an_exec_whose_call_passes_its_deadline_is_killed() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("deadline", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let id =
+        start_container(&mut client, &pod, &config, container_config("c", &image, &["sleep", "3600"])).await;
+    // No CRI timeout: only the gRPC deadline (what kubelet's context carries) bounds the call.
+    let mut request = tonic::Request::new(cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["sleep".into(), "77".into()],
+        timeout: 0,
+    });
+    request.set_timeout(Duration::from_millis(500));
+    // (tonic's client ends the call itself at the deadline, as CANCELLED; Go clients see
+    // DEADLINE_EXCEEDED, which berthd answers too: see supervisor/src/deadline.rs.)
+    let err = client.exec_sync(request).await.unwrap_err();
+    assert!(matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{err:?}");
+    // The abandoned exec is killed.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            let ps = exec_sync(&mut berthd.runtime_client().await, &id, &["ps"], 10).await.unwrap();
+            !String::from_utf8_lossy(&ps.stdout).contains("sleep 77")
+        })
+        .await,
+        "the exec outlived its call"
+    );
+    remove_all_pods(&mut client).await;
+}

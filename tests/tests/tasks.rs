@@ -514,3 +514,22 @@ async fn an_image_with_127_layers_runs() {
     assert!(ok, "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with('f')).count(), 126, "{out}");
 }
+
+#[tokio::test]
+async fn a_failed_create_in_a_grouped_shim_leaves_the_groups_shim_running() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox", "pgrep"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let socket = &berthd.paths.socket;
+    let group = "--annotation=io.containerd.berth.v2.group=pod1";
+    let (ok, out) = ctr_at(socket, &["run", "-d", group, &image, "first", "sleep", "1000"]);
+    assert!(ok, "{out}");
+    let shim = shim_pid("first").expect("the group's shim runs");
+    // The second container of the group fails in the runtime: its Create is undone, but the
+    // shim it shares with the first stays.
+    let (ok, out) = ctr_at(socket, &["run", "--rm", group, &image, "second", "/no/such/binary"]);
+    assert!(!ok, "{out}");
+    assert_eq!(shim_pid("first"), Some(shim), "the group's shim was ended");
+    let (status, _, _) = task_state(&berthd, "first").await.unwrap();
+    assert_eq!(status, ProcessStatus::Running as i32);
+    assert!(end_task(&berthd, "first").await, "task or shim left behind");
+}

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{Error, Result};
 
 /// One reaped process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
     pub pid: i32,
     /// Exit code, or 128 + signal.

@@ -339,13 +339,60 @@ async fn ctr_events_streams_task_events() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What ctr prints, as it prints it.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let printed = printed.clone();
+        let stdout = events.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut text = printed.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        })
+    };
+    let shows = |what: &'static str| {
+        let printed = printed.clone();
+        move || {
+            let printed = printed.clone();
+            async move { printed.lock().unwrap().contains(what) }
+        }
+    };
+    // Polled, not slept: ctr is subscribed once an event published now reaches it.
+    let subscribed = wait_until(Duration::from_secs(10), || {
+        let berthd = &berthd;
+        let printed = printed.clone();
+        async move {
+            use containerd_shim_protos::protobuf::Message;
+            let mut oom = containerd_shim_protos::events::task::TaskOOM::new();
+            oom.container_id = "probe".into();
+            let event = prost_types::Any {
+                type_url: "containerd.events.TaskOOM".into(),
+                value: oom.write_to_bytes().unwrap(),
+            };
+            let mut client = berth_proto::containerd::services::events::v1::events_client::EventsClient::new(
+                berthd.channel().await,
+            );
+            let request = berth_proto::containerd::services::events::v1::PublishRequest {
+                topic: "/tasks/oom".into(),
+                event: Some(event),
+            };
+            client.publish(in_namespace(request)).await.unwrap();
+            // An earlier probe shows once ctr listens; the next round publishes another.
+            printed.lock().unwrap().contains("probe")
+        }
+    })
+    .await;
+    assert!(subscribed, "ctr events never showed an event");
     let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "--rm", &image, "ev1", "true"]);
     assert!(ok, "{out}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(wait_until(Duration::from_secs(10), shows("/tasks/delete")).await, "no /tasks/delete");
     events.kill().unwrap();
-    let output = events.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let _ = events.wait();
+    let _ = reader.join();
+    let text = printed.lock().unwrap().clone();
     for topic in ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"] {
         assert!(text.contains(topic), "missing {topic} in:\n{text}");
     }
@@ -513,4 +560,23 @@ async fn an_image_with_127_layers_runs() {
     let (ok, out) = ctr_at(&berthd.paths.socket, &["run", "--rm", &image, "tall", "ls", "/layers"]);
     assert!(ok, "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with('f')).count(), 126, "{out}");
+}
+
+#[tokio::test]
+async fn a_failed_create_in_a_grouped_shim_leaves_the_groups_shim_running() {
+    skip_unless!(root: true, tools: ["ctr", "runc", "docker-registry", "busybox", "pgrep"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let socket = &berthd.paths.socket;
+    let group = "--annotation=io.containerd.berth.v2.group=pod1";
+    let (ok, out) = ctr_at(socket, &["run", "-d", group, &image, "first", "sleep", "1000"]);
+    assert!(ok, "{out}");
+    let shim = shim_pid("first").expect("the group's shim runs");
+    // The second container of the group fails in the runtime: its Create is undone, but the
+    // shim it shares with the first stays.
+    let (ok, out) = ctr_at(socket, &["run", "--rm", group, &image, "second", "/no/such/binary"]);
+    assert!(!ok, "{out}");
+    assert_eq!(shim_pid("first"), Some(shim), "the group's shim was ended");
+    let (status, _, _) = task_state(&berthd, "first").await.unwrap();
+    assert_eq!(status, ProcessStatus::Running as i32);
+    assert!(end_task(&berthd, "first").await, "task or shim left behind");
 }

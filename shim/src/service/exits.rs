@@ -15,26 +15,20 @@ impl Service {
     pub(super) fn on_exit(&self, e: Exit) {
         let Ok(mut st) = self.lock() else { return };
         let pid = e.pid as u32;
-        let Some((cid, eid)) = st.running.get(&pid).cloned() else {
-            if st.orphans.len() >= ORPHAN_EXITS {
-                st.orphans.pop_front();
-            }
-            st.orphans.push_back(e);
-            return;
-        };
+        let Some((cid, eid)) = st.pids.exited(e) else { return };
         let Some(p) = st.containers.get_mut(&cid).and_then(|c| c.process_mut(&eid)) else {
-            st.running.remove(&pid);
+            st.pids.forget(pid);
             return;
         };
         if p.starting {
             p.deferred_exit = Some(e);
             return;
         }
-        st.running.remove(&pid);
+        st.pids.forget(pid);
         self.handle_exit(&mut st, &cid, &eid, e);
     }
 
-    /// A known process exited (its pid already removed from `running`).
+    /// A known process exited (its pid already forgotten).
     pub(super) fn handle_exit(&self, st: &mut State, cid: &str, eid: &str, e: Exit) {
         let Some(c) = st.containers.get_mut(cid) else { return };
         if !eid.is_empty() {
@@ -81,15 +75,8 @@ impl Service {
             p.starting = false;
             p.deferred_exit.take()
         });
-        let orphan = st.orphans.iter().position(|o| o.pid as u32 == pid).and_then(|i| st.orphans.remove(i));
-        match deferred.or(orphan) {
-            Some(e) => {
-                st.running.remove(&pid);
-                self.handle_exit(st, cid, eid, e);
-            }
-            None => {
-                st.running.insert(pid, (cid.to_string(), eid.to_string()));
-            }
+        if let Some(e) = st.pids.started((cid.to_string(), eid.to_string()), pid, deferred) {
+            self.handle_exit(st, cid, eid, e);
         }
     }
 }

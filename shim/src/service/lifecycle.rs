@@ -24,7 +24,7 @@ impl Service {
         if let Err(e) = r {
             c.init.starting = false;
             if let Some(ex) = c.init.deferred_exit.take() {
-                st.running.remove(&pid);
+                st.pids.forget(pid);
                 self.handle_exit(&mut st, id, "", ex);
             }
             return Err(Error::Runtime(format!("OCI runtime start failed: {e}")));
@@ -37,11 +37,11 @@ impl Service {
         if c.oom.is_none() {
             c.oom = self.watch_oom(id, c.cgroup.as_ref());
         }
-        // init is already in `running` since Create; replay an exit held during start
+        // The init is registered since Create; replay an exit held during start
         let held = c.init.deferred_exit.take();
         c.init.starting = false;
         if let Some(ex) = held {
-            st.running.remove(&pid);
+            st.pids.forget(pid);
             self.handle_exit(&mut st, id, "", ex);
         }
         Ok(pid)
@@ -71,7 +71,7 @@ impl Service {
         let c = {
             let mut st = self.lock()?;
             let c = st.containers.remove(id).ok_or_else(|| not_created(id))?;
-            st.running.retain(|_, (cid, _)| cid != id);
+            st.pids.forget_container(id);
             c
         };
         if let Some(h) = &c.attach {

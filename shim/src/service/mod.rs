@@ -9,7 +9,7 @@
 //! `create`, `lifecycle` (start, delete, kill, pause, update of the init), `exec` and `exits`
 //! (matching the reaper's exits to processes) hold the work.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -38,25 +38,33 @@ use crate::reaper::Exit;
 use crate::runtime::{self, CreateOpts, ExecOpts, Runtime};
 use crate::{cgroup, fault, mount, oom, stats, util};
 
-/// Annotation on Task `Update` asking the shim to reopen the CRI log file (after rotation).
 mod create;
 mod exec;
 mod exits;
 mod lifecycle;
+mod matching;
 mod task_api;
 
+/// Annotation on Task `Update` asking the shim to reopen the CRI log file (after rotation).
 pub const LOG_REOPEN_ANNOTATION: &str = "io.berth.log.reopen";
 const ORPHAN_EXITS: usize = 256;
 const IO_DRAIN: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
 struct State {
     containers: HashMap<String, Container>,
     creating: HashSet<String>,
-    /// pid → (container id, exec id)
-    running: HashMap<u32, (String, String)>,
-    /// Recent exits of pids not (yet) known, e.g. an exec that died before `runc exec` returned.
-    orphans: VecDeque<Exit>,
+    /// Which process each exit ends.
+    pids: matching::Pids,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            containers: HashMap::new(),
+            creating: HashSet::new(),
+            pids: matching::Pids::new(ORPHAN_EXITS),
+        }
+    }
 }
 
 pub struct Shared {

@@ -190,26 +190,6 @@ impl CriImageStore {
     }
 }
 
-/// Allocated bytes and distinct inodes below `dir`, like `du`.
-pub fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut bytes = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        if seen.insert((meta.dev(), meta.ino())) {
-            bytes += meta.blocks() * 512;
-        }
-        if meta.is_dir()
-            && let Ok(entries) = std::fs::read_dir(&path)
-        {
-            pending.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
-        }
-    }
-    (bytes, seen.len() as u64)
-}
-
 #[tonic::async_trait]
 impl ImageStore for CriImageStore {
     async fn pull(&self, image: &str, credentials: RegistryCredentials) -> Result<String, Status> {

@@ -30,6 +30,8 @@ use crate::metadata::{EXPIRE_LABEL, ImageRecord, LeaseResource, MetadataStore, T
 const PULL_LEASE: Duration = Duration::from_secs(3600);
 /// The id prefix of a pull's lease.
 const PULL_LEASE_PREFIX: &str = "berth-pull-";
+/// Times a layer download that was cut short (or whose token expired) is resumed.
+const DOWNLOAD_RETRIES: u32 = 3;
 
 /// Releases the leases of pulls a berthd that died left behind: a starting berthd has no pull
 /// in flight, so they would only pin what those pulls fetched (an hour, until they expire).
@@ -481,18 +483,41 @@ impl PullerInner {
         digest: Digest,
         slots: Arc<tokio::sync::Semaphore>,
     ) -> Result<()> {
-        let _ = auth;
         let _slot =
             slots.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
         let host = client.endpoint.host.clone();
         let size = u64::try_from(layer.size).unwrap_or(0);
         let reference = format!("layer-{digest}");
+        let mut retries = 0;
         loop {
             if self.content.has_blob(&digest) {
                 return Ok(());
             }
             match self.content.writer(&reference, size, Some(digest.clone())) {
-                Ok(writer) => return self.fetch_into(&client, &layer, &host, writer).await,
+                Ok(writer) => {
+                    let mut denied = false;
+                    match self.fetch_into(&client, &layer, &host, writer, &mut denied).await {
+                        // A download cut short resumes from the bytes in its ingest; a token
+                        // that expired is fetched anew.
+                        Err(e)
+                            if retries < DOWNLOAD_RETRIES
+                                && (denied || matches!(e, Error::Unavailable(_))) =>
+                        {
+                            retries += 1;
+                            tracing::info!(layer = %layer.digest, %host, error = %e, retries, "resuming a layer download");
+                            if denied
+                                && let Err(e) = client
+                                    .client
+                                    .auth(&client.reference, &auth, oci_client::RegistryOperation::Pull)
+                                    .await
+                            {
+                                tracing::debug!(%host, error = %e, "refreshing the registry token");
+                            }
+                            tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
+                        }
+                        done => return done,
+                    }
+                }
                 Err(Error::AlreadyExists(_)) => return Ok(()),
                 Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => return Err(e),
@@ -506,8 +531,14 @@ impl PullerInner {
         layer: &Descriptor,
         host: &str,
         mut writer: crate::content::Writer,
+        denied: &mut bool,
     ) -> Result<()> {
         let size = u64::try_from(layer.size).unwrap_or(0);
+        let mut registry_error = |e: oci_client::errors::OciDistributionError, host: &str, what: &str| {
+            use oci_client::errors::OciDistributionError as E;
+            *denied = matches!(e, E::UnauthorizedError { .. } | E::AuthenticationFailure(_));
+            registry_error(e, host, what)
+        };
         let what = format!("layer {}", layer.digest);
         let descriptor = oci_client::manifest::OciDescriptor {
             media_type: layer.media_type.clone(),

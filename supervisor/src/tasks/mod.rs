@@ -319,8 +319,15 @@ impl TaskManager {
 
     /// Ends a shim berthd gives up on (it failed to start its task, or cannot be reached), so
     /// no shim process is left behind without a bundle.
+    /// A shim grouping other containers (a pod's, started for another id) is left alone: its
+    /// other containers still need it.
     async fn end_shim(&self, bundle: &Bundle, shim_binary: &std::path::Path) {
         let Some(pid) = bundle.shim_pid() else { return };
+        let id = bundle.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !shim::started_for(pid, &id) {
+            tracing::debug!(shim_pid = pid, container = %id, "the shim serves a group; not ending it");
+            return;
+        }
         if shim::process_alive(pid, shim_binary) {
             tracing::info!(shim_pid = pid, bundle = %bundle.path.display(), "ending a shim berthd gave up on");
             shim::kill_and_reap(pid, shim_binary).await;

@@ -161,6 +161,14 @@ pub fn process_alive(pid: i32, shim_binary: &Path) -> bool {
     running.is_some() && running == shim_binary.file_name()
 }
 
+/// Whether shim process `pid` was started for container `id` (its `-id` argument), rather
+/// than for another container of its group.
+pub fn started_for(pid: i32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2).any(|pair| pair[0] == b"-id" && pair[1] == id.as_bytes())
+}
+
 /// SIGKILLs shim process `pid` and waits (up to 5 s) until it is gone.
 pub async fn kill_and_reap(pid: i32, shim_binary: &Path) {
     use nix::sys::signal::{Signal, kill};
@@ -231,6 +239,7 @@ mod tests {
         assert!(process_alive(me, &exe));
         assert!(!process_alive(me, Path::new("/usr/bin/containerd-shim-berth-v2")), "another binary");
         assert!(!process_alive(i32::MAX, &exe), "no such process");
+        assert!(!started_for(me, "c1"), "a test binary has no -id");
     }
 
     #[test]

@@ -137,12 +137,17 @@ impl Task for Service {
 
     async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TResult<Empty> {
         valid_id(&req.exec_id, "exec id")?;
-        let mut spec: oci_spec::runtime::Process = match req.spec.as_ref() {
+        let mut spec: crate::process::ExecProcess = match req.spec.as_ref() {
             Some(a) => serde_json::from_slice(&a.value)
                 .map_err(|e| Error::InvalidArgument(format!("exec spec is not an OCI process: {e}")))?,
             None => return Err(Error::InvalidArgument("exec needs a process spec".into()).into()),
         };
-        spec.set_terminal(Some(req.terminal));
+        if spec.args.is_empty() {
+            return Err(
+                Error::InvalidArgument("exec spec is not an OCI process: args is empty".into()).into()
+            );
+        }
+        spec.terminal = req.terminal;
         let mut st = self.lock()?;
         let c = st.containers.get_mut(&req.id).ok_or_else(|| not_created(&req.id))?;
         if c.execs.contains_key(&req.exec_id) {

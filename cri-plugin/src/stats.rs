@@ -75,15 +75,28 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
 }
 
 impl CriRuntime {
-    async fn container_stats_of(&self, container: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
-        let sample = if container.state == ContainerState::Running {
-            self.tasks.stats(&container.id).await.unwrap_or_else(|e| {
-                tracing::debug!(container = %container.id, error = %e.message(), "stats");
-                None
-            })
-        } else {
+    /// The cgroup of a running container now; `None` for one that does not run.
+    async fn sample_of(&self, container: &ContainerRecord) -> Option<CgroupSample> {
+        if container.state != ContainerState::Running {
+            return None;
+        }
+        self.tasks.stats(&container.id).await.unwrap_or_else(|e| {
+            tracing::debug!(container = %container.id, error = %e.message(), "stats");
             None
-        };
+        })
+    }
+
+    async fn container_stats_of(&self, container: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
+        let sample = self.sample_of(container).await;
+        self.container_stats_from(container, sample).await
+    }
+
+    /// A container's stats from a sample of its cgroup and its writable layer.
+    async fn container_stats_from(
+        &self,
+        container: &ContainerRecord,
+        sample: Option<CgroupSample>,
+    ) -> Result<cri::ContainerStats, Status> {
         let at = sample.and_then(|s| s.timestamp).map(nanos).unwrap_or_else(now_nanos);
         let layer = self.rootfs.usage(&container.id).await.unwrap_or_default();
         let mut stats = cri::ContainerStats {
@@ -139,21 +152,19 @@ impl CriRuntime {
         let mut total = CgroupSample::default();
         let mut sampled = false;
         for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
-            let stats = self.container_stats_of(&container).await?;
-            if let Some(cpu) = &stats.cpu {
+            // One sample per container serves its own stats and the pod's sums.
+            let sample = self.sample_of(&container).await;
+            if let Some(sample) = &sample {
                 sampled = true;
-                total.cpu_usage_ns +=
-                    cpu.usage_core_nano_seconds.as_ref().map(|v| v.value).unwrap_or_default();
+                total.cpu_usage_ns += sample.cpu_usage_ns;
+                total.memory_working_set_bytes += sample.memory_working_set_bytes;
+                total.memory_usage_bytes += sample.memory_usage_bytes;
+                total.memory_rss_bytes += sample.memory_rss_bytes;
+                total.page_faults += sample.page_faults;
+                total.major_page_faults += sample.major_page_faults;
+                total.pids += sample.pids;
             }
-            if let Some(memory) = &stats.memory {
-                let get = |v: &Option<cri::UInt64Value>| v.as_ref().map(|v| v.value).unwrap_or_default();
-                total.memory_working_set_bytes += get(&memory.working_set_bytes);
-                total.memory_usage_bytes += get(&memory.usage_bytes);
-                total.memory_rss_bytes += get(&memory.rss_bytes);
-                total.page_faults += get(&memory.page_faults);
-                total.major_page_faults += get(&memory.major_page_faults);
-            }
-            containers.push(stats);
+            containers.push(self.container_stats_from(&container, sample).await?);
         }
         let network = match &sandbox.netns {
             Some(netns) => {
@@ -179,17 +190,6 @@ impl CriRuntime {
             }
             None => None,
         };
-        let process_count: u64 = {
-            let mut count = 0;
-            for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
-                if container.state == ContainerState::Running
-                    && let Ok(Some(sample)) = self.tasks.stats(&container.id).await
-                {
-                    count += sample.pids;
-                }
-            }
-            count
-        };
         let rate = self.cpu_rates.rate(&sandbox.id, at, total.cpu_usage_ns);
         Ok(cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
@@ -202,7 +202,7 @@ impl CriRuntime {
                 cpu: sampled.then(|| cpu_usage(at, &total, rate)),
                 memory: sampled.then(|| memory_usage(at, &total)),
                 network,
-                process: Some(cri::ProcessUsage { timestamp: at, process_count: value(process_count) }),
+                process: Some(cri::ProcessUsage { timestamp: at, process_count: value(total.pids) }),
                 containers,
                 io: None,
             }),
@@ -250,13 +250,7 @@ impl CriRuntime {
             let pod = sandbox.metadata();
             let mut container_metrics = Vec::new();
             for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
-                let Some(sample) = (if container.state == ContainerState::Running {
-                    self.tasks.stats(&container.id).await.ok().flatten()
-                } else {
-                    None
-                }) else {
-                    continue;
-                };
+                let Some(sample) = self.sample_of(&container).await else { continue };
                 let at = sample.timestamp.map(nanos).unwrap_or_else(now_nanos);
                 let labels = vec![container.metadata().name, pod.name.clone(), pod.namespace.clone()];
                 let metrics = METRICS

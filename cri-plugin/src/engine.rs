@@ -165,6 +165,9 @@ pub struct CgroupSample {
     pub oom_kills: u64,
 }
 
+/// The signal [`TaskRuntime::kill`] takes to end a process for good.
+pub const SIGKILL: u32 = 9;
+
 /// Containers' processes, through their shims (all in the CRI's `k8s.io` namespace).
 #[tonic::async_trait]
 pub trait TaskRuntime: Send + Sync + 'static {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use super::ContainerState;
-use crate::engine::TaskIo;
+use crate::engine::{SIGKILL, TaskIo};
 use crate::ids::new_id;
 use crate::runtime::CriRuntime;
 use crate::spec::exec_process;
@@ -26,7 +26,6 @@ use crate::spec::exec_process;
 pub const MAX_OUTPUT: usize = 8 * 1024 * 1024;
 /// How long a killed exec has to go away.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-const SIGKILL: u32 = 9;
 /// The longest the output left in the FIFOs is read after the command exited.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 

@@ -9,14 +9,13 @@ use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
 use super::ContainerState;
-use crate::engine::{TaskExit, TaskStatus};
+use crate::engine::{SIGKILL, TaskExit, TaskStatus};
 use crate::ids::{nanos, now_nanos};
 use crate::runtime::CriRuntime;
 use crate::sandbox::SandboxState;
 
 /// After SIGKILL, how long a container has to be gone before StopContainer gives up on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-const SIGKILL: u32 = 9;
 /// The exit code reported for a container whose start failed (containerd uses 128).
 const START_FAILED_EXIT_CODE: i32 = 128;
 

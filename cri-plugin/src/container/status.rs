@@ -91,10 +91,6 @@ impl CriRuntime {
         self.containers.resolve(id).ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
     }
 
-    pub fn container_status_of(&self, container: &ContainerRecord) -> cri::ContainerStatus {
-        container.status()
-    }
-
     pub fn container_status(
         &self,
         request: cri::ContainerStatusRequest,

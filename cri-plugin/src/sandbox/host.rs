@@ -68,24 +68,19 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// `berth-pause`, beside berthd's own binary first, then on PATH.
-fn pause_binary() -> PathBuf {
-    const NAME: &str = "berth-pause";
-    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(NAME)));
-    if let Some(path) = beside.filter(|p| p.is_file()) {
-        return path;
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(NAME))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(NAME))
+/// The host itself (needs root).
+#[derive(Debug, Clone)]
+pub struct LinuxPodHost {
+    /// The `berth-pause` binary that holds shared PID namespaces (found by the engine, as it
+    /// finds its shims).
+    pause_binary: PathBuf,
 }
 
-/// The host itself (needs root).
-#[derive(Debug, Default)]
-pub struct LinuxPodHost;
+impl LinuxPodHost {
+    pub fn new(pause_binary: PathBuf) -> Self {
+        Self { pause_binary }
+    }
+}
 
 fn clone_flag(kind: PodNamespace) -> nix::sched::CloneFlags {
     use nix::sched::CloneFlags;
@@ -105,6 +100,7 @@ impl PodHost for LinuxPodHost {
         let dir = dir.to_path_buf();
         let kinds = kinds.to_vec();
         let hostname = hostname.to_string();
+        let host = self.clone();
         // Namespaces belong to threads: a fresh thread unshares, pins, and ends, so no thread
         // of berthd is ever left inside a pod's namespaces.
         std::thread::spawn(move || -> io::Result<Vec<PathBuf>> {
@@ -131,7 +127,7 @@ impl PodHost for LinuxPodHost {
                 };
                 if let Err(e) = pin() {
                     for path in pinned.iter().chain(std::iter::once(&target)) {
-                        let _ = LinuxPodHost.unpin_namespace(path);
+                        let _ = host.unpin_namespace(path);
                     }
                     return Err(io::Error::new(
                         e.kind(),
@@ -183,8 +179,8 @@ impl PodHost for LinuxPodHost {
 
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder> {
         std::fs::create_dir_all(root)?;
-        let binary = pause_binary();
-        let mut command = std::process::Command::new(&binary);
+        let binary = &self.pause_binary;
+        let mut command = std::process::Command::new(binary);
         command.arg("--root").arg(root);
         for (kind, path) in joined {
             command.arg(format!("--{}", kind.proc_name())).arg(path);

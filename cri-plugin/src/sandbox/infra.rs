@@ -12,11 +12,10 @@ use tonic::Status;
 use super::host::{PidHolder, process_start_time};
 use super::{SandboxRecord, namespace_options};
 use crate::container::create::{KIND_LABEL, SANDBOX_LABEL};
-use crate::engine::{TaskCreate, TaskIo};
+use crate::engine::{SIGKILL, TaskCreate, TaskIo};
 use crate::runtime::CriRuntime;
 use crate::spec::{ContainerSpecInput, ImageUserFiles, NodeContext, RealHost, container_spec};
 
-const SIGKILL: u32 = 9;
 /// How long the infra process has to go after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 

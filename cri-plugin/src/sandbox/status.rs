@@ -92,7 +92,7 @@ impl CriRuntime {
         let containers_statuses = if request.verbose {
             let mut statuses = Vec::new();
             for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
-                statuses.push(self.container_status_of(&container));
+                statuses.push(container.status());
             }
             statuses
         } else {

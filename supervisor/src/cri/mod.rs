@@ -23,6 +23,10 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::node_facts::NodeFacts;
+use crate::tasks::runtimes::find_executable;
+
+/// The process that holds a pod's shared PID namespace, installed beside berthd's shim.
+const PAUSE_BINARY: &str = "berth-pause";
 
 /// Builds the CRI plugin on the engine: its records loaded, CNI's default network written
 /// when the node has none.
@@ -51,7 +55,9 @@ pub async fn open(
         tasks: Arc::new(tasks::CriTasks::new(engine.clone())),
         records: Arc::new(records::CriRecords::new(engine.meta.clone())),
         network: Arc::new(cni),
-        host: Arc::new(LinuxPodHost),
+        host: Arc::new(LinuxPodHost::new(
+            find_executable(PAUSE_BINARY).unwrap_or_else(|| std::path::PathBuf::from(PAUSE_BINARY)),
+        )),
     };
     let cri_metrics =
         CriMetrics::new(metrics.registry()).map_err(|e| Error::Metadata(format!("CRI metrics: {e}")))?;

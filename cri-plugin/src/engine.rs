@@ -165,6 +165,12 @@ pub struct CgroupSample {
     pub oom_kills: u64,
 }
 
+/// An attach socket's output frames are `[stream: u8][length: u32 big-endian][bytes]`;
+/// the stream is this for stdout (and everything with a TTY) ...
+pub const ATTACH_STDOUT: u8 = 1;
+/// ... and this for stderr.
+pub const ATTACH_STDERR: u8 = 2;
+
 /// The signal [`TaskRuntime::kill`] takes to end a process for good.
 pub const SIGKILL: u32 = 9;
 
@@ -196,6 +202,9 @@ pub trait TaskRuntime: Send + Sync + 'static {
     async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), Status>;
     async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Status>;
     async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), Status>;
+    /// Joins the running container's stdio (its shim's attach socket): frames of output
+    /// come in (see [`ATTACH_STDOUT`]), and bytes written go to the container's stdin.
+    async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, Status>;
     /// Applies new cgroup limits to a running task.
     async fn update_resources(
         &self,

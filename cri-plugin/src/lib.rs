@@ -18,7 +18,6 @@ pub mod image_service;
 pub mod images;
 pub mod metrics;
 pub mod names;
-pub mod pending;
 pub mod proto_json;
 pub mod records;
 pub mod runtime;
@@ -28,7 +27,7 @@ pub mod spec;
 pub mod stats;
 pub mod streaming;
 
-pub use config::{CgroupDriver, CriConfig};
+pub use config::{CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{
     CgroupSample, Engine, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore,
     RuntimeFacts, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,

@@ -1,10 +1,11 @@
 //! The CRI plugin's Prometheus metrics: the phases of a pod start, pods and containers by
-//! state, and container events dropped for slow subscribers. (Call latency by RPC comes from
+//! state, container events dropped for slow subscribers, and streaming sessions (open, setup
+//! time, bytes). (Call latency by RPC comes from
 //! berthd's gRPC layer.)
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct CriMetrics {
@@ -12,6 +13,12 @@ pub struct CriMetrics {
     pub pods: IntGaugeVec,
     pub containers: IntGaugeVec,
     pub events_dropped: IntCounter,
+    /// Exec, attach and port-forward sessions open now, by kind.
+    pub streams_open: IntGaugeVec,
+    /// From the upgrade request to the session running, by kind.
+    pub stream_setup: HistogramVec,
+    /// Bytes through sessions, by kind and direction (`in`: from the client; `out`: to it).
+    pub stream_bytes: IntCounterVec,
 }
 
 impl CriMetrics {
@@ -31,11 +38,33 @@ impl CriMetrics {
             "berth_cri_container_events_dropped_total",
             "Container events a GetContainerEvents subscriber was too slow to receive",
         )?;
+        let streams_open = IntGaugeVec::new(
+            Opts::new("berth_cri_streams_open", "Exec, attach and port-forward sessions open now"),
+            &["kind"],
+        )?;
+        let stream_setup = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_cri_stream_setup_seconds",
+                "From a streaming request to its session running (upgrade, streams, the process started)",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            &["kind"],
+        )?;
+        let stream_bytes = IntCounterVec::new(
+            Opts::new(
+                "berth_cri_stream_bytes_total",
+                "Bytes through streaming sessions; direction in is from the client, out is to it",
+            ),
+            &["kind", "direction"],
+        )?;
+        registry.register(Box::new(streams_open.clone()))?;
+        registry.register(Box::new(stream_setup.clone()))?;
+        registry.register(Box::new(stream_bytes.clone()))?;
         registry.register(Box::new(phases.clone()))?;
         registry.register(Box::new(pods.clone()))?;
         registry.register(Box::new(containers.clone()))?;
         registry.register(Box::new(events_dropped.clone()))?;
-        Ok(Self { phases, pods, containers, events_dropped })
+        Ok(Self { phases, pods, containers, events_dropped, streams_open, stream_setup, stream_bytes })
     }
 
     /// Metrics registered nowhere: for tests.

@@ -21,11 +21,13 @@ use crate::sandbox::host::PodHost;
 use crate::sandbox::network::PodNetwork;
 use crate::sandbox::starts::PodStarts;
 use crate::stats::CpuRates;
+use crate::streaming::StreamingEndpoint;
 
 /// Where the plugin keeps files.
 #[derive(Debug, Clone)]
 pub struct CriPaths {
-    /// On tmpfs: pod directories (namespaces, shm, hostname, hosts, resolv.conf), exec FIFOs.
+    /// On tmpfs: pod directories (namespaces, shm, hostname, hosts, resolv.conf), containers'
+    /// stdin FIFOs, exec FIFOs.
     pub state: PathBuf,
     /// Persistent: CNI results.
     pub root: PathBuf,
@@ -34,6 +36,11 @@ pub struct CriPaths {
 impl CriPaths {
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.state.join("sandboxes").join(id)
+    }
+
+    /// A container's own files (its stdin FIFO).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.state.join("containers").join(id)
     }
 
     pub fn exec_dir(&self) -> PathBuf {
@@ -72,6 +79,8 @@ pub struct CriRuntime {
     pub events: ContainerEvents,
     pub metrics: CriMetrics,
     pub cpu_rates: CpuRates,
+    /// Where Exec, Attach and PortForward send clients.
+    pub streaming: StreamingEndpoint,
 }
 
 impl CriRuntime {
@@ -85,6 +94,7 @@ impl CriRuntime {
     ) -> Result<Arc<Self>, Status> {
         let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone()).await?;
         let containers = Records::load(RecordKind::Container, backends.records.clone()).await?;
+        let streaming = StreamingEndpoint::new(config.streaming.clone());
         let runtime = Arc::new(Self {
             config,
             paths,
@@ -103,6 +113,7 @@ impl CriRuntime {
             events: ContainerEvents::new(),
             metrics,
             cpu_rates: CpuRates::default(),
+            streaming,
         });
         for sandbox in runtime.sandboxes.list() {
             runtime.sandbox_names.reserve(&sandbox.name, &sandbox.id)?;

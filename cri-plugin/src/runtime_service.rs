@@ -1,7 +1,6 @@
 //! The CRI RuntimeService: a thin dispatcher. Identity, status and configuration are
-//! answered here; pods, containers, stats and events by their areas through [`CriRuntime`];
-//! streaming (exec, attach, port-forward) arrives with its own capability
-//! (see [`crate::pending`]).
+//! answered here; pods, containers, stats, events and the streaming URLs by their areas
+//! through [`CriRuntime`].
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,7 +17,6 @@ use crate::cni::{first_network_config, network_readiness};
 use crate::config::{CgroupDriver, CriConfig};
 use crate::engine::{Engine, Readiness};
 use crate::events::EventStream;
-use crate::pending::{Capability, pending};
 use crate::runtime::CriRuntime;
 
 /// Version of the kubelet runtime API that `Version` reports, as containerd does.
@@ -352,22 +350,28 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(self.runtime.exec_sync(request).instrument(span).await?))
     }
 
-    async fn exec(&self, _request: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
-        pending("RuntimeService/Exec", Capability::Streaming)
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
+        let request = request.into_inner();
+        let _span = call_span("Exec", "", &request.container_id).entered();
+        Ok(Response::new(self.runtime.exec_url(request)?))
     }
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        pending("RuntimeService/Attach", Capability::Streaming)
+        let request = request.into_inner();
+        let _span = call_span("Attach", "", &request.container_id).entered();
+        Ok(Response::new(self.runtime.attach_url(request)?))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        pending("RuntimeService/PortForward", Capability::Streaming)
+        let request = request.into_inner();
+        let _span = call_span("PortForward", &request.pod_sandbox_id, "").entered();
+        Ok(Response::new(self.runtime.port_forward_url(request)?))
     }
 
     async fn container_stats(

@@ -143,16 +143,41 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
 }
 
 #[tokio::test]
-async fn calls_of_later_capabilities_are_unimplemented_naming_the_capability() {
+async fn bad_streaming_requests_are_refused_before_any_url_is_made() {
     let berthd = Berthd::start().await;
     let mut runtime = berthd.runtime_client().await;
     let err = runtime.exec(cri::ExecRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("Exec") && err.message().contains("streaming capability"), "{err:?}");
-
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("command"), "{err:?}");
+    let tty_and_stderr = cri::ExecRequest {
+        container_id: "nope".into(),
+        cmd: vec!["sh".into()],
+        tty: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let err = runtime.exec(tty_and_stderr).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let unknown = cri::ExecRequest {
+        container_id: "nope".into(),
+        cmd: vec!["sh".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let err = runtime.exec(unknown).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = runtime
+        .attach(cri::AttachRequest { container_id: "nope".into(), stdout: true, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let err = runtime.port_forward(cri::PortForwardRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("streaming capability"), "{err:?}");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = runtime
+        .port_forward(cri::PortForwardRequest { pod_sandbox_id: "nope".into(), port: vec![80] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
     // A pod with no config is bad input, refused before anything is made.
     let err = runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();

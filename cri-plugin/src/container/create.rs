@@ -197,9 +197,19 @@ impl CriRuntime {
                 })?;
             }
         }
-        let rootfs = self.rootfs.prepare(id, &image.id).await?;
+        // A container that reads stdin gets it through a FIFO the shim holds open, so attach
+        // clients can come and go while the container keeps its stdin.
+        let stdin = if config.stdin { self.make_stdin_fifo(id).await? } else { String::new() };
+        let rootfs = match self.rootfs.prepare(id, &image.id).await {
+            Ok(rootfs) => rootfs,
+            Err(e) => {
+                self.remove_container_files(id).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.containers.save(record).await {
             let _ = self.rootfs.remove(id).await;
+            self.remove_container_files(id).await;
             return Err(e);
         }
         let log_uri =
@@ -211,12 +221,7 @@ impl CriRuntime {
             image: image_name,
             snapshot_key: id.to_string(),
             rootfs,
-            io: TaskIo {
-                stdin: String::new(),
-                stdout: log_uri.clone(),
-                stderr: log_uri,
-                terminal: config.tty,
-            },
+            io: TaskIo { stdin, stdout: log_uri.clone(), stderr: log_uri, terminal: config.tty },
             labels: HashMap::from([
                 (KIND_LABEL.to_string(), "container".to_string()),
                 (SANDBOX_LABEL.to_string(), sandbox.id.clone()),
@@ -225,9 +230,33 @@ impl CriRuntime {
         if let Err(e) = self.tasks.create(task).await {
             let _ = self.containers.remove(id).await;
             let _ = self.rootfs.remove(id).await;
+            self.remove_container_files(id).await;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Makes the FIFO the container's stdin comes through; its path is the task's stdin.
+    async fn make_stdin_fifo(&self, id: &str) -> Result<String, Status> {
+        let dir = self.paths.container_dir(id);
+        let path = dir.join("stdin");
+        let made = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(std::io::Error::from)
+        };
+        made.await.map_err(|e| Status::internal(format!("create the stdin FIFO {}: {e}", path.display())))?;
+        Ok(path.to_string_lossy().into_owned())
+    }
+
+    /// Removes the container's own files (its stdin FIFO); gone already is fine.
+    pub(crate) async fn remove_container_files(&self, id: &str) {
+        let dir = self.paths.container_dir(id);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing a container's files");
+        }
     }
 
     /// For `NamespaceMode::TARGET`: the pid of the running container the PID namespace is

@@ -6,7 +6,6 @@
 //! killed and the call answers DeadlineExceeded; a client that goes away has its exec killed
 //! too, so nothing is left running.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,18 +15,12 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::ContainerState;
+use super::exec_process::{DRAIN_LIMIT, KILL_GRACE, PreparedExec, output_fifo, read_remaining};
 use crate::engine::{SIGKILL, TaskIo};
-use crate::ids::new_id;
 use crate::runtime::CriRuntime;
-use crate::spec::exec_process;
 
 /// Output kept per stream, as containerd caps ExecSync output (kubelet's messages are 16 MiB).
 pub const MAX_OUTPUT: usize = 8 * 1024 * 1024;
-/// How long a killed exec has to go away.
-const KILL_GRACE: Duration = Duration::from_secs(5);
-/// The longest the output left in the FIFOs is read after the command exited.
-const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Reads a FIFO into memory until `exited`, then takes what is still buffered.
 async fn collect(mut fifo: pipe::Receiver, mut exited: watch::Receiver<bool>, limit: usize) -> Vec<u8> {
@@ -43,14 +36,11 @@ async fn collect(mut fifo: pipe::Receiver, mut exited: watch::Receiver<bool>, li
                 Ok(0) | Err(_) => return out,
                 Ok(n) => keep(&mut out, &buf[..n]),
             },
-            _ = exited.wait_for(|done| *done) => {
+            _ = async { exited.wait_for(|done| *done).await.map(|_| ()) } => {
                 // What is buffered now; bounded, as a process the command left behind may
                 // keep writing.
-                let deadline = std::time::Instant::now() + DRAIN_LIMIT;
-                while let Ok(n) = fifo.try_read(&mut buf) {
-                    if n == 0 || std::time::Instant::now() >= deadline {
-                        break;
-                    }
+                let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+                while let Some(n) = read_remaining(&mut fifo, &mut buf, deadline).await {
                     keep(&mut out, &buf[..n]);
                 }
                 return out;
@@ -59,96 +49,19 @@ async fn collect(mut fifo: pipe::Receiver, mut exited: watch::Receiver<bool>, li
     }
 }
 
-fn make_fifo(path: &Path) -> Result<pipe::Receiver, Status> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| Status::internal(format!("create FIFO {}: {e}", path.display())))?;
-    // Read-write: opening never blocks, and the shim's writes never fail while we are here.
-    pipe::OpenOptions::new()
-        .read_write(true)
-        .open_receiver(path)
-        .map_err(|e| Status::internal(format!("open FIFO {}: {e}", path.display())))
-}
-
-/// Kills and forgets an exec whose caller went away before it ended.
-struct ExecGuard {
-    runtime: Arc<CriRuntime>,
-    container: String,
-    exec_id: String,
-    dir: PathBuf,
-    finished: bool,
-}
-
-impl ExecGuard {
-    async fn finish(mut self, kill: bool) {
-        self.finished = true;
-        clean_up(self.runtime.clone(), self.container.clone(), self.exec_id.clone(), self.dir.clone(), kill)
-            .await;
-    }
-}
-
-impl Drop for ExecGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            tokio::spawn(clean_up(
-                self.runtime.clone(),
-                self.container.clone(),
-                self.exec_id.clone(),
-                self.dir.clone(),
-                true,
-            ));
-        }
-    }
-}
-
-async fn clean_up(runtime: Arc<CriRuntime>, container: String, exec_id: String, dir: PathBuf, kill: bool) {
-    if kill {
-        let _ = runtime.tasks.kill(&container, &exec_id, SIGKILL, false).await;
-        let _ = tokio::time::timeout(KILL_GRACE, runtime.tasks.wait(&container, &exec_id)).await;
-    }
-    if let Err(e) = runtime.tasks.delete_exec(&container, &exec_id).await {
-        tracing::debug!(%container, exec = %exec_id, error = %e.message(), "deleting an exec");
-    }
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-}
-
 impl CriRuntime {
     pub async fn exec_sync(
         self: &Arc<Self>,
         request: cri::ExecSyncRequest,
     ) -> Result<cri::ExecSyncResponse, Status> {
-        let container = self.container(&request.container_id)?;
-        if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {:?} is not running ({:?}): exec needs a running container",
-                container.id,
-                container.state.to_cri()
-            )));
-        }
-        if request.cmd.is_empty() {
-            return Err(Status::invalid_argument("ExecSync needs a command"));
-        }
+        let PreparedExec { container, exec_id, dir, process, guard } =
+            self.prepare_exec(&request.container_id, &request.cmd, false).await?;
         let id = container.id.clone();
         tracing::Span::current().record("pod", container.sandbox_id.as_str());
-        let mut base = oci_spec::runtime::Spec::default();
-        base.set_process(Some(container.process.clone()));
-        let process = exec_process(&base, request.cmd.clone(), false)?;
-
-        let exec_id = new_id()?[..32].to_string();
-        let dir = self.paths.exec_dir().join(&exec_id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
-        let guard = ExecGuard {
-            runtime: self.clone(),
-            container: id.clone(),
-            exec_id: exec_id.clone(),
-            dir: dir.clone(),
-            finished: false,
-        };
         let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
         let (exited_tx, exited) = watch::channel(false);
-        let stdout = tokio::spawn(collect(make_fifo(&stdout_path)?, exited.clone(), MAX_OUTPUT));
-        let stderr = tokio::spawn(collect(make_fifo(&stderr_path)?, exited, MAX_OUTPUT));
+        let stdout = tokio::spawn(collect(output_fifo(&stdout_path)?, exited.clone(), MAX_OUTPUT));
+        let stderr = tokio::spawn(collect(output_fifo(&stderr_path)?, exited, MAX_OUTPUT));
         let io = TaskIo {
             stdin: String::new(),
             stdout: stdout_path.to_string_lossy().into_owned(),

@@ -266,6 +266,7 @@ impl CriRuntime {
         }
         self.tasks.delete(&id).await?;
         self.rootfs.remove(&id).await?;
+        self.remove_container_files(&id).await;
         self.containers.remove(&id).await?;
         self.container_names.release(&container.name);
         self.forget_lock(&id);

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod create;
+pub mod exec_process;
 pub mod exec_sync;
 pub mod lifecycle;
 pub mod status;

@@ -3,7 +3,9 @@
 //! [`LinuxPodHost`] does the real thing and is tested end to end as root.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A namespace a pod can have of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,10 @@ pub trait PodHost: Send + Sync + 'static {
     fn unmount(&self, path: &Path) -> io::Result<()>;
     /// The interface counters (`/proc/net/dev`) inside the pinned network namespace `netns`.
     fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>>;
+    /// Opens a TCP connection to `port` on the loopback of the pinned network namespace
+    /// `netns` (the host's when `None`, for host-network pods): port-forward's way in. IPv4
+    /// first, then IPv6, as a client inside the pod would find `localhost`.
+    fn connect_in_netns(&self, netns: Option<&Path>, port: u16, timeout: Duration) -> io::Result<TcpStream>;
     /// Starts the process that holds the pod's PID namespace (PID 1 of the pod), in the
     /// pinned namespaces `joined`, chrooted in the empty `root`.
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder>;
@@ -66,6 +72,18 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let after_name = &stat[stat.rfind(')')? + 2..];
     after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// `port` on this namespace's loopback, IPv4 first and then IPv6; the IPv4 error is the one
+/// reported when both fail.
+pub fn connect_loopback(port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    match TcpStream::connect_timeout(&v4, timeout) {
+        Ok(stream) => Ok(stream),
+        Err(e) => {
+            TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)), timeout).map_err(|_| e)
+        }
+    }
 }
 
 /// The host itself (needs root).
@@ -175,6 +193,21 @@ impl PodHost for LinuxPodHost {
         })
         .join()
         .map_err(|_| io::Error::other("the network stats thread panicked"))?
+    }
+
+    fn connect_in_netns(&self, netns: Option<&Path>, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+        let Some(netns) = netns else {
+            return connect_loopback(port, timeout);
+        };
+        let file = std::fs::File::open(netns)?;
+        // A socket belongs to the namespace of the thread that made it, so a short-lived
+        // thread enters the pod's and makes it there; the connection then works from anywhere.
+        std::thread::spawn(move || -> io::Result<TcpStream> {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            connect_loopback(port, timeout)
+        })
+        .join()
+        .map_err(|_| io::Error::other("the port-forward connect thread panicked"))?
     }
 
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder> {
@@ -293,6 +326,15 @@ pub mod fake {
         }
         fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>> {
             Ok(Vec::new())
+        }
+        fn connect_in_netns(
+            &self,
+            _netns: Option<&Path>,
+            port: u16,
+            timeout: Duration,
+        ) -> io::Result<TcpStream> {
+            // No namespaces here: the test's own loopback stands in for the pod's.
+            connect_loopback(port, timeout)
         }
         fn start_pid_holder(
             &self,

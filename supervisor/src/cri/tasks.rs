@@ -17,8 +17,11 @@ use tonic::Status;
 use super::images::CRI_NAMESPACE;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::tasks::bundle::Bundle;
 use crate::tasks::{CreateTask, ExitInfo};
 
+/// berth's shim serves a container's live stdio on this socket in its bundle.
+const ATTACH_SOCKET: &str = "attach.sock";
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const RESOURCES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
@@ -29,6 +32,24 @@ pub struct CriTasks {
     engine: Arc<Engine>,
     /// Containers the OOM killer hit, until their exit is reported.
     oom_killed: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Connects to the unix socket `name` in `dir`, even when the whole path is longer than a
+/// socket address holds (64-character ids under a deep state dir): through the short
+/// `/proc/self/fd/<dir>/<name>` alias of an open handle on the directory.
+async fn connect_long_path(dir: &std::path::Path, name: &str) -> std::io::Result<tokio::net::UnixStream> {
+    const SUN_PATH_MAX: usize = 107;
+    let path = dir.join(name);
+    if path.as_os_str().len() <= SUN_PATH_MAX {
+        return tokio::net::UnixStream::connect(&path).await;
+    }
+    let dir = std::fs::File::open(dir)?;
+    let alias = std::path::Path::new("/proc/self/fd")
+        .join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string())
+        .join(name);
+    let stream = tokio::net::UnixStream::connect(alias).await;
+    drop(dir);
+    stream
 }
 
 fn json_any<T: serde::Serialize>(type_url: &str, value: &T) -> Result<prost_types::Any, Status> {
@@ -269,6 +290,18 @@ impl TaskRuntime for CriTasks {
 
     async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), Status> {
         Ok(self.engine.tasks.close_io(CRI_NAMESPACE, id, exec_id, true).await?)
+    }
+
+    async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, Status> {
+        let bundle = Bundle::path_for(&self.engine.config.state, CRI_NAMESPACE, id);
+        connect_long_path(&bundle, ATTACH_SOCKET).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                Status::failed_precondition(format!(
+                    "container {id:?} has no attach socket: it is not running, or its runtime handler's shim does not offer attach"
+                ))
+            }
+            _ => Status::internal(format!("attach to container {id:?}: {e}")),
+        })
     }
 
     async fn update_resources(

@@ -1,0 +1,154 @@
+//! What ExecSync and streamed exec share: the checks before an exec, its directory of FIFOs,
+//! and the guard that kills and forgets an exec whose caller went away.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::unix::pipe;
+use tonic::Status;
+
+use super::{ContainerRecord, ContainerState};
+use crate::engine::SIGKILL;
+use crate::ids::new_id;
+use crate::runtime::CriRuntime;
+use crate::spec::exec_process;
+
+/// How long a killed exec has to go away.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// The longest the output left in the FIFOs is read after the command exited (a process the
+/// command left behind may keep writing).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// After an exec exited, the output its FIFO still holds: one read of it, or `None` once it
+/// is empty (nothing comes for a short quiet spell) or `deadline` passed. A plain `try_read`
+/// would miss data the reactor has not reported yet.
+pub async fn read_remaining(
+    fifo: &mut pipe::Receiver,
+    buf: &mut [u8],
+    deadline: tokio::time::Instant,
+) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    const QUIET: Duration = Duration::from_millis(20);
+    let limit = deadline.min(tokio::time::Instant::now() + QUIET);
+    match tokio::time::timeout_at(limit, fifo.read(buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(n),
+        _ => None,
+    }
+}
+
+/// A FIFO for the exec's output, opened for reading.
+pub fn output_fifo(path: &Path) -> Result<pipe::Receiver, Status> {
+    make_fifo(path)?;
+    // Read-write: opening never blocks, and the shim's writes never fail while we are here.
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+        .map_err(|e| Status::internal(format!("open FIFO {}: {e}", path.display())))
+}
+
+/// A FIFO for the exec's stdin, opened for writing. Dropping it (and CloseIO, which drops the
+/// shim's own handle) delivers EOF to the process.
+pub fn input_fifo(path: &Path) -> Result<pipe::Sender, Status> {
+    make_fifo(path)?;
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(path)
+        .map_err(|e| Status::internal(format!("open FIFO {}: {e}", path.display())))
+}
+
+fn make_fifo(path: &Path) -> Result<(), Status> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Status::internal(format!("create FIFO {}: {e}", path.display())))
+}
+
+/// An exec about to be made: its id, its directory for FIFOs, and the guard that cleans up.
+pub struct PreparedExec {
+    pub container: ContainerRecord,
+    pub exec_id: String,
+    pub dir: PathBuf,
+    pub process: oci_spec::runtime::Process,
+    pub guard: ExecGuard,
+}
+
+impl CriRuntime {
+    /// The checks every exec passes (a running container, a command), then its process (the
+    /// container's, with `cmd`) and its FIFO directory.
+    pub async fn prepare_exec(
+        self: &Arc<Self>,
+        container_id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<PreparedExec, Status> {
+        let container = self.container(container_id)?;
+        if container.state != ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {:?} is not running ({:?}): exec needs a running container",
+                container.id,
+                container.state.to_cri()
+            )));
+        }
+        if cmd.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        let mut base = oci_spec::runtime::Spec::default();
+        base.set_process(Some(container.process.clone()));
+        let process = exec_process(&base, cmd.to_vec(), tty)?;
+        let exec_id = new_id()?[..32].to_string();
+        let dir = self.paths.exec_dir().join(&exec_id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
+        let guard = ExecGuard {
+            runtime: self.clone(),
+            container: container.id.clone(),
+            exec_id: exec_id.clone(),
+            dir: dir.clone(),
+            finished: false,
+        };
+        Ok(PreparedExec { container, exec_id, dir, process, guard })
+    }
+}
+
+/// Kills and forgets an exec whose caller went away before it ended.
+pub struct ExecGuard {
+    runtime: Arc<CriRuntime>,
+    container: String,
+    exec_id: String,
+    dir: PathBuf,
+    finished: bool,
+}
+
+impl ExecGuard {
+    /// Forgets the exec (killing it first when `kill`) and removes its FIFOs.
+    pub async fn finish(mut self, kill: bool) {
+        self.finished = true;
+        clean_up(self.runtime.clone(), self.container.clone(), self.exec_id.clone(), self.dir.clone(), kill)
+            .await;
+    }
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            tokio::spawn(clean_up(
+                self.runtime.clone(),
+                self.container.clone(),
+                self.exec_id.clone(),
+                self.dir.clone(),
+                true,
+            ));
+        }
+    }
+}
+
+async fn clean_up(runtime: Arc<CriRuntime>, container: String, exec_id: String, dir: PathBuf, kill: bool) {
+    if kill {
+        let _ = runtime.tasks.kill(&container, &exec_id, SIGKILL, false).await;
+        let _ = tokio::time::timeout(KILL_GRACE, runtime.tasks.wait(&container, &exec_id)).await;
+    }
+    if let Err(e) = runtime.tasks.delete_exec(&container, &exec_id).await {
+        tracing::debug!(%container, exec = %exec_id, error = %e.message(), "deleting an exec");
+    }
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+}

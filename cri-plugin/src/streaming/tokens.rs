@@ -1,0 +1,162 @@
+//! The URLs Exec, Attach and PortForward hand out: each carries a random token bound to the
+//! request that made it, used once, within its time to live.
+//!
+//! The map is bounded by count as well as age, so a flood of Exec calls whose URLs are never
+//! used costs at most `max_pending` small entries: expired ones are swept on every insert, and
+//! when the map is still full the call answers ResourceExhausted.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_proto::runtime::v1 as cri;
+use tonic::Status;
+
+/// What a token lets its bearer do: the CRI request it was made for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamRequest {
+    Exec(cri::ExecRequest),
+    Attach(cri::AttachRequest),
+    PortForward(cri::PortForwardRequest),
+}
+
+impl StreamRequest {
+    /// The URL path segment this request is served under.
+    pub fn kind(&self) -> StreamKind {
+        match self {
+            StreamRequest::Exec(_) => StreamKind::Exec,
+            StreamRequest::Attach(_) => StreamKind::Attach,
+            StreamRequest::PortForward(_) => StreamKind::PortForward,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Exec => "exec",
+            StreamKind::Attach => "attach",
+            StreamKind::PortForward => "portforward",
+        }
+    }
+}
+
+struct Pending {
+    request: StreamRequest,
+    expires: Instant,
+}
+
+pub struct TokenCache {
+    ttl: Duration,
+    max_pending: usize,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// 16 random bytes as URL-safe text: unguessable, and safe in a path.
+fn random_token() -> Result<String, Status> {
+    use base64::Engine as _;
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Status::internal(format!("read /dev/urandom for a stream token: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+impl TokenCache {
+    pub fn new(ttl: Duration, max_pending: usize) -> Self {
+        Self { ttl, max_pending: max_pending.max(1), pending: Mutex::default() }
+    }
+
+    /// A new token for `request`.
+    pub fn insert(&self, request: StreamRequest) -> Result<String, Status> {
+        let token = random_token()?;
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pending.len() >= self.max_pending {
+            pending.retain(|_, p| p.expires > now);
+        }
+        if pending.len() >= self.max_pending {
+            return Err(Status::resource_exhausted(format!(
+                "{} stream URLs are waiting to be used: use or let some expire (within {}) first",
+                pending.len(),
+                humantime::format_duration(self.ttl)
+            )));
+        }
+        pending.insert(token.clone(), Pending { request, expires: now + self.ttl });
+        Ok(token)
+    }
+
+    /// The request `token` was made for, if it exists, has not expired, and is for `kind`.
+    /// A token is gone after this, whatever the answer: it cannot be tried twice.
+    pub fn consume(&self, token: &str, kind: StreamKind) -> Option<StreamRequest> {
+        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = pending.remove(token)?;
+        (entry.expires > Instant::now() && entry.request.kind() == kind).then_some(entry.request)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(id: &str) -> StreamRequest {
+        StreamRequest::Exec(cri::ExecRequest { container_id: id.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn a_token_is_used_once() {
+        let cache = TokenCache::new(Duration::from_secs(60), 10);
+        let token = cache.insert(exec("c1")).unwrap();
+        assert_eq!(token.len(), 22);
+        assert_eq!(cache.consume(&token, StreamKind::Exec), Some(exec("c1")));
+        assert_eq!(cache.consume(&token, StreamKind::Exec), None);
+        assert_eq!(cache.consume("made-up", StreamKind::Exec), None);
+    }
+
+    #[test]
+    fn a_token_is_for_its_kind_only() {
+        let cache = TokenCache::new(Duration::from_secs(60), 10);
+        let token = cache.insert(exec("c1")).unwrap();
+        assert_eq!(cache.consume(&token, StreamKind::Attach), None);
+        // ... and the wrong try spent it.
+        assert_eq!(cache.consume(&token, StreamKind::Exec), None);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_swept() {
+        let cache = TokenCache::new(Duration::ZERO, 2);
+        let token = cache.insert(exec("c1")).unwrap();
+        assert_eq!(cache.consume(&token, StreamKind::Exec), None);
+        for i in 0..10 {
+            cache.insert(exec(&format!("c{i}"))).unwrap();
+        }
+        assert!(cache.len() <= 2);
+    }
+
+    #[test]
+    fn a_full_map_refuses_new_tokens() {
+        let cache = TokenCache::new(Duration::from_secs(60), 3);
+        for i in 0..3 {
+            cache.insert(exec(&format!("c{i}"))).unwrap();
+        }
+        let refused = cache.insert(exec("c9")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(cache.len(), 3);
+    }
+}

@@ -5,5 +5,7 @@
 //! remotecommand or portforward protocol over it.
 //!
 //! * `session` — the transport-independent streams a session is made of.
+//! * `websocket` — the `*.channel.k8s.io` WebSocket transport, server adapters and client.
 
 pub mod session;
+pub mod websocket;

@@ -14,10 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::channel::{ChannelReader, ChannelStream, ChannelWriter};
 use super::frame::WireMessage;
-use super::mux::{
-    ChannelReader, ChannelStream, ChannelWriter, Inbound, Mux, MuxOptions, WireSink, WireStream,
-};
+use super::mux::{Inbound, Mux, MuxOptions, WireSink, WireStream};
 use super::protocol::{PORT_FORWARD_PROTOCOLS, exec_protocol, port_forward_codec};
 use super::server::{ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use super::{Error, SessionLimits};

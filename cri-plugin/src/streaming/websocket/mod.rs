@@ -12,9 +12,11 @@
 //!
 //! * `protocol` — the sub-protocol names, the handshake's choice, port query values.
 //! * `frame` — channel framing, binary and base64.
-//! * `mux` — one session's reader and writer tasks and its channel streams.
+//! * `mux` — one session's reader and writer tasks.
+//! * `channel` — one channel as a byte stream (`AsyncRead`/`AsyncWrite`).
 //! * `server`, `client` — the two ends.
 
+mod channel;
 mod client;
 mod frame;
 mod mux;
@@ -25,10 +27,10 @@ mod tests;
 
 use std::time::Duration;
 
+pub use channel::{ChannelReader, ChannelStream, ChannelWriter};
 pub use client::{
     ExecClient, ForwardedPort, OutcomeReceiver, ResizeSender, connect_exec, connect_port_forward,
 };
-pub use mux::{ChannelReader, ChannelStream, ChannelWriter};
 pub use protocol::{EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, ports_from_query, select_protocol};
 pub use server::{serve_port_forward, serve_remote_command};
 

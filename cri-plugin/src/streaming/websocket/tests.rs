@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -234,17 +234,22 @@ async fn a_stalled_client_blocks_only_its_own_session_and_is_dropped() {
     let limits =
         SessionLimits { write_stall_timeout: Duration::from_millis(500), ..SessionLimits::default() };
     let (flood_ended_tx, mut flood_ended) = mpsc::channel::<std::io::Error>(1);
-    let flood_url = exec_server(options(false, true, false, false), limits, move |mut streams| {
+    let flood_url = exec_server(options(false, true, false, false), limits, move |streams| {
         let flood_ended = flood_ended_tx.clone();
         async move {
-            let mut stdout = streams.stdout.take().unwrap();
+            let RemoteCommandStreams { stdout, outcome, .. } = streams;
+            let mut stdout = stdout.unwrap();
             let chunk = vec![b'y'; 64 * 1024];
+            let started = Instant::now();
             let error = loop {
                 if let Err(error) = stdout.write_all(&chunk).await {
                     break error;
                 }
             };
+            // Dropped by the stall timeout, not by anything quicker.
+            assert!(started.elapsed() >= Duration::from_millis(500));
             flood_ended.send(error).await.unwrap();
+            outcome.report(CommandOutcome::Failed("client stopped reading".into())).await;
         }
     })
     .await;

@@ -194,8 +194,14 @@ pub async fn run(config: Config) -> Result<()> {
         Some(tokio::spawn(metrics.clone().serve(listener, wait_for_stop(stopped.clone()))))
     };
 
+    // The streaming server that CRI Exec, Attach and PortForward send clients to.
+    let streaming_task = berth_cri_plugin::streaming::server::start(cri.clone(), wait_for_stop(stopped.clone()))
+        .await
+        .map_err(|e| Error::io("start the CRI streaming server ([cri.streaming])", e))?;
+
     tracing::info!(
         grpc = %grpc_socket.display(),
+        streaming = cri.streaming.base_url().unwrap_or_default(),
         ttrpc = %config.ttrpc.address.display(),
         metrics = %config.metrics.address,
         root = %config.root.display(),
@@ -226,6 +232,8 @@ pub async fn run(config: Config) -> Result<()> {
     }
     ttrpc.shutdown().await;
     gc_task.abort();
+    // Sessions in flight (an attach, a port-forward) do not hold berthd up.
+    streaming_task.abort();
     if let Some(task) = metrics_task
         && let Ok(Err(e)) = task.await
     {

@@ -13,6 +13,7 @@ pub mod pump;
 pub mod requests;
 pub mod session;
 pub mod tokens;
+pub mod websocket;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,148 @@
+//! The channel framing: every data message starts with the number of the channel it belongs
+//! to; the rest is that channel's bytes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+
+/// The first byte of a v5 stream-close message; the second names the channel being closed.
+pub(crate) const CLOSE_SIGNAL: u8 = 255;
+
+/// The largest payload put in one frame, so that one write cannot hold the socket for long.
+pub(crate) const MAX_PAYLOAD: usize = 32 * 1024;
+
+/// How channel bytes become WebSocket messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    /// Binary messages: the channel number as a byte, then the raw bytes.
+    Binary,
+    /// Text messages: the channel number as an ASCII digit, then the bytes in base64.
+    Base64,
+}
+
+/// A WebSocket message, as both axum's server and tungstenite's client see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WireMessage {
+    Binary(Bytes),
+    Text(String),
+    /// A close frame, with its code and reason when it had one.
+    Close(Option<(u16, String)>),
+    /// Ping or pong: the WebSocket libraries answer pings themselves; for us it is traffic.
+    Control,
+}
+
+/// One data message, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame {
+    Data {
+        channel: u8,
+        bytes: Bytes,
+    },
+    /// The peer will send nothing more on `channel` (v5).
+    CloseChannel(u8),
+}
+
+impl Codec {
+    pub(crate) fn encode(self, channel: u8, payload: &[u8]) -> WireMessage {
+        match self {
+            Self::Binary => {
+                let mut message = Vec::with_capacity(payload.len() + 1);
+                message.push(channel);
+                message.extend_from_slice(payload);
+                WireMessage::Binary(message.into())
+            }
+            Self::Base64 => {
+                let mut message = String::with_capacity(1 + payload.len().div_ceil(3) * 4);
+                message.push(char::from(b'0'.wrapping_add(channel)));
+                BASE64.encode_string(payload, &mut message);
+                WireMessage::Text(message)
+            }
+        }
+    }
+
+    /// Decodes one data message; `None` for an empty message (nothing to deliver) or a
+    /// malformed one. The close signal is only recognised where `accept_close_signal`.
+    pub(crate) fn decode(
+        self,
+        message: Bytes,
+        accept_close_signal: bool,
+    ) -> Result<Option<Frame>, FrameError> {
+        let Some(&first) = message.first() else { return Ok(None) };
+        if accept_close_signal && self == Self::Binary && first == CLOSE_SIGNAL {
+            return match message.get(1..) {
+                Some([channel]) => Ok(Some(Frame::CloseChannel(*channel))),
+                _ => Err(FrameError::CloseSignalLength(message.len() - 1)),
+            };
+        }
+        let bytes = match self {
+            Self::Binary => message.slice(1..),
+            Self::Base64 => BASE64.decode(&message[1..]).map_err(|_| FrameError::Base64)?.into(),
+        };
+        let channel = match self {
+            Self::Binary => first,
+            Self::Base64 => first.wrapping_sub(b'0'),
+        };
+        Ok(Some(Frame::Data { channel, bytes }))
+    }
+}
+
+/// The v5 message saying this side sends nothing more on `channel`.
+pub(crate) fn close_signal(channel: u8) -> WireMessage {
+    WireMessage::Binary(Bytes::from(vec![CLOSE_SIGNAL, channel]))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    #[error("a stream close signal must name one channel, not {0} bytes")]
+    CloseSignalLength(usize),
+    #[error("a base64 channel frame is not valid base64")]
+    Base64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(message: WireMessage) -> Bytes {
+        match message {
+            WireMessage::Binary(bytes) => bytes,
+            WireMessage::Text(text) => text.into(),
+            other => panic!("not a data message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn binary_frames_carry_the_channel_byte() {
+        assert_eq!(
+            payload(Codec::Binary.encode(1, b"foo\n")),
+            Bytes::from_static(&[1, b'f', b'o', b'o', b'\n'])
+        );
+        let decoded = Codec::Binary.decode(Bytes::from_static(&[0, b'h', b'i']), false).unwrap();
+        assert_eq!(decoded, Some(Frame::Data { channel: 0, bytes: Bytes::from_static(b"hi") }));
+        assert_eq!(Codec::Binary.decode(Bytes::new(), true).unwrap(), None);
+    }
+
+    #[test]
+    fn base64_frames_carry_an_ascii_digit() {
+        assert_eq!(Codec::Base64.encode(1, b"\n"), WireMessage::Text("1Cg==".into()));
+        assert_eq!(Codec::Base64.encode(2, b""), WireMessage::Text("2".into()));
+        let decoded = Codec::Base64.decode(Bytes::from_static(b"0Zm9vCg=="), true).unwrap();
+        assert_eq!(decoded, Some(Frame::Data { channel: 0, bytes: Bytes::from_static(b"foo\n") }));
+        assert_eq!(Codec::Base64.decode(Bytes::from_static(b"0***"), false), Err(FrameError::Base64));
+    }
+
+    #[test]
+    fn close_signal_only_where_accepted() {
+        let signal = payload(close_signal(0));
+        assert_eq!(Codec::Binary.decode(signal.clone(), true).unwrap(), Some(Frame::CloseChannel(0)));
+        // Without v5, 255 is just an unknown channel.
+        assert_eq!(
+            Codec::Binary.decode(signal, false).unwrap(),
+            Some(Frame::Data { channel: 255, bytes: Bytes::from_static(&[0]) })
+        );
+        assert_eq!(
+            Codec::Binary.decode(Bytes::from_static(&[255, 0, 1]), true),
+            Err(FrameError::CloseSignalLength(2))
+        );
+    }
+}

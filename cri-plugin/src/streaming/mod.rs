@@ -5,5 +5,8 @@
 //! remotecommand or portforward protocol over it.
 //!
 //! * `session` — the transport-independent streams a session is made of.
+//! * `spdy` — the SPDY/3.1 transport (frames, connections, the remotecommand and portforward
+//!   server adapters, and a client).
 
 pub mod session;
+pub mod spdy;

@@ -7,7 +7,8 @@
 //!
 //! * [`frame`] — frames, with a strict decoder and an encoder;
 //! * [`headers`] — name/value header blocks and their stateful zlib compression;
-//! * [`conn`] — a connection: streams, routing, PING, GOAWAY, idle timeout;
+//! * [`conn`] — a connection: opening and accepting streams, PING, GOAWAY, idle timeout;
+//!   `stream` holds a stream's buffer and halves, `tasks` the socket's reader and writer;
 //! * [`remotecommand`] and [`portforward`] — the server side of the Kubernetes protocols;
 //! * [`client`] — the client side, for berthctl and end-to-end tests.
 //!
@@ -17,11 +18,16 @@
 //! none are sent. Memory is bounded instead by a per-stream receive buffer; see [`conn`] for
 //! what happens when one fills.
 
+pub mod conn;
 pub mod frame;
 pub mod headers;
+mod stream;
+mod tasks;
 
+pub use conn::{Connection, ConnectionConfig, IncomingStream, IncomingStreams, Role};
 pub use frame::FrameError;
 pub use headers::HeaderBlock;
+pub use stream::{Stream, StreamReader, StreamWriter};
 
 /// The `Upgrade` token.
 pub const UPGRADE_PROTOCOL: &str = "SPDY/3.1";

@@ -18,9 +18,14 @@
 //! none are sent. Memory is bounded instead by a per-stream receive buffer; see [`conn`] for
 //! what happens when one fills.
 
+pub mod client;
 pub mod conn;
 pub mod frame;
 pub mod headers;
+#[cfg(test)]
+mod pipe_tests;
+pub mod portforward;
+pub mod remotecommand;
 mod stream;
 mod tasks;
 

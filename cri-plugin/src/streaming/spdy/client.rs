@@ -335,3 +335,136 @@ impl PortForwardSession {
         self.connection.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::streaming::session::encode_outcome;
+    use crate::streaming::spdy::negotiate;
+    use crate::streaming::spdy::remotecommand::serve_remote_command;
+
+    /// Reads an HTTP request head byte by byte, so nothing after it is consumed.
+    async fn read_head<T: AsyncRead + Unpin>(socket: &mut T) -> String {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(socket.read_u8().await.unwrap());
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    fn offers(head: &str) -> Vec<&str> {
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| name.eq_ignore_ascii_case(PROTOCOL_VERSION_HEADER))
+            .map(|(_, value)| value.trim())
+            .collect()
+    }
+
+    async fn answer(mut server: DuplexStream, response: &'static [u8]) -> String {
+        let head = read_head(&mut server).await;
+        server.write_all(response).await.unwrap();
+        head
+    }
+
+    #[tokio::test]
+    async fn upgrade_offers_every_protocol_and_keeps_early_frames() {
+        let (client, server) = tokio::io::duplex(4096);
+        let answering = tokio::spawn(answer(
+            server,
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+              X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\nEARLY",
+        ));
+        let (mut upgraded, chosen) =
+            upgrade(client, "node:10250", "/exec/abc?stdout=1", &REMOTE_COMMAND_OFFERS).await.unwrap();
+        assert_eq!(chosen, "v4.channel.k8s.io");
+        let head = answering.await.unwrap();
+        assert!(head.starts_with("POST /exec/abc?stdout=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nUpgrade: SPDY/3.1\r\n") && head.contains("\r\nConnection: Upgrade\r\n"));
+        assert_eq!(offers(&head), REMOTE_COMMAND_OFFERS);
+        let mut early = [0u8; 5];
+        upgraded.read_exact(&mut early).await.unwrap();
+        assert_eq!(&early, b"EARLY");
+    }
+
+    #[tokio::test]
+    async fn upgrade_refusals_are_reported() {
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(answer(server, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 13\r\n\r\ntoken expired"));
+        let refused = upgrade(client, "node", "/exec/x", &REMOTE_COMMAND_OFFERS).await;
+        assert!(
+            matches!(&refused, Err(SpdyError::Upgrade(m)) if m.contains("403") && m.contains("token expired"))
+        );
+
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(answer(server, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"));
+        assert!(upgrade(client, "node", "/exec/x", &REMOTE_COMMAND_OFFERS).await.is_err());
+
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(answer(
+            server,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v9\r\n\r\n",
+        ));
+        assert!(upgrade(client, "node", "/exec/x", &REMOTE_COMMAND_OFFERS).await.is_err());
+    }
+
+    #[test]
+    fn outcomes_decode_what_the_server_encodes() {
+        for protocol in [RemoteCommandProtocol::V2, RemoteCommandProtocol::V4] {
+            for outcome in [
+                CommandOutcome::Success,
+                CommandOutcome::Exited(42),
+                CommandOutcome::Failed("no such container".into()),
+            ] {
+                let wire = encode_outcome(protocol, &outcome).unwrap_or_default();
+                assert_eq!(decode_outcome(protocol, &wire), outcome, "{protocol:?}");
+            }
+        }
+        let odd = decode_outcome(RemoteCommandProtocol::V4, b"{\"status\":\"Failure\"}");
+        assert_eq!(odd, CommandOutcome::Failed("unknown error".into()));
+    }
+
+    /// The whole path over TCP: URL, upgrade request, negotiation, exec streams, outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exec_over_tcp() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let options = StreamOptions { stdin: false, stdout: true, stderr: false, tty: false };
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let head = read_head(&mut socket).await;
+            let chosen = negotiate(&offers(&head), &["v4.channel.k8s.io", "v3.channel.k8s.io"]).unwrap();
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+                 X-Stream-Protocol-Version: {chosen}\r\n\r\n"
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            let protocol = RemoteCommandProtocol::from_name(chosen).unwrap();
+            let streams =
+                serve_remote_command(socket, protocol, options, Duration::from_secs(5)).await.unwrap();
+            let mut stdout = streams.stdout.unwrap();
+            stdout.write_all(b"over tcp").await.unwrap();
+            stdout.shutdown().await.unwrap();
+            streams.outcome.report(CommandOutcome::Exited(7)).await;
+        });
+        let url = format!("http://{address}/exec/token?output=1&stdout=1");
+        let mut session = exec(&url, options, ConnectionConfig::default()).await.unwrap();
+        assert_eq!(session.protocol, RemoteCommandProtocol::V4);
+        let mut out = String::new();
+        session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "over tcp");
+        assert_eq!(session.outcome.await.unwrap(), CommandOutcome::Exited(7));
+        tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn urls_must_be_plain_http() {
+        let config = ConnectionConfig::default();
+        assert!(matches!(connect("https://node/x", &[], config.clone()).await, Err(SpdyError::Upgrade(_))));
+        assert!(matches!(connect("http:///x", &[], config).await, Err(SpdyError::Upgrade(_))));
+    }
+}

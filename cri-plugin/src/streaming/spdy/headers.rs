@@ -396,6 +396,19 @@ mod tests {
         }
     }
 
+    /// What Go's zlib.NewReaderDict insists on: a zlib header with FDICT set, naming the
+    /// SPDY dictionary, on the first block.
+    #[test]
+    fn our_stream_names_the_dictionary_as_go_expects() {
+        let wire = HeaderCompressor::new().unwrap().compress(&kube_headers()).unwrap();
+        assert_eq!(wire[0] & 0x0f, 8, "deflate");
+        assert_eq!((u16::from(wire[0]) << 8 | u16::from(wire[1])) % 31, 0, "header check bits");
+        assert_ne!(wire[1] & 0x20, 0, "FDICT");
+        assert_eq!(wire[2..6], DICTIONARY_ID.to_be_bytes());
+        // Sync flush: the block ends on an empty stored block.
+        assert!(wire.ends_with(&[0x00, 0x00, 0xff, 0xff]));
+    }
+
     #[test]
     fn repeated_names_travel_nul_joined() {
         let block = HeaderBlock::new().with("a", "1").with("b", "2").with("a", "3");

@@ -4,7 +4,8 @@
 //! `error`, and as asked `stdin`, `stdout`, `stderr`, and with a TTY (v3 on) `resize`. We
 //! accept streams until every expected one is in, as kubelet does: one for the error stream,
 //! one per requested stdio stream (never stderr with a TTY), one for resize. Streams of
-//! unknown types are accepted and ignored; a second stream of a type already seen is reset.
+//! unknown or unrequested types are accepted and ignored (kubelet would count an unrequested
+//! one and then miss a requested one); a second stream of a type already seen is refused.
 //!
 //! v1 quirk kept from kubelet: once the streams are in, the error stream is reset (so v1
 //! clients never get an error message) and the stdin stream's server half is closed.
@@ -69,10 +70,10 @@ where
             let kind = offer.headers().get(STREAM_TYPE_HEADER).unwrap_or_default().to_owned();
             let slot = match kind.as_str() {
                 "error" => Some(&mut channels.error),
-                "stdin" => Some(&mut channels.stdin),
-                "stdout" => Some(&mut channels.stdout),
-                "stderr" => Some(&mut channels.stderr),
-                "resize" if protocol.has_resize() => Some(&mut channels.resize),
+                "stdin" if options.stdin => Some(&mut channels.stdin),
+                "stdout" if options.stdout => Some(&mut channels.stdout),
+                "stderr" if options.expects_stderr() => Some(&mut channels.stderr),
+                "resize" if options.tty && protocol.has_resize() => Some(&mut channels.resize),
                 _ => None,
             };
             match slot {

@@ -215,7 +215,10 @@ impl StreamWriter {
     }
 
     fn writable(&self) -> io::Result<()> {
-        let st = lock(&self.stream.state);
+        Self::check_writable(&lock(&self.stream.state))
+    }
+
+    fn check_writable(st: &StreamState) -> io::Result<()> {
         match st.end {
             Some(StreamEnd::ConnectionClosed) => {
                 Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
@@ -243,14 +246,17 @@ impl AsyncWrite for StreamWriter {
         }
         self.writable()?;
         let permit = std::task::ready!(self.poll_permit(cx))?;
-        // Checked again: the stream may have ended while we waited for room.
-        self.writable()?;
+        // Checked again, and queued under the stream's lock: the stream may have ended while
+        // we waited for room, and a FIN queued by `Connection::close` must not pass this DATA.
+        let st = lock(&self.stream.state);
+        Self::check_writable(&st)?;
         let n = buf.len().min(MAX_DATA_CHUNK);
         permit.send(Outgoing::Frame(Frame::Data {
             stream_id: self.stream.id,
             fin: false,
             data: buf[..n].to_vec(),
         }));
+        drop(st);
         Poll::Ready(Ok(n))
     }
 

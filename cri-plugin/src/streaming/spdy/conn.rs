@@ -90,9 +90,12 @@ impl Default for ConnectionConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Some(Duration::from_secs(4 * 60 * 60)),
-            stream_buffer: 1 << 20,
+            // With no window to hold senders back, this only absorbs bursts; a steady consumer
+            // gets backpressure however small it is. 128 streams x 256 KiB bounds a
+            // connection's buffers at 32 MiB.
+            stream_buffer: 256 * 1024,
             stall_timeout: Duration::from_secs(5),
-            max_streams: 256,
+            max_streams: 128,
             linger: Duration::from_secs(2),
             open_timeout: Duration::from_secs(30),
         }

@@ -339,3 +339,121 @@ async fn graceful_close_delivers_everything_first() {
     within("close", closing).await.unwrap();
     within("client sees close", client.closed()).await;
 }
+
+/// Against Go's spdystream, by hand: start this, then in `interop/` run
+/// `go run . client 127.0.0.1:18541` (upgrades and opens streams as client-go v4 does,
+/// sends 1 MiB on stdin, expects it back on stdout and exit code 5 as a Status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Go spdystream client run by hand"]
+async fn interop_go_client() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:18541").await.unwrap();
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(socket.read_u8().await.unwrap());
+    }
+    socket
+        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+        .await
+        .unwrap();
+    let options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
+    let streams = serve_remote_command(socket, RemoteCommandProtocol::V4, options, WITHIN).await.unwrap();
+    let mut stdin = streams.stdin.unwrap();
+    let mut stdout = streams.stdout.unwrap();
+    let copied = tokio::io::copy(&mut stdin, &mut stdout).await.unwrap();
+    stdout.shutdown().await.unwrap();
+    let mut stderr = streams.stderr.unwrap();
+    stderr.write_all(b"err").await.unwrap();
+    stderr.shutdown().await.unwrap();
+    println!("echoed {copied} bytes");
+    within("report", streams.outcome.report(CommandOutcome::Exited(5))).await;
+}
+
+/// Against Go's spdystream, by hand: in `interop/` start `go run . server 127.0.0.1:18542`
+/// (echoes every stream), then this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Go spdystream server run by hand"]
+async fn interop_go_server() {
+    let socket = tokio::net::TcpStream::connect("127.0.0.1:18542").await.unwrap();
+    let (connection, _incoming) = conn::start(socket, Role::Client, fast_config());
+    let payload: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let mut streams = Vec::new();
+    for kind in ["first", "second", "third"] {
+        streams
+            .push(connection.open_stream(HeaderBlock::new().with(STREAM_TYPE_HEADER, kind)).await.unwrap());
+    }
+    within("ping", connection.ping()).await.unwrap();
+    let mut tasks = Vec::new();
+    for stream in streams {
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut reader, mut writer) = stream.into_split();
+            let writing = tokio::spawn(async move {
+                writer.write_all(&payload).await.unwrap();
+                writer.shutdown().await.unwrap();
+            });
+            let mut echoed = Vec::new();
+            reader.read_to_end(&mut echoed).await.unwrap();
+            writing.await.unwrap();
+            echoed
+        }));
+    }
+    for task in tasks {
+        assert_eq!(within("echo", task).await.unwrap(), payload);
+    }
+    within("close", connection.close()).await;
+}
+
+#[tokio::test]
+async fn a_reply_or_headers_with_fin_ends_the_stream() {
+    let (mut raw, io) = pair();
+    let (client, _incoming) = conn::start(io, Role::Client, fast_config());
+    let opening = tokio::spawn({
+        let client = client.clone();
+        async move { client.open_stream(HeaderBlock::new()).await }
+    });
+    // Play the server by hand: read the SYN_STREAM, answer SYN_REPLY with FIN.
+    let mut decoder = FrameDecoder::new();
+    let mut received = Vec::new();
+    let stream_id = loop {
+        let mut chunk = [0u8; 256];
+        let n = raw.read(&mut chunk).await.unwrap();
+        received.extend_from_slice(&chunk[..n]);
+        if let Some((Frame::SynStream { stream_id, .. }, _)) = decoder.decode(&received).unwrap() {
+            break stream_id;
+        }
+    };
+    let mut encoder = FrameEncoder::new().unwrap();
+    let mut wire = Vec::new();
+    encoder
+        .encode(&Frame::SynReply { stream_id, fin: true, headers: HeaderBlock::new() }, &mut wire)
+        .unwrap();
+    raw.write_all(&wire).await.unwrap();
+    let mut stream = within("open", opening).await.unwrap().unwrap();
+    let mut rest = Vec::new();
+    within("EOF from the reply's FIN", stream.read_to_end(&mut rest)).await.unwrap();
+
+    // A second stream finished by HEADERS with FIN.
+    let opening = tokio::spawn({
+        let client = client.clone();
+        async move { client.open_stream(HeaderBlock::new()).await }
+    });
+    wire.clear();
+    encoder
+        .encode(
+            &Frame::SynReply { stream_id: stream_id + 2, fin: false, headers: HeaderBlock::new() },
+            &mut wire,
+        )
+        .unwrap();
+    encoder
+        .encode(
+            &Frame::Headers { stream_id: stream_id + 2, fin: true, headers: HeaderBlock::new() },
+            &mut wire,
+        )
+        .unwrap();
+    raw.write_all(&wire).await.unwrap();
+    let mut second = within("open", opening).await.unwrap().unwrap();
+    within("EOF from HEADERS' FIN", second.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty());
+    assert!(!client.is_closed());
+}

@@ -116,8 +116,12 @@ async fn handle_frame(
             accept_syn_stream(conn, stream_id, fin, unidirectional, headers, incoming)
         }
         Frame::SynReply { stream_id, fin, .. } => {
-            if let Some(stream) = conn.state().streams.get(&stream_id).cloned() {
-                if let Some(reply) = lock(&stream.state).reply.take() {
+            // Looked up first: the connection lock must be released before the stream is
+            // finished, which takes it again.
+            let stream = conn.state().streams.get(&stream_id).cloned();
+            if let Some(stream) = stream {
+                let reply = lock(&stream.state).reply.take();
+                if let Some(reply) = reply {
                     let _ = reply.send(Ok(()));
                 }
                 if fin {
@@ -127,7 +131,8 @@ async fn handle_frame(
             Next::Continue
         }
         Frame::Headers { stream_id, fin, .. } => {
-            if fin && let Some(stream) = conn.state().streams.get(&stream_id).cloned() {
+            let stream = conn.state().streams.get(&stream_id).cloned();
+            if fin && let Some(stream) = stream {
                 remote_finished(conn, &stream);
             }
             Next::Continue
@@ -163,8 +168,11 @@ async fn handle_frame(
                     tracing::debug!("SPDY peer sends pings faster than it reads; closing");
                     return Next::Close(Some(goaway::PROTOCOL_ERROR));
                 }
-            } else if let Some(waiter) = conn.state().pings.remove(&id) {
-                let _ = waiter.send(());
+            } else {
+                let waiter = conn.state().pings.remove(&id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(());
+                }
             }
             Next::Continue
         }
@@ -297,21 +305,25 @@ pub(super) async fn write_loop<W>(
         let first = tokio::select! {
             biased;
             _ = stop.wait_for(|stopped| *stopped) => break,
-            Some(item) = control.recv() => item,
-            Some(item) = data.recv() => {
-                // Control frames queued before this data (a SYN_REPLY) must go first.
-                while let Ok(earlier) = control.try_recv() {
-                    if encode(&mut encoder, earlier, &mut out, &mut data).is_err() {
-                        break 'writing;
-                    }
-                }
-                item
-            }
+            Some(item) = control.recv() => (item, false),
+            Some(item) = data.recv() => (item, true),
             else => break,
         };
-        let Ok(mut closing) = encode(&mut encoder, first, &mut out, &mut data) else {
-            break;
-        };
+        let (first, from_data_queue) = first;
+        let mut closing = false;
+        if from_data_queue {
+            // Control frames queued before this item (a SYN_REPLY) must go first.
+            while let Ok(earlier) = control.try_recv() {
+                match encode(&mut encoder, earlier, &mut out, &mut data) {
+                    Ok(close) => closing |= close,
+                    Err(()) => break 'writing,
+                }
+            }
+        }
+        match encode(&mut encoder, first, &mut out, &mut data) {
+            Ok(close) => closing |= close,
+            Err(()) => break,
+        }
         while !closing && out.len() < WRITE_BATCH {
             let Ok(item) = control.try_recv().or_else(|_| data.try_recv()) else {
                 break;

@@ -11,7 +11,9 @@ pub mod exec;
 pub mod portforward;
 pub mod pump;
 pub mod requests;
+pub mod server;
 pub mod session;
+pub mod spdy;
 pub mod tokens;
 pub mod websocket;
 

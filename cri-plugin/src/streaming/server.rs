@@ -23,6 +23,9 @@ use crate::runtime::CriRuntime;
 
 /// How long a client has, after the upgrade, to open the streams it asked for.
 const STREAM_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The WebSocket sub-protocol of port-forward clients that carry SPDY frames in binary
+/// messages (client-go's tunneling dialer, which crictl and kubectl use).
+const SPDY_OVER_WEBSOCKET: &str = "SPDY/3.1+portforward.k8s.io";
 /// The header SPDY clients offer and servers choose a sub-protocol with.
 const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 /// remotecommand over SPDY, preferred first.
@@ -182,13 +185,21 @@ fn upgrade_spdy(runtime: Arc<CriRuntime>, bound: StreamRequest, mut request: Req
         };
         match bound {
             StreamRequest::PortForward(request) => {
-                let connections = spdy::serve_port_forward(io, idle_timeout);
+                let connections = spdy::portforward::serve_port_forward(io, idle_timeout);
                 runtime.serve_port_forward(request, connections, started).await;
             }
             remote_command => {
                 let protocol = RemoteCommandProtocol::from_name(chosen).unwrap_or(RemoteCommandProtocol::V1);
-                let streams =
-                    spdy::serve_remote_command(io, protocol, options, STREAM_SETUP_TIMEOUT, idle_timeout).await;
+                let config =
+                    spdy::ConnectionConfig { idle_timeout: Some(idle_timeout), ..spdy::ConnectionConfig::default() };
+                let streams = spdy::remotecommand::serve_remote_command_with(
+                    io,
+                    protocol,
+                    options,
+                    STREAM_SETUP_TIMEOUT,
+                    config,
+                )
+                .await;
                 match streams {
                     Ok(streams) => run_remote_command(runtime, remote_command, streams, started).await,
                     Err(e) => tracing::info!(error = %e, "a SPDY client did not open its streams"),
@@ -231,45 +242,56 @@ async fn upgrade_websocket(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let offered = parts
+    let offered: Vec<&str> = parts
         .headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_string())
-        .collect::<Vec<_>>();
-    let supported: &[&str] = match bound {
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let spdy_inside = offered.iter().flat_map(|v| v.split(',')).any(|p| p.trim() == SPDY_OVER_WEBSOCKET);
+    let supported = match bound {
         StreamRequest::PortForward(_) => websocket::PORT_FORWARD_PROTOCOLS,
         _ => websocket::EXEC_PROTOCOLS,
     };
-    let chosen = websocket::choose_protocol(&offered, supported);
-    if chosen.is_none() && !offered.is_empty() {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            format!("none of the offered protocols {offered:?} is supported; berth speaks {supported:?}"),
-        );
+    let limits = websocket::SessionLimits {
+        idle_timeout: Some(runtime.streaming.config.idle_timeout),
+        ..websocket::SessionLimits::default()
+    };
+    // Port-forward from newer clients (crictl, kubectl) is SPDY carried in WebSocket messages.
+    if spdy_inside && let StreamRequest::PortForward(request) = bound {
+        let idle_timeout = runtime.streaming.config.idle_timeout;
+        return upgrade.protocols([SPDY_OVER_WEBSOCKET]).on_upgrade(move |socket| async move {
+            let io = websocket::into_byte_stream(socket);
+            let connections = spdy::portforward::serve_port_forward(io, idle_timeout);
+            runtime.serve_port_forward(request, connections, started).await;
+        });
     }
-    let chosen = chosen.unwrap_or_default().to_string();
-    let idle_timeout = runtime.streaming.config.idle_timeout;
+    let chosen = match websocket::select_protocol(offered, supported) {
+        Ok(chosen) => chosen.unwrap_or_default(),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}; berth speaks {supported:?}")),
+    };
+    // A port-forward's ports come in the URL's query, or else from the CRI request.
+    let ports = match &bound {
+        StreamRequest::PortForward(request) if !query.contains("port=") => {
+            request.port.iter().filter_map(|p| u16::try_from(*p).ok()).collect()
+        }
+        StreamRequest::PortForward(_) => match websocket::ports_from_query(&query) {
+            Ok(ports) => ports,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        _ => Vec::new(),
+    };
     let options = stream_options(&bound);
-    let upgrade = if chosen.is_empty() { upgrade } else { upgrade.protocols([chosen.clone()]) };
+    let upgrade = if chosen.is_empty() { upgrade } else { upgrade.protocols([chosen]) };
     upgrade.on_upgrade(move |socket| async move {
         match bound {
             StreamRequest::PortForward(request) => {
-                // The ports come in the URL's query, or else from the CRI request.
-                let mut ports: Vec<u16> = query
-                    .split('&')
-                    .filter_map(|pair| pair.strip_prefix("port="))
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
-                if ports.is_empty() {
-                    ports = request.port.iter().filter_map(|p| u16::try_from(*p).ok()).collect();
+                match websocket::serve_port_forward(socket, chosen, ports, limits) {
+                    Ok(connections) => runtime.serve_port_forward(request, connections, started).await,
+                    Err(e) => tracing::info!(error = %e, "a WebSocket port-forward could not start"),
                 }
-                let connections = websocket::serve_port_forward(socket, &chosen, ports, idle_timeout);
-                runtime.serve_port_forward(request, connections, started).await;
             }
-            remote_command => match websocket::serve_remote_command(socket, &chosen, options, idle_timeout) {
+            remote_command => match websocket::serve_remote_command(socket, chosen, options, limits) {
                 Ok(streams) => run_remote_command(runtime, remote_command, streams, started).await,
                 Err(e) => tracing::info!(error = %e, "a WebSocket session could not start"),
             },
@@ -312,6 +334,9 @@ impl TlsListener {
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else { continue };
+                if tx.is_closed() {
+                    return;
+                }
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -322,9 +347,6 @@ impl TlsListener {
                         Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
                     }
                 });
-                if tx.is_closed() {
-                    return;
-                }
             }
         });
         Self { local, ready }

@@ -22,6 +22,7 @@ mod frame;
 mod mux;
 mod protocol;
 mod server;
+mod tunnel;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use client::{
 };
 pub use protocol::{EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, ports_from_query, select_protocol};
 pub use server::{serve_port_forward, serve_remote_command};
+pub use tunnel::into_byte_stream;
 
 /// How long a WebSocket session may go quiet or stuck before it is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod namespaces;
 mod pods;
 mod run;
 mod stats;
+mod stream;
 mod table;
 
 use std::path::PathBuf;
@@ -95,15 +96,32 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Run a command in a running container and wait for it (no terminal, no stdin).
+    /// Run a command in a running container. Plain: ExecSync (no stdin, output at the end).
+    /// With -i, -t or --transport: streamed, as kubectl exec is.
     Exec {
-        /// Seconds before berthd kills the command; 0 waits for ever.
+        /// Seconds before berthd kills the command (ExecSync only); 0 waits for ever.
         #[arg(long, default_value_t = 0)]
         timeout: i64,
+        #[command(flatten)]
+        stream: stream::StreamArgs,
         container: String,
         /// The command and its arguments (after `--`).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// Join a running container's stdio (what it prints from now on; -i sends stdin to it).
+    Attach {
+        #[command(flatten)]
+        stream: stream::StreamArgs,
+        container: String,
+    },
+    /// Forward local ports to a pod: `PORT` or `LOCAL:REMOTE`, until Ctrl-C.
+    PortForward {
+        #[arg(long, value_enum, default_value_t = stream::Transport::Spdy)]
+        transport: stream::Transport,
+        pod: String,
+        #[arg(required = true, value_parser = stream::parse_port_pair)]
+        ports: Vec<(u16, u16)>,
     },
 }
 
@@ -143,8 +161,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => return run::run(channel, *args).await,
         Command::Stop { timeout, containers } => containers::stop(&channel, &containers, timeout).await?,
         Command::Rm { force, containers } => containers::remove(&channel, &containers, force).await?,
-        Command::Exec { timeout, container, command } => {
+        Command::Exec { timeout, stream, container, command } => {
+            if stream.streamed() {
+                return stream::exec(&channel, &container, command, &stream).await;
+            }
             return containers::exec(&channel, &container, command, timeout).await;
+        }
+        Command::Attach { stream, container } => return stream::attach(&channel, &container, &stream).await,
+        Command::PortForward { transport, pod, ports } => {
+            return stream::port_forward(&channel, &pod, &ports, transport).await;
         }
     }
     Ok(0)
@@ -156,7 +181,13 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .context("start tokio")
-        .and_then(|runtime| runtime.block_on(run(cli)));
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli));
+            // A read of this terminal's stdin may still be blocked in a helper thread; it
+            // must not keep berthctl from exiting.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            result
+        });
     match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {

@@ -340,6 +340,36 @@ async fn graceful_close_delivers_everything_first() {
     within("client sees close", client.closed()).await;
 }
 
+/// client-go reads the stdin stream and closes its own half when the server's half ends, so
+/// the server must keep it open for the whole session (kubectl exec -i < big-file lost data
+/// past the first frame when it did not).
+#[tokio::test]
+async fn the_server_keeps_stdin_open_until_the_session_ends() {
+    let (client_io, server_io) = pair();
+    let options = StreamOptions { stdin: true, stdout: true, stderr: false, tty: false };
+    let (session_over_tx, session_over_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let streams =
+            serve_remote_command(server_io, RemoteCommandProtocol::V4, options, WITHIN).await.unwrap();
+        let _ = session_over_rx.await;
+        streams.outcome.report(CommandOutcome::Success).await;
+    });
+    let (connection, _incoming) = conn::start(client_io, Role::Client, fast_config());
+    let open = |kind: &'static str| {
+        let connection = connection.clone();
+        async move { connection.open_stream(HeaderBlock::new().with(STREAM_TYPE_HEADER, kind)).await.unwrap() }
+    };
+    let _error = open("error").await;
+    let mut stdin = open("stdin").await;
+    let _stdout = open("stdout").await;
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), stdin.read(&mut byte)).await;
+    assert!(early.is_err(), "the server ended stdin while the session runs: {early:?}");
+    session_over_tx.send(()).unwrap();
+    assert_eq!(within("stdin ends with the session", stdin.read(&mut byte)).await.unwrap(), 0);
+    within("server", server).await.unwrap();
+}
+
 /// Against Go's spdystream, by hand: start this, then in `interop/` run
 /// `go run . client 127.0.0.1:18541` (upgrades and opens streams as client-go v4 does,
 /// sends 1 MiB on stdin, expects it back on stdout and exit code 5 as a Status).
@@ -456,4 +486,81 @@ async fn a_reply_or_headers_with_fin_ends_the_stream() {
     within("EOF from HEADERS' FIN", second.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty());
     assert!(!client.is_closed());
+}
+
+/// Against kubectl itself (client-go's SPDY executor), by hand: start this, then
+/// `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false kubectl --kubeconfig K exec -i demo -- cat`
+/// with K pointing at `http://127.0.0.1:18543`. This plays the API server: it answers
+/// discovery and the pod lookup, then upgrades the exec, echoes stdin to stdout and exits 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl run by hand"]
+async fn interop_kubectl_exec() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:18543").await.unwrap();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<u64>(1);
+    loop {
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => accepted.unwrap(),
+            copied = done_rx.recv() => {
+                println!("echoed {copied:?} bytes");
+                return;
+            }
+        };
+        tokio::spawn(fake_api_server_connection(socket, done_tx.clone()));
+    }
+}
+
+async fn fake_api_server_connection(mut socket: tokio::net::TcpStream, done: tokio::sync::mpsc::Sender<u64>) {
+    loop {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            match socket.read_u8().await {
+                Ok(byte) => head.push(byte),
+                Err(_) => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        println!("{}", head.lines().next().unwrap_or_default());
+        if !head.to_ascii_lowercase().contains("upgrade: spdy/3.1") {
+            let path = head.split(' ').nth(1).unwrap_or_default();
+            let body = match path.split('?').next().unwrap_or_default() {
+                "/version" => r#"{"major":"1","minor":"32","gitVersion":"v1.32.0"}"#,
+                "/api" => r#"{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[]}"#,
+                "/apis" => r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[]}"#,
+                "/api/v1" => {
+                    r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","verbs":["get","list"],"shortNames":["po"]}]}"#
+                }
+                _ => {
+                    r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"demo","namespace":"default"},"spec":{"containers":[{"name":"c","image":"x"}]},"status":{"phase":"Running"}}"#
+                }
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            continue;
+        }
+        let offers: Vec<&str> = head
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| name.eq_ignore_ascii_case(super::PROTOCOL_VERSION_HEADER))
+            .map(|(_, value)| value.trim())
+            .collect();
+        let chosen = super::negotiate(&offers, &["v4.channel.k8s.io", "v3.channel.k8s.io"]).unwrap();
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: {chosen}\r\n\r\n"
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        let options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
+        let protocol = RemoteCommandProtocol::from_name(chosen).unwrap();
+        let streams = serve_remote_command(socket, protocol, options, WITHIN).await.unwrap();
+        let mut stdin = streams.stdin.unwrap();
+        let mut stdout = streams.stdout.unwrap();
+        let copied = tokio::io::copy(&mut stdin, &mut stdout).await.unwrap();
+        stdout.shutdown().await.unwrap();
+        within("report", streams.outcome.report(CommandOutcome::Exited(3))).await;
+        let _ = done.send(copied).await;
+        return;
+    }
 }

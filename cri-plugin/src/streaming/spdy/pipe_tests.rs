@@ -509,6 +509,34 @@ async fn interop_kubectl_exec() {
     }
 }
 
+/// Against `kubectl port-forward` (client-go's SPDY port-forwarder), by hand: start this,
+/// then `KUBECTL_PORT_FORWARD_WEBSOCKETS=false kubectl --kubeconfig K port-forward demo
+/// 18545:80 18546:81` with K pointing at `http://127.0.0.1:18544`, and send a line to
+/// 127.0.0.1:18545 (echoed) and to 127.0.0.1:18546 (refused; kubectl logs the error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kubectl run by hand"]
+async fn interop_kubectl_port_forward() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:18544").await.unwrap();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<u64>(4);
+    let mut echoes = 0;
+    loop {
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => accepted.unwrap(),
+            copied = done_rx.recv() => {
+                println!("echoed {copied:?} bytes");
+                echoes += 1;
+                // Two echoed connections, then give the refused one time to be tried.
+                if echoes == 2 {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    return;
+                }
+                continue;
+            }
+        };
+        tokio::spawn(fake_api_server_connection(socket, done_tx.clone()));
+    }
+}
+
 async fn fake_api_server_connection(mut socket: tokio::net::TcpStream, done: tokio::sync::mpsc::Sender<u64>) {
     loop {
         let mut head = Vec::new();
@@ -546,12 +574,31 @@ async fn fake_api_server_connection(mut socket: tokio::net::TcpStream, done: tok
             .filter(|(name, _)| name.eq_ignore_ascii_case(super::PROTOCOL_VERSION_HEADER))
             .map(|(_, value)| value.trim())
             .collect();
-        let chosen = super::negotiate(&offers, &["v4.channel.k8s.io", "v3.channel.k8s.io"]).unwrap();
+        let supported =
+            ["v4.channel.k8s.io", "v3.channel.k8s.io", crate::streaming::session::PORT_FORWARD_PROTOCOL];
+        let chosen = super::negotiate(&offers, &supported).unwrap();
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
              X-Stream-Protocol-Version: {chosen}\r\n\r\n"
         );
         socket.write_all(response.as_bytes()).await.unwrap();
+        if chosen == crate::streaming::session::PORT_FORWARD_PROTOCOL {
+            // Port 80 echoes; any other port is refused on the error stream.
+            let mut forwards = serve_port_forward(socket, WITHIN);
+            let mut echoed = 0;
+            while let Some(mut forward) = forwards.recv().await {
+                println!("forward to port {}", forward.port);
+                if forward.port != 80 {
+                    forward.error.write_all(b"connection refused by the test").await.unwrap();
+                    forward.error.shutdown().await.unwrap();
+                    continue;
+                }
+                echoed += tokio::io::copy(&mut forward.from_client, &mut forward.to_client).await.unwrap();
+                forward.to_client.shutdown().await.unwrap();
+                let _ = done.send(echoed).await;
+            }
+            return;
+        }
         let options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
         let protocol = RemoteCommandProtocol::from_name(chosen).unwrap();
         let streams = serve_remote_command(socket, protocol, options, WITHIN).await.unwrap();

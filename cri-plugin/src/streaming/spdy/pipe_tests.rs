@@ -184,6 +184,21 @@ async fn port_forward_pairs_streams_by_request() {
 }
 
 #[tokio::test]
+async fn a_port_forward_pair_that_never_completes_is_reported() {
+    let (client_io, server_io) = pair();
+    let _forwards =
+        super::portforward::serve_port_forward_with(server_io, fast_config(), Duration::from_millis(200));
+    let (connection, _incoming) = conn::start(client_io, Role::Client, fast_config());
+    let headers =
+        HeaderBlock::new().with(STREAM_TYPE_HEADER, "error").with("port", "80").with("requestID", "5");
+    let (mut error, _) = connection.open_stream(headers).await.unwrap().into_split();
+    // No data stream follows.
+    let mut message = String::new();
+    within("timeout message", error.read_to_string(&mut message)).await.unwrap();
+    assert!(message.contains("timed out") && message.contains('5'), "{message}");
+}
+
+#[tokio::test]
 async fn port_forward_refuses_streams_without_a_port() {
     let (client_io, server_io) = pair();
     let _forwards = serve_port_forward(server_io, WITHIN);

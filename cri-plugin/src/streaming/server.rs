@@ -82,7 +82,9 @@ pub async fn start(
 }
 
 fn plain(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
+    let message = message.into();
+    tracing::debug!(%status, %message, "streaming request refused");
+    (status, message).into_response()
 }
 
 /// What the client upgrades to.
@@ -240,7 +242,10 @@ async fn upgrade_websocket(
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            tracing::debug!(%rejection, "WebSocket upgrade refused");
+            return rejection.into_response();
+        }
     };
     let offered: Vec<&str> = parts
         .headers

@@ -377,7 +377,9 @@ impl Connection {
     }
 
     /// Closes gracefully: FIN on every stream still open for writing (after what was already
-    /// written to it), GOAWAY, then waits until the connection is gone.
+    /// written to it), GOAWAY, then waits until the connection is gone. A peer that stops
+    /// reading holds this up to the idle timeout; to bound it, wrap it in a timeout and
+    /// [`abort`](Self::abort).
     pub async fn close(&self) {
         let conn = &self.shared;
         let begun = {

@@ -184,6 +184,21 @@ async fn port_forward_pairs_streams_by_request() {
 }
 
 #[tokio::test]
+async fn a_port_forward_pair_that_never_completes_is_reported() {
+    let (client_io, server_io) = pair();
+    let _forwards =
+        super::portforward::serve_port_forward_with(server_io, fast_config(), Duration::from_millis(200));
+    let (connection, _incoming) = conn::start(client_io, Role::Client, fast_config());
+    let headers =
+        HeaderBlock::new().with(STREAM_TYPE_HEADER, "error").with("port", "80").with("requestID", "5");
+    let (mut error, _) = connection.open_stream(headers).await.unwrap().into_split();
+    // No data stream follows.
+    let mut message = String::new();
+    within("timeout message", error.read_to_string(&mut message)).await.unwrap();
+    assert!(message.contains("timed out") && message.contains('5'), "{message}");
+}
+
+#[tokio::test]
 async fn port_forward_refuses_streams_without_a_port() {
     let (client_io, server_io) = pair();
     let _forwards = serve_port_forward(server_io, WITHIN);
@@ -338,4 +353,34 @@ async fn graceful_close_delivers_everything_first() {
     assert_eq!(got.len(), 100 * 1024);
     within("close", closing).await.unwrap();
     within("client sees close", client.closed()).await;
+}
+
+/// client-go reads the stdin stream and closes its own half when the server's half ends, so
+/// the server must keep it open for the whole session (kubectl exec -i < big-file lost data
+/// past the first frame when it did not).
+#[tokio::test]
+async fn the_server_keeps_stdin_open_until_the_session_ends() {
+    let (client_io, server_io) = pair();
+    let options = StreamOptions { stdin: true, stdout: true, stderr: false, tty: false };
+    let (session_over_tx, session_over_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let streams =
+            serve_remote_command(server_io, RemoteCommandProtocol::V4, options, WITHIN).await.unwrap();
+        let _ = session_over_rx.await;
+        streams.outcome.report(CommandOutcome::Success).await;
+    });
+    let (connection, _incoming) = conn::start(client_io, Role::Client, fast_config());
+    let open = |kind: &'static str| {
+        let connection = connection.clone();
+        async move { connection.open_stream(HeaderBlock::new().with(STREAM_TYPE_HEADER, kind)).await.unwrap() }
+    };
+    let _error = open("error").await;
+    let mut stdin = open("stdin").await;
+    let _stdout = open("stdout").await;
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), stdin.read(&mut byte)).await;
+    assert!(early.is_err(), "the server ended stdin while the session runs: {early:?}");
+    session_over_tx.send(()).unwrap();
+    assert_eq!(within("stdin ends with the session", stdin.read(&mut byte)).await.unwrap(), 0);
+    within("server", server).await.unwrap();
 }

@@ -115,11 +115,17 @@ where
     {
         writer.reset();
     }
+    // The server's half of stdin stays open until the session ends: client-go reads it and
+    // takes its end as the server's word that stdin is no longer wanted, and closes its own
+    // half, cutting a copy in progress.
+    let mut stdin_half = None;
     let stdin: Option<ClientReader> = match channels.stdin {
         Some(stream) => {
             let (reader, mut writer) = stream.into_split();
             if protocol == RemoteCommandProtocol::V1 {
                 let _ = writer.shutdown().await;
+            } else {
+                stdin_half = Some(writer);
             }
             Some(Box::pin(reader))
         }
@@ -141,7 +147,7 @@ where
         stdout,
         stderr,
         resize,
-        outcome: Box::new(SpdyOutcomeReporter { connection, protocol, error, reported: false }),
+        outcome: Box::new(SpdyOutcomeReporter { connection, protocol, error, stdin_half, reported: false }),
     })
 }
 
@@ -198,6 +204,8 @@ struct SpdyOutcomeReporter {
     connection: Connection,
     protocol: RemoteCommandProtocol,
     error: Option<StreamWriter>,
+    /// Held only to keep the stdin stream open both ways (see above); `close` ends it.
+    stdin_half: Option<StreamWriter>,
     reported: bool,
 }
 
@@ -206,9 +214,12 @@ impl OutcomeReporter for SpdyOutcomeReporter {
     async fn report(mut self: Box<Self>, outcome: CommandOutcome) {
         self.reported = true;
         let error = self.error.take();
+        // Ended by `close` below, with every other stream, after the outcome.
+        let stdin_half = self.stdin_half.take();
         let protocol = self.protocol;
         let connection = self.connection.clone();
         let finished = tokio::time::timeout(REPORT_TIMEOUT, async move {
+            let _stdin_half = stdin_half;
             if let Some(mut error) = error {
                 if let Some(message) = encode_outcome(protocol, &outcome)
                     && let Err(e) = error.write_all(&message).await

@@ -195,9 +195,10 @@ pub async fn run(config: Config) -> Result<()> {
     };
 
     // The streaming server that CRI Exec, Attach and PortForward send clients to.
-    let streaming_task = berth_cri_plugin::streaming::server::start(cri.clone(), wait_for_stop(stopped.clone()))
-        .await
-        .map_err(|e| Error::io("start the CRI streaming server ([cri.streaming])", e))?;
+    let streaming_task =
+        berth_cri_plugin::streaming::server::start(cri.clone(), wait_for_stop(stopped.clone()))
+            .await
+            .map_err(|e| Error::io("start the CRI streaming server ([cri.streaming])", e))?;
 
     tracing::info!(
         grpc = %grpc_socket.display(),

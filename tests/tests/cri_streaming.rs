@@ -9,7 +9,9 @@ use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions, Termin
 use berth_cri_plugin::streaming::{spdy, websocket};
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
-use berth_tests::cri::{berthd_with_busybox, container_config, pod_config, run_pod, start_container, wait_for_state};
+use berth_tests::cri::{
+    berthd_with_busybox, container_config, pod_config, run_pod, start_container, wait_for_state,
+};
 use berth_tests::{skip_unless, wait_until};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -24,7 +26,12 @@ async fn read_all(reader: Option<impl AsyncRead + Unpin>) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-async fn exec_url(client: &mut RuntimeServiceClient<Channel>, container: &str, cmd: &[&str], options: StreamOptions) -> String {
+async fn exec_url(
+    client: &mut RuntimeServiceClient<Channel>,
+    container: &str,
+    cmd: &[&str],
+    options: StreamOptions,
+) -> String {
     client
         .exec(cri::ExecRequest {
             container_id: container.to_string(),
@@ -38,6 +45,11 @@ async fn exec_url(client: &mut RuntimeServiceClient<Channel>, container: &str, c
         .unwrap_or_else(|e| panic!("Exec: {e}"))
         .into_inner()
         .url
+}
+
+/// What berthd's log says of refused streaming requests.
+fn refusals(berthd: &berth_tests::Berthd) -> String {
+    berthd.log().lines().filter(|l| l.contains("refused")).collect::<Vec<_>>().join("\n")
 }
 
 /// Runs `cmd` over SPDY with stdout and stderr; returns (stdout, stderr, outcome).
@@ -78,7 +90,8 @@ async fn exec_over_spdy_reports_output_and_exit_codes() {
     let mut client = berthd.runtime_client().await;
     let (_pod, id) = running_busybox(&mut client, &image, "exec", &["sleep", "3600"], |_| {}).await;
 
-    let (stdout, stderr, outcome) = spdy_exec(&mut client, &id, &["sh", "-c", "echo hello; echo oops >&2"]).await;
+    let (stdout, stderr, outcome) =
+        spdy_exec(&mut client, &id, &["sh", "-c", "echo hello; echo oops >&2"]).await;
     assert_eq!((stdout.as_str(), stderr.as_str(), outcome), ("hello\n", "oops\n", CommandOutcome::Success));
     let (_, _, outcome) = spdy_exec(&mut client, &id, &["sh", "-c", "exit 3"]).await;
     assert_eq!(outcome, CommandOutcome::Exited(3));
@@ -139,12 +152,15 @@ async fn exec_over_websocket_pipes_stdin_and_reports_exit_codes() {
 
     let options = StreamOptions { stdin: true, stdout: true, stderr: true, ..Default::default() };
     let url = exec_url(&mut client, &id, &["sh", "-c", "cat; echo done >&2; exit 5"], options).await;
-    let mut session = websocket::connect_exec(&url, websocket::EXEC_PROTOCOLS).await.unwrap();
+    let mut session = websocket::connect_exec(&url, websocket::EXEC_PROTOCOLS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", refusals(&berthd)));
     assert_eq!(session.protocol, "v5.channel.k8s.io");
     session.stdin.write_all(b"over websocket\n").await.unwrap();
     // v5's close signal is stdin's EOF.
     session.stdin.shutdown().await.unwrap();
-    let (stdout, stderr) = tokio::join!(read_all(Some(&mut session.stdout)), read_all(Some(&mut session.stderr)));
+    let (stdout, stderr) =
+        tokio::join!(read_all(Some(&mut session.stdout)), read_all(Some(&mut session.stderr)));
     let outcome = tokio::time::timeout(LIMIT, session.outcome.wait()).await.unwrap().unwrap();
     assert_eq!((stdout.as_str(), stderr.as_str()), ("over websocket\n", "done\n"));
     assert_eq!(outcome, CommandOutcome::Exited(5));
@@ -175,18 +191,21 @@ async fn attach_shares_output_and_stdin_once_closes_stdin() {
     )
     .await;
     let attach_url = |client: &mut RuntimeServiceClient<Channel>, stdin: bool| {
-        let request = cri::AttachRequest { container_id: id.clone(), stdin, stdout: true, stderr: true, tty: false };
+        let request =
+            cri::AttachRequest { container_id: id.clone(), stdin, stdout: true, stderr: true, tty: false };
         let mut client = client.clone();
         async move { client.attach(request).await.unwrap().into_inner().url }
     };
     // A watcher that only reads, and a typist that writes too; both see the same output.
     let watch_options = StreamOptions { stdout: true, stderr: true, ..Default::default() };
-    let mut watcher = spdy::client::exec(&attach_url(&mut client, false).await, watch_options, Default::default())
+    let mut watcher =
+        spdy::client::exec(&attach_url(&mut client, false).await, watch_options, Default::default())
+            .await
+            .unwrap();
+    let type_options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
+    let mut typist = websocket::connect_exec(&attach_url(&mut client, true).await, websocket::EXEC_PROTOCOLS)
         .await
         .unwrap();
-    let type_options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
-    let mut typist =
-        websocket::connect_exec(&attach_url(&mut client, true).await, websocket::EXEC_PROTOCOLS).await.unwrap();
     let _ = type_options;
     typist.stdin.write_all(b"one\n").await.unwrap();
     let mut seen = vec![0u8; 7];
@@ -284,8 +303,8 @@ async fn port_forward_over_websocket_reaches_the_pods_loopback() {
         .url;
     let mut forwarded = websocket::connect_port_forward(&url, &[8080]).await.unwrap();
     let mut port = forwarded.remove(0);
+    // HTTP/1.0: httpd answers and closes, which ends the forwarded stream.
     port.data.write_all(GET).await.unwrap();
-    port.data.shutdown().await.unwrap();
     let answer = read_all(Some(&mut port.data)).await;
     assert!(answer.ends_with("hello from the pod\n"), "{answer}");
 }

@@ -44,14 +44,18 @@ pub async fn start(
 ) -> io::Result<tokio::task::JoinHandle<io::Result<()>>> {
     let config = runtime.streaming.config.clone();
     let host = config.address.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = host
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("streaming address {host:?}: {e}")))?;
+    let ip: std::net::IpAddr = host.parse().map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("streaming address {host:?}: {e}"))
+    })?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, config.port)).await?;
     let bound = listener.local_addr()?;
     // A wildcard address is not somewhere a client can go: its URLs name loopback.
     let url_ip = if bound.ip().is_unspecified() {
-        if bound.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() }
+        if bound.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        }
     } else {
         bound.ip()
     };
@@ -68,9 +72,7 @@ pub async fn start(
     let scheme = if tls.is_some() { "https" } else { "http" };
     runtime.streaming.set_base_url(format!("{scheme}://{}", SocketAddr::new(url_ip, bound.port())));
     tracing::info!(address = %bound, tls = tls.is_some(), "streaming server listening");
-    let app = axum::Router::new()
-        .route("/{kind}/{token}", axum::routing::any(handle))
-        .with_state(runtime);
+    let app = axum::Router::new().route("/{kind}/{token}", axum::routing::any(handle)).with_state(runtime);
     Ok(tokio::spawn(async move {
         match tls {
             None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
@@ -146,13 +148,22 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
 
 fn stream_options(bound: &StreamRequest) -> StreamOptions {
     match bound {
-        StreamRequest::Exec(r) => StreamOptions { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty },
-        StreamRequest::Attach(r) => StreamOptions { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty },
+        StreamRequest::Exec(r) => {
+            StreamOptions { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty }
+        }
+        StreamRequest::Attach(r) => {
+            StreamOptions { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty }
+        }
         StreamRequest::PortForward(_) => StreamOptions::default(),
     }
 }
 
-fn upgrade_spdy(runtime: Arc<CriRuntime>, bound: StreamRequest, mut request: Request, started: Instant) -> Response {
+fn upgrade_spdy(
+    runtime: Arc<CriRuntime>,
+    bound: StreamRequest,
+    mut request: Request,
+    started: Instant,
+) -> Response {
     let offered = offered_protocols(request.headers());
     let supported: Vec<&str> = match bound {
         StreamRequest::PortForward(_) => vec![PORT_FORWARD_PROTOCOL],
@@ -192,8 +203,10 @@ fn upgrade_spdy(runtime: Arc<CriRuntime>, bound: StreamRequest, mut request: Req
             }
             remote_command => {
                 let protocol = RemoteCommandProtocol::from_name(chosen).unwrap_or(RemoteCommandProtocol::V1);
-                let config =
-                    spdy::ConnectionConfig { idle_timeout: Some(idle_timeout), ..spdy::ConnectionConfig::default() };
+                let config = spdy::ConnectionConfig {
+                    idle_timeout: Some(idle_timeout),
+                    ..spdy::ConnectionConfig::default()
+                };
                 let streams = spdy::remotecommand::serve_remote_command_with(
                     io,
                     protocol,

@@ -22,9 +22,9 @@ mod frame;
 mod mux;
 mod protocol;
 mod server;
-mod tunnel;
 #[cfg(test)]
 mod tests;
+mod tunnel;
 
 use std::time::Duration;
 

@@ -19,11 +19,8 @@ pub fn into_byte_stream(socket: WebSocket) -> DuplexStream {
         let inbound = async {
             while let Some(Ok(message)) = stream.next().await {
                 match message {
-                    Message::Binary(data) => {
-                        if writer.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
+                    Message::Binary(data) if writer.write_all(&data).await.is_err() => break,
+                    Message::Binary(_) => {}
                     Message::Close(_) => break,
                     // Pings are answered by the socket itself; text has no place here.
                     _ => {}

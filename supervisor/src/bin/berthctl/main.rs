@@ -177,17 +177,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start tokio")
-        .and_then(|runtime| {
-            let result = runtime.block_on(run(cli));
-            // A read of this terminal's stdin may still be blocked in a helper thread; it
-            // must not keep berthctl from exiting.
-            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-            result
-        });
+    let result =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio").and_then(
+            |runtime| {
+                let result = runtime.block_on(run(cli));
+                // A read of this terminal's stdin may still be blocked in a helper thread; it
+                // must not keep berthctl from exiting.
+                runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+                result
+            },
+        );
     match result {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {

@@ -66,7 +66,8 @@ impl RawTerminal {
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+        let _ =
+            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
     }
 }
 
@@ -156,7 +157,12 @@ async fn run_session(url: &str, options: StreamOptions, transport: Transport) ->
 }
 
 /// `berthctl exec -i/-t`: a command in a running container, streamed.
-pub async fn exec(channel: &Channel, container: &str, cmd: Vec<String>, args: &StreamArgs) -> anyhow::Result<u8> {
+pub async fn exec(
+    channel: &Channel,
+    container: &str,
+    cmd: Vec<String>,
+    args: &StreamArgs,
+) -> anyhow::Result<u8> {
     let options = StreamOptions { stdin: args.interactive, stdout: true, stderr: !args.tty, tty: args.tty };
     let request = cri::ExecRequest {
         container_id: container.to_string(),
@@ -218,7 +224,9 @@ pub async fn port_forward(
         Transport::Spdy => {
             let request = cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: remote.clone() };
             let url = client.port_forward(request).await?.into_inner().url;
-            Some(std::sync::Arc::new(spdy::client::port_forward(&url, Default::default()).await.context("connect")?))
+            Some(std::sync::Arc::new(
+                spdy::client::port_forward(&url, Default::default()).await.context("connect")?,
+            ))
         }
         Transport::Websocket => None,
     };
@@ -262,7 +270,8 @@ async fn forward_one(
             report_error(Some(error)).await;
         }
         None => {
-            let request = cri::PortForwardRequest { pod_sandbox_id: pod.to_string(), port: vec![i32::from(remote)] };
+            let request =
+                cri::PortForwardRequest { pod_sandbox_id: pod.to_string(), port: vec![i32::from(remote)] };
             let url = client.port_forward(request).await?.into_inner().url;
             let mut port = websocket::connect_port_forward(&url, &[remote]).await?.remove(0);
             let _ = tokio::io::copy_bidirectional(&mut local, &mut port.data).await;

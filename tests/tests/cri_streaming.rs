@@ -361,3 +361,39 @@ async fn stream_urls_are_single_use_and_bad_requests_are_refused() {
     assert!(metrics.contains("berth_cri_stream_setup_seconds_count{kind=\"exec\"}"), "{metrics}");
     assert!(metrics.contains("berth_cri_stream_bytes_total{direction=\"out\",kind=\"exec\"}"), "{metrics}");
 }
+
+#[tokio::test]
+async fn attach_works_for_a_container_without_a_log() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    // No log path: the shim still reads the output, for attach clients alone.
+    let (_pod, id) = running_busybox(
+        &mut client,
+        &image,
+        "nolog",
+        &["sh", "-c", "while read line; do echo \"got $line\"; done"],
+        |config| {
+            config.log_path = String::new();
+            config.stdin = true;
+        },
+    )
+    .await;
+    let request =
+        cri::AttachRequest { container_id: id.clone(), stdin: true, stdout: true, stderr: true, tty: false };
+    let url = client.attach(request).await.unwrap().into_inner().url;
+    let options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
+    let mut session = spdy::client::exec(&url, options, Default::default()).await.unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    let mut stdout = session.stdout.take().unwrap();
+    stdin.write_all(b"ping\n").await.unwrap();
+    let mut seen = vec![0u8; 9];
+    tokio::time::timeout(LIMIT, stdout.read_exact(&mut seen)).await.unwrap().unwrap();
+    assert_eq!(&seen, b"got ping\n");
+    // Without stdin_once, closing stdin detaches; the container runs on.
+    stdin.shutdown().await.unwrap();
+    let outcome = tokio::time::timeout(LIMIT, session.outcome).await.unwrap().unwrap();
+    assert_eq!(outcome, CommandOutcome::Success);
+    let status = berth_tests::cri::container_status(&mut client, &id).await;
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+}

@@ -176,7 +176,9 @@ fn chown(fd: &OwnedFd, cfg: &IoConfig) -> Result<()> {
 }
 
 impl PreparedIo {
-    pub async fn prepare(cfg: &IoConfig) -> Result<PreparedIo> {
+    /// `attachable`: the process's output is read even when no sink wants it, so attach
+    /// clients see it (a CRI container without a log path) and learn when it ends.
+    pub async fn prepare(cfg: &IoConfig, attachable: bool) -> Result<PreparedIo> {
         let out_t = uri::parse(&cfg.stdout)?;
         let mut err_t = if cfg.terminal { Target::None } else { uri::parse(&cfg.stderr)? };
         let shared_stderr = matches!(out_t, Target::File { .. } | Target::Binary { .. })
@@ -204,8 +206,8 @@ impl PreparedIo {
         if cfg.terminal {
             stderr_sink = Sink::Null;
         }
-        let want_stdout = !matches!(stdout_sink, Sink::Null);
-        let want_stderr = !cfg.terminal && !matches!(stderr_sink, Sink::Null);
+        let want_stdout = attachable || !matches!(stdout_sink, Sink::Null);
+        let want_stderr = !cfg.terminal && (attachable || !matches!(stderr_sink, Sink::Null));
 
         let (stdin_fifo, stdin_keepalive) = if cfg.stdin.is_empty() {
             (None, None)

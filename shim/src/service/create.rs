@@ -37,7 +37,7 @@ impl Service {
             container_id: id.to_string(),
             namespace: self.s.namespace.clone(),
         };
-        let mut prepared = match PreparedIo::prepare(&cfg).await {
+        let mut prepared = match PreparedIo::prepare(&cfg, true).await {
             Ok(p) => p,
             Err(e) => {
                 cleanup_mounts(false);

@@ -27,7 +27,7 @@ impl Service {
             (p.stdio.clone(), spec, bundle, container_spec)
         };
         let result = async {
-            let mut prepared = PreparedIo::prepare(&cfg).await?;
+            let mut prepared = PreparedIo::prepare(&cfg, false).await?;
             let json = serde_json::to_vec(&spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
             let pid_file = exec_pid_file(&bundle, exec_id);
             let stdio = std::mem::take(&mut prepared.stdio);

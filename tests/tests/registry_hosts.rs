@@ -176,6 +176,23 @@ async fn override_path_uses_the_servers_path_as_the_api_root_with_top_level_head
     assert_eq!(pulled.as_deref().ok(), Some(image.id()), "{pulled:?}; refused: {:?}", proxy.refused());
     assert!(proxy.refused().is_empty(), "{:?}", proxy.refused());
     assert!(proxy.forwarded() >= 4, "{} requests", proxy.forwarded());
+
+    // The same proxy as a mirror (override_path and the header per host) for a name whose
+    // registry is not there, on a fresh berthd.
+    let other = Berthd::start().await;
+    let upstream = format!("127.0.0.1:{}", berth_tests::free_port());
+    other.paths.write_hosts_toml(
+        &upstream,
+        &format!(
+            "server = \"http://{upstream}\"\n\n[host.\"http://{proxy}/custom/api\"]\n  override_path = true\n  [host.\"http://{proxy}/custom/api\".header]\n    authorization-key = \"k\"\n",
+            proxy = proxy.host
+        ),
+    );
+    let before = proxy.forwarded();
+    let pulled = pull(&other, &format!("{upstream}/library/busybox:o")).await;
+    assert_eq!(pulled.as_deref().ok(), Some(image.id()), "{pulled:?}; refused: {:?}", proxy.refused());
+    assert!(proxy.refused().is_empty(), "{:?}", proxy.refused());
+    assert!(proxy.forwarded() >= before + 4, "{} requests", proxy.forwarded() - before);
 }
 
 #[tokio::test]

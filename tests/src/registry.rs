@@ -32,14 +32,21 @@ impl Registry {
     /// Starts a registry serving HTTPS with a certificate for 127.0.0.1 signed by a fresh CA
     /// (made with `openssl`); [`Registry::ca_path`] is that CA.
     pub async fn start_tls() -> Self {
-        Self::start_with_tls(None, true).await
+        Self::start_with_tls(None, Tls::Server).await
+    }
+
+    /// Starts a TLS registry that also demands a client certificate signed by the same CA
+    /// (mutual TLS); [`Registry::client_cert_path`] and [`Registry::client_key_path`] are one.
+    pub async fn start_mtls() -> Self {
+        Self::start_with_tls(None, Tls::Mutual).await
     }
 
     async fn start_with(basic_auth: Option<(&str, &str)>) -> Self {
-        Self::start_with_tls(basic_auth, false).await
+        Self::start_with_tls(basic_auth, Tls::None).await
     }
 
-    async fn start_with_tls(basic_auth: Option<(&str, &str)>, tls: bool) -> Self {
+    async fn start_with_tls(basic_auth: Option<(&str, &str)>, mode: Tls) -> Self {
+        let tls = mode != Tls::None;
         let dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let config = dir.path().join("config.yml");
@@ -65,6 +72,10 @@ impl Registry {
                 dir.path().join("server.crt").display(),
                 dir.path().join("server.key").display()
             ));
+        }
+        if mode == Tls::Mutual {
+            make_client_certificate(dir.path());
+            text.push_str(&format!("    clientcas:\n      - {}\n", dir.path().join("ca.crt").display()));
         }
         std::fs::write(&config, text).unwrap();
         let child = Command::new("docker-registry")
@@ -117,6 +128,16 @@ impl Registry {
     /// The CA that signed a TLS registry's certificate.
     pub fn ca_path(&self) -> std::path::PathBuf {
         self._dir.path().join("ca.crt")
+    }
+
+    /// A client certificate (signed by [`Registry::ca_path`]) an mTLS registry accepts.
+    pub fn client_cert_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("client.crt")
+    }
+
+    /// The key of [`Registry::client_cert_path`].
+    pub fn client_key_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("client.key")
     }
 
     /// Copies a TLS registry's storage from a plain one: the way to fill a registry the test's
@@ -232,12 +253,61 @@ impl Drop for Registry {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    None,
+    Server,
+    /// The server also verifies a client certificate.
+    Mutual,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A client certificate and key signed by the CA [`make_certificates`] made in `dir`.
+fn make_client_certificate(dir: &std::path::Path) {
+    let run = |args: &[&str]| openssl(dir, args);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=berth test client",
+    ]);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
+}
+
 /// A CA, and a server certificate for 127.0.0.1 it signs, in `dir`.
 fn make_certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",

@@ -12,14 +12,12 @@ use std::time::{Duration, Instant};
 
 use berth_snapshotter::Snapshotter;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use oci_client::secrets::RegistryAuth;
-use tokio_stream::StreamExt;
 
 use super::hosts::{self, Endpoint};
 use super::metrics::PullMetrics;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::reference::ImageReference;
-use super::registry::{EndpointClient, registry_error};
+use super::registry::{BlobBody, EndpointClient, FetchedManifest, RegistryAuth};
 use super::unpack::{Detached, LayerUnpack, stack_layer, unpack_detached, unpack_layer};
 use crate::content::{ContentStore, Digest};
 use crate::error::{Error, Result};
@@ -191,6 +189,8 @@ impl PullerInner {
         result
     }
 
+    /// A pull, step by step: resolve the reference, choose this platform's manifest, fetch the
+    /// config, hold what the pull will use, download and unpack the layers, write the records.
     async fn pull_under_lease(
         self: &Arc<Self>,
         namespace: &str,
@@ -199,91 +199,82 @@ impl PullerInner {
         lease: &str,
     ) -> Result<PulledImage> {
         let endpoints = hosts::endpoints(&self.config.registry_config_path, &image.registry)?;
-        let (client, top_bytes, top_digest, top_media_type) = self.resolve(image, &endpoints, auth).await?;
-        let host = client.endpoint.host.clone();
-        if let Some(wanted) = &image.digest
-            && *wanted != top_digest
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "{} resolved to {top_digest}, not the digest asked for",
-                image.full()
-            )));
-        }
-        let top = Descriptor {
-            media_type: top_media_type.clone(),
-            digest: top_digest.clone(),
-            size: top_bytes.len() as i64,
-            ..Default::default()
-        };
+        let resolved = self.resolve(image, &endpoints, auth).await?;
+        let chosen = choose_manifest(image, &resolved).await?;
+        let config = fetch_config(image, &resolved.client, &chosen.manifest).await?;
+        let layout = self.hold(namespace, lease, &resolved, &chosen, &config).await?;
+        let layers = self
+            .fetch_and_unpack(namespace, lease, resolved.client, &chosen.manifest, &config, &layout)
+            .await?;
+        self.write_records(namespace, lease, image, &resolved.top, &chosen, &config, &layout, &layers).await
+    }
 
-        // An index: pick this platform's manifest.
-        let (manifest_descriptor, manifest_bytes, index_labels) = if oci::is_index(&top_media_type) {
-            let index: Index = serde_json::from_slice(&top_bytes).map_err(|e| {
-                Error::FailedPrecondition(format!("index {top_digest} is not valid JSON: {e}"))
-            })?;
-            let platform = oci::host_platform();
-            let chosen = oci::select_manifest(&index, &platform).cloned().ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{} has no image for {}/{}{}",
-                    image.full(),
-                    platform.os,
-                    platform.architecture,
-                    platform.variant.as_deref().map(|v| format!("/{v}")).unwrap_or_default()
-                ))
-            })?;
-            let (bytes, _) = client
-                .client
-                .pull_manifest_raw(&client.by_digest(&chosen.digest), auth, &oci::MANIFEST_MEDIA_TYPES)
-                .await
-                .map_err(|e| registry_error(e, &host, &format!("manifest {}", chosen.digest)))?;
-            let labels =
-                HashMap::from([("containerd.io/gc.ref.content.m.0".to_string(), chosen.digest.clone())]);
-            (chosen, bytes.to_vec(), Some(labels))
-        } else if oci::is_manifest(&top_media_type) {
-            (top.clone(), top_bytes.clone(), None)
-        } else {
-            return Err(Error::FailedPrecondition(format!(
-                "{} is a {top_media_type:?}, which is neither an image index nor a manifest",
-                image.full()
-            )));
-        };
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+    /// Finds the reference on the first endpoint that has it. Tags resolve only on endpoints
+    /// allowed to resolve; a digest can come from any.
+    async fn resolve(
+        &self,
+        image: &ImageReference,
+        endpoints: &[Endpoint],
+        auth: &RegistryAuth,
+    ) -> Result<Resolved> {
+        let reference =
+            image.digest.clone().or_else(|| image.tag.clone()).unwrap_or_else(|| "latest".to_string());
+        let mut last_error = None;
+        for endpoint in endpoints {
+            if image.digest.is_none() && !endpoint.resolve {
+                continue;
+            }
+            let client = EndpointClient::new(endpoint, image, auth.clone())?;
+            match client.manifest(&reference, &oci::MANIFEST_MEDIA_TYPES, &image.full()).await {
+                Ok(fetched) => {
+                    let media_type = media_type_of(&fetched);
+                    let top = Descriptor {
+                        media_type,
+                        digest: fetched.digest,
+                        size: fetched.bytes.len() as i64,
+                        ..Default::default()
+                    };
+                    return Ok(Resolved { client, top, top_bytes: fetched.bytes });
+                }
+                Err(error) => {
+                    tracing::debug!(endpoint = %endpoint.base_url(), error = %error, "endpoint could not resolve");
+                    if !endpoint.fallback || last_error.is_none() {
+                        last_error = Some(error);
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
             Error::FailedPrecondition(format!(
-                "manifest {} is not valid JSON: {e}",
-                manifest_descriptor.digest
+                "no endpoint configured for {} can resolve tags",
+                image.registry
             ))
-        })?;
+        }))
+    }
 
-        // The config: small, fetched whole, tells the layers' diffIDs.
-        let config_digest: Digest = manifest.config.digest.parse()?;
-        let mut config_bytes = Vec::new();
-        client
-            .client
-            .pull_blob(&client.reference, &manifest.config.digest.as_str(), &mut config_bytes)
-            .await
-            .map_err(|e| registry_error(e, &host, &format!("config {config_digest}")))?;
-        let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
-            Error::FailedPrecondition(format!("image config {config_digest} is not valid JSON: {e}"))
-        })?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(Error::FailedPrecondition(format!(
-                "image {}: {} layers but {} diffIDs in its config",
-                image.full(),
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
-        let chain = oci::chain_ids(&config.rootfs.diff_ids);
+    /// Holds everything the pull will use in its lease before looking at what is already
+    /// here, so a collection cannot take it between the look and the use.
+    async fn hold(
+        &self,
+        namespace: &str,
+        lease: &str,
+        resolved: &Resolved,
+        chosen: &Chosen,
+        config: &FetchedConfig,
+    ) -> Result<Layout> {
+        let chain = oci::chain_ids(&config.config.rootfs.diff_ids);
         let snapshot_names: Vec<String> = chain.iter().map(|c| format!("{namespace}/{c}")).collect();
-
-        // Hold everything this pull will use before looking at what is already here, so a
-        // collection cannot take it between the look and the use.
         let snapshot_type = format!("snapshots/{}", self.config.snapshotter);
+        let manifest = &chosen.manifest;
         let mut held: Vec<LeaseResource> = manifest
             .layers
             .iter()
             .map(|l| l.digest.clone())
-            .chain([manifest.config.digest.clone(), manifest_descriptor.digest.clone(), top_digest.clone()])
+            .chain([
+                manifest.config.digest.clone(),
+                chosen.descriptor.digest.clone(),
+                resolved.top.digest.clone(),
+            ])
             .map(|id| LeaseResource { id, r#type: "content".into() })
             .collect();
         held.extend(chain.iter().map(|id| LeaseResource { id: id.clone(), r#type: snapshot_type.clone() }));
@@ -304,29 +295,37 @@ impl PullerInner {
                 held.into_iter().try_for_each(|resource| meta.add_lease_resource(&ns, &id, resource))
             })
             .await?;
+        Ok(Layout { chain, snapshot_names, extract_keys, stacking })
+    }
 
-        // Layers: download concurrently; unpack in order as each arrives, or (stacking) each as
-        // it arrives, then stack them in order.
+    /// The layer pipeline: downloads run concurrently; each layer is unpacked in order as it
+    /// arrives, or (stacking) unpacked apart as it arrives and stacked in order after. Returns
+    /// the layers' digests, in order.
+    async fn fetch_and_unpack(
+        self: &Arc<Self>,
+        namespace: &str,
+        lease: &str,
+        client: EndpointClient,
+        manifest: &Manifest,
+        config: &FetchedConfig,
+        layout: &Layout,
+    ) -> Result<Vec<String>> {
+        let diff_ids = &config.config.rootfs.diff_ids;
         let downloads = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1)));
         let unpacks = Arc::new(tokio::sync::Semaphore::new(UNPACKS_AT_ONCE));
         let client = Arc::new(client);
         let mut pending = Vec::new();
-        for (i, (layer, diff_id)) in manifest.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+        for (i, (layer, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
             let digest: Digest = layer.digest.parse()?;
-            let download = self.clone().download(
-                client.clone(),
-                auth.clone(),
-                layer.clone(),
-                digest.clone(),
-                downloads.clone(),
-            );
-            let detached = stacking.then(|| DetachedUnpack {
+            let download =
+                self.clone().download(client.clone(), layer.clone(), digest.clone(), downloads.clone());
+            let detached = layout.stacking.then(|| DetachedUnpack {
                 puller: self.clone(),
                 blob: digest,
                 media_type: layer.media_type.clone(),
                 diff_id: diff_id.clone(),
-                name: snapshot_names[i].clone(),
-                key: format!("{namespace}/{}", extract_keys[i]),
+                name: layout.snapshot_names[i].clone(),
+                key: format!("{namespace}/{}", layout.extract_keys[i]),
                 slots: unpacks.clone(),
             });
             let job = async move {
@@ -340,67 +339,70 @@ impl PullerInner {
             pending.push((tokio::spawn(job), labels));
         }
         let mut downloaded = Vec::new();
-        let mut pending = pending.into_iter();
-        let mut i = 0;
-        while let Some((job, labels)) = pending.next() {
+        let mut pending = pending.into_iter().enumerate();
+        while let Some((i, (job, labels))) = pending.next() {
             let layer = &manifest.layers[i];
-            let outcome = match job.await {
-                Ok(outcome) => outcome,
-                Err(e) => Err(Error::Internal(format!("layer task: {e}"))),
+            let step = async {
+                let unpacked = job.await.map_err(|e| Error::Internal(format!("layer task: {e}")))??;
+                self.record(namespace, lease, &layer.digest, layer.size as u64, labels).await?;
+                if layout.stacking {
+                    self.stack(unpacked, i, &layout.snapshot_names).await
+                } else {
+                    self.unpack(namespace, lease, layer, &diff_ids[i], i, &layout.snapshot_names).await
+                }
             };
-            let step = match outcome {
-                Ok(unpacked) => match self
-                    .record(namespace, lease, &layer.digest, layer.size as u64, labels)
-                    .await
-                {
-                    Ok(()) if stacking => self.stack(unpacked, i, &snapshot_names).await,
-                    Ok(()) => {
-                        self.unpack(namespace, lease, layer, &config.rootfs.diff_ids[i], i, &snapshot_names)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = step {
+            if let Err(e) = step.await {
                 // The pull has failed: stop the layers still in flight. Their snapshots are
                 // held by the lease until it goes, then collected.
-                for (job, _) in pending {
+                for (_, (job, _)) in pending {
                     job.abort();
                 }
                 return Err(e);
             }
             downloaded.push(layer.digest.clone());
-            i += 1;
         }
+        Ok(downloaded)
+    }
 
-        // Content records with the references garbage collection follows.
+    /// The content records with the references garbage collection follows, then the image
+    /// records: the commit point of the pull.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_records(
+        &self,
+        namespace: &str,
+        lease: &str,
+        image: &ImageReference,
+        top: &Descriptor,
+        chosen: &Chosen,
+        config: &FetchedConfig,
+        layout: &Layout,
+        layers: &[String],
+    ) -> Result<PulledImage> {
         let mut config_labels = HashMap::new();
-        if let Some(top_snapshot) = chain.last() {
+        if let Some(top_snapshot) = layout.chain.last() {
             config_labels.insert(
                 format!("containerd.io/gc.ref.snapshot.{}", self.config.snapshotter),
                 top_snapshot.clone(),
             );
         }
-        self.store_bytes(namespace, lease, &config_digest, &config_bytes, config_labels).await?;
+        self.store_bytes(namespace, lease, &config.digest, &config.bytes, config_labels).await?;
         let mut manifest_labels =
-            HashMap::from([("containerd.io/gc.ref.content.config".to_string(), config_digest.to_string())]);
-        for (i, digest) in downloaded.iter().enumerate() {
+            HashMap::from([("containerd.io/gc.ref.content.config".to_string(), config.digest.to_string())]);
+        for (i, digest) in layers.iter().enumerate() {
             manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), digest.clone());
         }
         self.store_bytes(
             namespace,
             lease,
-            &manifest_descriptor.digest.parse()?,
-            &manifest_bytes,
+            &chosen.descriptor.digest.parse()?,
+            &chosen.bytes,
             manifest_labels,
         )
         .await?;
-        if let Some(labels) = index_labels {
-            self.store_bytes(namespace, lease, &top_digest.parse()?, &top_bytes, labels).await?;
+        if let Some((bytes, labels)) = &chosen.index {
+            self.store_bytes(namespace, lease, &top.digest.parse()?, bytes, labels.clone()).await?;
         }
 
-        // The image records: the commit point of the pull.
         let target = Target {
             media_type: top.media_type.clone(),
             digest: top.digest.clone(),
@@ -421,56 +423,9 @@ impl PullerInner {
         Ok(PulledImage {
             name: image.tagged().unwrap_or_else(|| digest_name.clone()),
             digest_name,
-            target: top,
-            config_digest: config_digest.to_string(),
+            target: top.clone(),
+            config_digest: config.digest.to_string(),
         })
-    }
-
-    /// Finds the reference on the first endpoint that has it. Tags resolve only on endpoints
-    /// allowed to resolve; a digest can come from any.
-    async fn resolve(
-        &self,
-        image: &ImageReference,
-        endpoints: &[Endpoint],
-        auth: &RegistryAuth,
-    ) -> Result<(EndpointClient, Vec<u8>, String, String)> {
-        let mut last_error = None;
-        for endpoint in endpoints {
-            if image.digest.is_none() && !endpoint.resolve {
-                continue;
-            }
-            let client = EndpointClient::new(endpoint, image, self.config.max_concurrent_downloads)?;
-            match client.client.pull_manifest_raw(&client.reference, auth, &oci::MANIFEST_MEDIA_TYPES).await {
-                Ok((bytes, digest)) => {
-                    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| guess_media_type(&bytes));
-                    let computed = Digest::of(&bytes).to_string();
-                    if computed != digest {
-                        return Err(Error::FailedPrecondition(format!(
-                            "registry {} sent {} whose bytes hash to {computed}, not {digest}",
-                            endpoint.host,
-                            image.full()
-                        )));
-                    }
-                    return Ok((client, bytes.to_vec(), digest, media_type));
-                }
-                Err(e) => {
-                    let error = registry_error(e, &endpoint.host, &image.full());
-                    tracing::debug!(endpoint = %endpoint.host, error = %error, "endpoint could not resolve");
-                    if !endpoint.fallback || last_error.is_none() {
-                        last_error = Some(error);
-                    }
-                }
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "no endpoint configured for {} can resolve tags",
-                image.registry
-            ))
-        }))
     }
 
     /// Downloads one blob into the content store, unless it is there. A download of the same
@@ -478,14 +433,12 @@ impl PullerInner {
     async fn download(
         self: Arc<Self>,
         client: Arc<EndpointClient>,
-        auth: RegistryAuth,
         layer: Descriptor,
         digest: Digest,
         slots: Arc<tokio::sync::Semaphore>,
     ) -> Result<()> {
         let _slot =
             slots.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
-        let host = client.endpoint.host.clone();
         let size = u64::try_from(layer.size).unwrap_or(0);
         let reference = format!("layer-{digest}");
         let mut retries = 0;
@@ -494,30 +447,16 @@ impl PullerInner {
                 return Ok(());
             }
             match self.content.writer(&reference, size, Some(digest.clone())) {
-                Ok(writer) => {
-                    let mut denied = false;
-                    match self.fetch_into(&client, &layer, &host, writer, &mut denied).await {
-                        // A download cut short resumes from the bytes in its ingest; a token
-                        // that expired is fetched anew.
-                        Err(e)
-                            if retries < DOWNLOAD_RETRIES
-                                && (denied || matches!(e, Error::Unavailable(_))) =>
-                        {
-                            retries += 1;
-                            tracing::info!(layer = %layer.digest, %host, error = %e, retries, "resuming a layer download");
-                            if denied
-                                && let Err(e) = client
-                                    .client
-                                    .auth(&client.reference, &auth, oci_client::RegistryOperation::Pull)
-                                    .await
-                            {
-                                tracing::debug!(%host, error = %e, "refreshing the registry token");
-                            }
-                            tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
-                        }
-                        done => return done,
+                Ok(writer) => match self.fetch_into(&client, &layer, writer).await {
+                    // A download cut short resumes from the bytes in its ingest. (A token that
+                    // expired is fetched anew by the client, on the 401.)
+                    Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
+                        retries += 1;
+                        tracing::info!(layer = %layer.digest, host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
+                        tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
                     }
-                }
+                    done => return done,
+                },
                 Err(Error::AlreadyExists(_)) => return Ok(()),
                 Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => return Err(e),
@@ -529,50 +468,22 @@ impl PullerInner {
         &self,
         client: &EndpointClient,
         layer: &Descriptor,
-        host: &str,
         mut writer: crate::content::Writer,
-        denied: &mut bool,
     ) -> Result<()> {
         let size = u64::try_from(layer.size).unwrap_or(0);
-        let mut registry_error = |e: oci_client::errors::OciDistributionError, host: &str, what: &str| {
-            use oci_client::errors::OciDistributionError as E;
-            *denied = matches!(e, E::UnauthorizedError { .. } | E::AuthenticationFailure(_));
-            registry_error(e, host, what)
-        };
         let what = format!("layer {}", layer.digest);
-        let descriptor = oci_client::manifest::OciDescriptor {
-            media_type: layer.media_type.clone(),
-            digest: layer.digest.clone(),
-            size: layer.size,
-            ..Default::default()
-        };
         let offset = writer.offset();
-        let mut stream = if offset > 0 && offset < size {
-            match client
-                .client
-                .pull_blob_stream_partial(&client.reference, &descriptor, offset, Some(size - offset))
-                .await
-                .map_err(|e| registry_error(e, host, &what))?
-            {
-                oci_client::client::BlobResponse::Partial(stream) => stream,
-                oci_client::client::BlobResponse::Full(stream) => {
+        let resume_from = if offset > 0 && offset < size { offset } else { 0 };
+        let mut response = match client.blob(&layer.digest, resume_from, &what).await? {
+            BlobBody::Partial(response) => response,
+            BlobBody::Full(response) => {
+                if offset > 0 {
                     writer.write_at(0, &[])?;
-                    stream
                 }
+                response
             }
-        } else {
-            if offset > 0 {
-                writer.write_at(0, &[])?;
-            }
-            client
-                .client
-                .pull_blob_stream(&client.reference, &descriptor)
-                .await
-                .map_err(|e| registry_error(e, host, &what))?
         };
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| Error::Unavailable(format!("registry {host}: downloading {what}: {e}")))?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| client.transport_error(&e, &what))? {
             // Page-cache writes are short; the fsync happens once, at commit, off this task.
             writer.write(&chunk)?;
             self.metrics.bytes.inc_by(chunk.len() as u64);
@@ -693,6 +604,111 @@ impl PullerInner {
         .map_err(|e| Error::Internal(format!("store task: {e}")))??;
         self.record(namespace, lease, &digest.to_string(), size, labels).await
     }
+}
+
+/// What a reference resolved to, and the endpoint that has it.
+struct Resolved {
+    client: EndpointClient,
+    /// The index or manifest the reference names.
+    top: Descriptor,
+    top_bytes: Vec<u8>,
+}
+
+/// This platform's manifest.
+struct Chosen {
+    descriptor: Descriptor,
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    /// The index it was chosen from (its bytes, and its content labels), if any.
+    index: Option<(Vec<u8>, HashMap<String, String>)>,
+}
+
+/// The image config: small, fetched whole, tells the layers' diffIDs.
+struct FetchedConfig {
+    digest: Digest,
+    bytes: Vec<u8>,
+    config: ImageConfig,
+}
+
+/// Where the layers go: chainIDs, their namespaced snapshot names, and the active snapshots
+/// they unpack into when the snapshotter stacks.
+struct Layout {
+    chain: Vec<String>,
+    snapshot_names: Vec<String>,
+    extract_keys: Vec<String>,
+    stacking: bool,
+}
+
+/// The manifest for this platform: the top document itself, or the one an index lists for it.
+async fn choose_manifest(image: &ImageReference, resolved: &Resolved) -> Result<Chosen> {
+    let top = &resolved.top;
+    let (descriptor, bytes, index) = if oci::is_index(&top.media_type) {
+        let parsed: Index = serde_json::from_slice(&resolved.top_bytes)
+            .map_err(|e| Error::FailedPrecondition(format!("index {} is not valid JSON: {e}", top.digest)))?;
+        let platform = oci::host_platform();
+        let chosen = oci::select_manifest(&parsed, &platform).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "{} has no image for {}/{}{}",
+                image.full(),
+                platform.os,
+                platform.architecture,
+                platform.variant.as_deref().map(|v| format!("/{v}")).unwrap_or_default()
+            ))
+        })?;
+        let fetched = resolved
+            .client
+            .manifest(&chosen.digest, &oci::MANIFEST_MEDIA_TYPES, &format!("manifest {}", chosen.digest))
+            .await?;
+        let labels = HashMap::from([("containerd.io/gc.ref.content.m.0".to_string(), chosen.digest.clone())]);
+        (chosen, fetched.bytes, Some((resolved.top_bytes.clone(), labels)))
+    } else if oci::is_manifest(&top.media_type) {
+        (top.clone(), resolved.top_bytes.clone(), None)
+    } else {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is a {:?}, which is neither an image index nor a manifest",
+            image.full(),
+            top.media_type
+        )));
+    };
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::FailedPrecondition(format!("manifest {} is not valid JSON: {e}", descriptor.digest))
+    })?;
+    Ok(Chosen { descriptor, bytes, manifest, index })
+}
+
+/// Fetches the image config and checks it names a diffID for every layer.
+async fn fetch_config(
+    image: &ImageReference,
+    client: &EndpointClient,
+    manifest: &Manifest,
+) -> Result<FetchedConfig> {
+    let digest: Digest = manifest.config.digest.parse()?;
+    let bytes = client.blob_bytes(&manifest.config.digest, &format!("config {digest}")).await?;
+    let config: ImageConfig = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::FailedPrecondition(format!("image config {digest} is not valid JSON: {e}")))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::FailedPrecondition(format!(
+            "image {}: {} layers but {} diffIDs in its config",
+            image.full(),
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    Ok(FetchedConfig { digest, bytes, config })
+}
+
+/// A fetched document's media type: its `mediaType` field, else what the registry said it is,
+/// else its shape.
+fn media_type_of(fetched: &FetchedManifest) -> String {
+    let field = serde_json::from_slice::<serde_json::Value>(&fetched.bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
+    let said = fetched
+        .content_type
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or_default().trim().to_string())
+        .filter(|c| oci::is_index(c) || oci::is_manifest(c));
+    field.or(said).unwrap_or_else(|| guess_media_type(&fetched.bytes))
 }
 
 /// Layers unpacked at once when a snapshotter stacks layers: two keeps both cores busy

@@ -73,20 +73,6 @@ impl ImageReference {
     pub fn with_digest(&self, digest: &str) -> String {
         format!("{}@{digest}", self.name())
     }
-
-    /// The reference the registry client fetches: by digest when there is one, else by tag.
-    pub fn to_client_reference(&self) -> Reference {
-        match (&self.digest, &self.tag) {
-            (Some(digest), _) => {
-                Reference::with_digest(self.registry.clone(), self.repository.clone(), digest.clone())
-            }
-            (None, tag) => Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone().unwrap_or_else(|| "latest".to_string()),
-            ),
-        }
-    }
 }
 
 /// The distribution spec's repository grammar: `/`-separated components of lowercase letters

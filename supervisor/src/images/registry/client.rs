@@ -1,0 +1,359 @@
+//! A client for one registry endpoint: the little of the distribution spec a pull needs
+//! (GET a manifest, GET a blob from an offset, answer a 401), on reqwest, which does the HTTP,
+//! TLS and redirects.
+//!
+//! berth pulled through oci-client before. That crate builds every URL as
+//! `<scheme>://<host>/v2/…` and has no way to add headers or present a client certificate,
+//! so hosts.toml's `header`, `override_path`, mirrors behind a path prefix and `client` could
+//! not be honoured through it; reqwest (the HTTP client oci-client itself is built on) can.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE};
+use reqwest::{Response, StatusCode};
+
+use super::super::hosts::Endpoint;
+use super::super::reference::ImageReference;
+use super::{RegistryAuth, auth, errors};
+use crate::content::Digest;
+use crate::error::{Error, Result};
+
+/// How long a connection may take to open, unless hosts.toml says (`dial_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a response may stall between reads.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most of an error body worth reading.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// A client for one endpoint and one repository.
+pub struct EndpointClient {
+    pub endpoint: Endpoint,
+    http: reqwest::Client,
+    /// `<base url>/<repository>`.
+    repository_url: String,
+    repository: String,
+    /// `?ns=<registry>` on a mirror's requests, as containerd sends it.
+    query: String,
+    /// hosts.toml's headers for this endpoint.
+    headers: HeaderMap,
+    auth: RegistryAuth,
+    /// The `Authorization` last sent (a token fetched for a challenge, or basic), reused until
+    /// the registry answers 401 again.
+    authorization: Mutex<Option<HeaderValue>>,
+}
+
+/// A manifest or index as fetched: its bytes, digest and the media type the registry said.
+#[derive(Debug)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+    pub content_type: Option<String>,
+}
+
+/// A blob's body: the whole blob, or the rest of it from the offset asked for.
+pub enum BlobBody {
+    Full(Response),
+    Partial(Response),
+}
+
+impl EndpointClient {
+    pub fn new(endpoint: &Endpoint, image: &ImageReference, auth: RegistryAuth) -> Result<Self> {
+        let invalid =
+            |what: String| Error::InvalidArgument(format!("registry host {}: {what}", endpoint.host));
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(endpoint.dial_timeout.unwrap_or(CONNECT_TIMEOUT))
+            .read_timeout(READ_TIMEOUT)
+            .tls_danger_accept_invalid_certs(endpoint.skip_verify);
+        for file in &endpoint.ca_files {
+            let pem = std::fs::read(file).map_err(|e| Error::io(format!("read CA {}", file.display()), e))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("CA {}: {e}", file.display())))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        // reqwest presents one client identity; containerd offers Go's TLS stack a list and it
+        // sends the first the server accepts, which is nearly always the first.
+        if let Some(client) = endpoint.client_certs.first() {
+            if endpoint.client_certs.len() > 1 {
+                tracing::warn!(host = %endpoint.host, used = %client.cert.display(), "hosts.toml lists several client certificates; berth presents the first");
+            }
+            let mut pem = std::fs::read(&client.cert)
+                .map_err(|e| Error::io(format!("read client certificate {}", client.cert.display()), e))?;
+            if let Some(key) = &client.key {
+                pem.push(b'\n');
+                pem.extend(
+                    std::fs::read(key)
+                        .map_err(|e| Error::io(format!("read client key {}", key.display()), e))?,
+                );
+            }
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| invalid(format!("client certificate {}: {e}", client.cert.display())))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder.build().map_err(|e| invalid(format!("TLS settings: {e}")))?;
+
+        let mut headers = HeaderMap::new();
+        for (name, value) in &endpoint.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("bad header name {name:?}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|_| invalid(format!("bad value for header {name}")))?;
+            headers.append(name, value);
+        }
+        let direct = endpoint.host == image.registry
+            || (image.registry == "docker.io" && endpoint.host == "registry-1.docker.io");
+        let query = if direct { String::new() } else { format!("?ns={}", image.registry) };
+        Ok(Self {
+            endpoint: endpoint.clone(),
+            http,
+            repository_url: format!("{}/{}", endpoint.base_url(), image.repository),
+            repository: image.repository.clone(),
+            query,
+            headers,
+            authorization: Mutex::new(auth::preset(&auth)),
+            auth,
+        })
+    }
+
+    /// Fetches the manifest or index `reference` (a tag or digest) names, checking that its
+    /// bytes hash to the digest asked for or the one the registry claims.
+    pub async fn manifest(&self, reference: &str, accept: &[&str], what: &str) -> Result<FetchedManifest> {
+        let url = format!("{}/manifests/{reference}{}", self.repository_url, self.query);
+        let accept = accept.join(", ");
+        let response = self.get(&url, &[(ACCEPT, accept.as_str())], what).await?;
+        let claimed = header(&response, "docker-content-digest");
+        let content_type = header(&response, CONTENT_TYPE.as_str());
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e, what))?.to_vec();
+        let digest = Digest::of(&bytes).to_string();
+        for expected in
+            [claimed.as_deref(), reference.starts_with("sha256:").then_some(reference)].into_iter().flatten()
+        {
+            if expected.starts_with("sha256:") && expected != digest {
+                return Err(Error::FailedPrecondition(format!(
+                    "registry {} sent {what} whose bytes hash to {digest}, not {expected}",
+                    self.endpoint.host
+                )));
+            }
+        }
+        Ok(FetchedManifest { bytes, digest, content_type })
+    }
+
+    /// Fetches a small blob (an image config) whole.
+    pub async fn blob_bytes(&self, digest: &str, what: &str) -> Result<Vec<u8>> {
+        let url = self.blob_url(digest);
+        let response = self.get(&url, &[], what).await?;
+        Ok(response.bytes().await.map_err(|e| self.transport_error(&e, what))?.to_vec())
+    }
+
+    /// Starts a blob's download at `offset` (0: from the start). A registry that ignores the
+    /// range sends the whole blob.
+    pub async fn blob(&self, digest: &str, offset: u64, what: &str) -> Result<BlobBody> {
+        let url = self.blob_url(digest);
+        if offset == 0 {
+            return Ok(BlobBody::Full(self.get(&url, &[], what).await?));
+        }
+        let range = format!("bytes={offset}-");
+        let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
+        Ok(if response.status() == StatusCode::PARTIAL_CONTENT {
+            BlobBody::Partial(response)
+        } else {
+            BlobBody::Full(response)
+        })
+    }
+
+    /// The error for a body that broke off.
+    pub fn transport_error(&self, error: &reqwest::Error, what: &str) -> Error {
+        errors::from_transport(error, &self.endpoint.host, what)
+    }
+
+    fn blob_url(&self, digest: &str) -> String {
+        format!("{}/blobs/{digest}{}", self.repository_url, self.query)
+    }
+
+    /// GETs `url` with hosts.toml's headers and the current authorization; a 401 is answered
+    /// (a token fetched anew, so one that expired mid-pull is replaced) and the request sent
+    /// once more. Any answer but a success is an error.
+    async fn get(&self, url: &str, extra: &[(HeaderName, &str)], what: &str) -> Result<Response> {
+        let host = &self.endpoint.host;
+        let mut answered = false;
+        loop {
+            let mut request = self.http.get(url);
+            for (name, value) in &self.headers {
+                request = request.header(name, value);
+            }
+            for (name, value) in extra {
+                request = request.header(name, *value);
+            }
+            if let Some(authorization) = self.current_authorization() {
+                request = request.header(AUTHORIZATION, authorization);
+            }
+            let response = request.send().await.map_err(|e| self.transport_error(&e, what))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !answered {
+                let challenges: Vec<String> = response
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_string))
+                    .collect();
+                if let Some(challenge) = auth::parse(&challenges) {
+                    answered = true;
+                    let authorization = auth::answer(
+                        &self.http,
+                        &self.headers,
+                        &challenge,
+                        &self.auth,
+                        &self.repository,
+                        host,
+                    )
+                    .await?;
+                    if let Ok(mut current) = self.authorization.lock() {
+                        *current = Some(authorization);
+                    }
+                    continue;
+                }
+            }
+            if status.is_success() {
+                return Ok(response);
+            }
+            let body = read_limited(response).await;
+            return Err(errors::from_status(status, &body, host, what));
+        }
+    }
+
+    fn current_authorization(&self) -> Option<HeaderValue> {
+        self.authorization.lock().ok().and_then(|current| current.clone())
+    }
+}
+
+fn header(response: &Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// The start of an error body; what does not arrive is left out.
+async fn read_limited(mut response: Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::HeaderMap as Headers;
+    use axum::response::{IntoResponse, Response as AxumResponse};
+
+    use super::*;
+
+    /// A registry under `/prefix/v2` with token auth: it wants hosts.toml's header on every
+    /// request (its token service too), and accepts only the newest token it issued.
+    #[derive(Default)]
+    struct Fake {
+        issued: usize,
+        port: u16,
+    }
+
+    type Shared = Arc<std::sync::Mutex<Fake>>;
+
+    async fn token(State(fake): State<Shared>, headers: Headers) -> AxumResponse {
+        let basic =
+            format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p"));
+        if headers.get("x-h").is_none()
+            || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&basic)
+        {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let mut fake = fake.lock().unwrap();
+        fake.issued += 1;
+        format!(r#"{{"token":"t{}"}}"#, fake.issued).into_response()
+    }
+
+    fn guarded(fake: &Shared, headers: &Headers) -> Option<AxumResponse> {
+        let fake = fake.lock().unwrap();
+        let wanted = format!("Bearer t{}", fake.issued);
+        if headers.get("x-h").is_none() {
+            return Some(StatusCode::NOT_FOUND.into_response());
+        }
+        if fake.issued == 0 || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&wanted) {
+            let challenge = format!(
+                r#"Bearer realm="http://127.0.0.1:{}/token",service="fake",scope="repository:team/app:pull""#,
+                fake.port
+            );
+            return Some((StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)]).into_response());
+        }
+        None
+    }
+
+    async fn manifest(State(fake): State<Shared>, headers: Headers) -> AxumResponse {
+        guarded(&fake, &headers).unwrap_or_else(|| {
+            ([("content-type", "application/vnd.oci.image.manifest.v1+json")], "{}").into_response()
+        })
+    }
+
+    async fn blob(State(fake): State<Shared>, headers: Headers) -> AxumResponse {
+        if let Some(refused) = guarded(&fake, &headers) {
+            return refused;
+        }
+        match headers.get("range").and_then(|v| v.to_str().ok()) {
+            Some("bytes=3-") => (StatusCode::PARTIAL_CONTENT, "defg").into_response(),
+            _ => "abcdefg".into_response(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tokens_prefixes_headers_and_ranges() {
+        let fake: Shared = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        fake.lock().unwrap().port = port;
+        let app = axum::Router::new()
+            .route("/token", axum::routing::get(token))
+            .route("/prefix/v2/team/app/manifests/{reference}", axum::routing::get(manifest))
+            .route("/prefix/v2/team/app/blobs/{digest}", axum::routing::get(blob))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let endpoint = Endpoint {
+            host: format!("127.0.0.1:{port}"),
+            path: "/prefix/v2".into(),
+            plain_http: true,
+            headers: vec![("x-h".into(), "1".into())],
+            ..crate::images::hosts::tests_support::endpoint("unused")
+        };
+        let image = ImageReference::parse(&format!("127.0.0.1:{port}/team/app:1")).unwrap();
+        let client =
+            EndpointClient::new(&endpoint, &image, RegistryAuth::Basic("u".into(), "p".into())).unwrap();
+        let fetched =
+            client.manifest("1", &["application/vnd.oci.image.manifest.v1+json"], "app:1").await.unwrap();
+        assert_eq!(fetched.bytes, b"{}");
+        assert_eq!(fetched.digest, Digest::of(b"{}").to_string());
+        assert_eq!(fake.lock().unwrap().issued, 1);
+
+        // The token expires (the registry issues another elsewhere): the next request gets a 401
+        // and the client fetches a fresh token.
+        fake.lock().unwrap().issued += 1;
+        let BlobBody::Partial(rest) = client.blob("sha256:00", 3, "blob").await.unwrap() else {
+            panic!("a range was asked for")
+        };
+        assert_eq!(rest.bytes().await.unwrap().as_ref(), b"defg");
+        assert_eq!(fake.lock().unwrap().issued, 3);
+        assert_eq!(client.blob_bytes("sha256:00", "blob").await.unwrap(), b"abcdefg");
+
+        // Without the password the token service refuses: denied, with the host named.
+        let anonymous = EndpointClient::new(&endpoint, &image, RegistryAuth::Anonymous).unwrap();
+        let err = anonymous.manifest("1", &[], "app:1").await.unwrap_err();
+        assert!(matches!(&err, Error::FailedPrecondition(m) if m.contains(&endpoint.host)), "{err}");
+        // Without hosts.toml's header the registry does not know the path.
+        let bare = Endpoint { headers: Vec::new(), ..endpoint.clone() };
+        let client = EndpointClient::new(&bare, &image, RegistryAuth::Basic("u".into(), "p".into())).unwrap();
+        assert!(matches!(client.manifest("1", &[], "app:1").await, Err(Error::NotFound(_))));
+    }
+}

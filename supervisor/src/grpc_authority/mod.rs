@@ -11,12 +11,14 @@
 //!
 //! Only the client's bytes are looked at; what berthd writes passes through untouched. A
 //! connection starts in [`Mode::Inspect`]: frames pass on as they arrive until the first header
-//! block (a HEADERS frame and its CONTINUATION frames) is complete, which is decoded with HPACK.
+//! block (a HEADERS frame and its CONTINUATION frames) is complete. That block is scanned for
+//! its `:authority` alone (other strings skipped, not decoded: [`hpack::scan_first_block`]),
+//! and decoded whole only when the scan finds a refused authority or cannot tell.
 //!
 //! - Its `:authority` is one h2 takes (every Go client: `localhost`): the block's bytes go on
 //!   unchanged and the connection becomes [`Mode::PassThrough`]: from then on reads go straight
 //!   from the socket into h2's buffer, with no parsing and no copy. A Go client pays for one
-//!   decoded header block per connection, not per call.
+//!   scanned header block per connection, not per call.
 //! - h2 would refuse it: the connection becomes [`Mode::Rewrite`] for good. Every header block
 //!   from then on is decoded with the client's HPACK state, a refused `:authority` replaced,
 //!   and the block encoded again as literals that neither use nor change the dynamic table; its
@@ -38,6 +40,7 @@
 
 mod frame;
 mod hpack;
+mod huffman;
 
 use std::io;
 use std::pin::Pin;
@@ -200,19 +203,22 @@ impl Filter {
     /// Decodes a complete block and hands it on: unchanged (and the connection passes through
     /// from now on), or rewritten.
     fn finish_block(&mut self, output: &mut BytesMut) -> io::Result<()> {
-        let (Some(block), Some(decoder)) = (self.block.take(), self.decoder.as_mut()) else {
+        let Some(block) = self.block.take() else { return Ok(()) };
+        // The cheap look first: a Go client's connection goes no further than this.
+        if self.mode == Mode::Inspect
+            && hpack::scan_first_block(&block.fragment) == hpack::FirstBlock::Accepted
+        {
+            self.pass_through(output);
             return Ok(());
-        };
+        }
+        let Some(decoder) = self.decoder.as_mut() else { return Ok(()) };
         let mut fields = match decoder.decode(&block.fragment) {
             Ok(fields) => fields,
             Err(e) => return self.give_up(e, output),
         };
         if self.mode == Mode::Inspect {
             let Some(refused) = hpack::refused_authority(&fields) else {
-                output.extend_from_slice(&self.raw.split());
-                self.raw = BytesMut::new();
-                self.decoder = None;
-                self.mode = Mode::PassThrough;
+                self.pass_through(output);
                 return Ok(());
             };
             tracing::debug!(
@@ -238,14 +244,19 @@ impl Filter {
                 Err(io::Error::new(io::ErrorKind::InvalidData, why.to_string()))
             }
             Mode::Inspect | Mode::PassThrough => {
-                output.extend_from_slice(&self.raw.split());
-                self.raw = BytesMut::new();
-                self.block = None;
-                self.decoder = None;
-                self.mode = Mode::PassThrough;
+                self.pass_through(output);
                 Ok(())
             }
         }
+    }
+
+    /// Hands on what was held back, unchanged, and lets everything after it through.
+    fn pass_through(&mut self, output: &mut BytesMut) {
+        output.extend_from_slice(&self.raw.split());
+        self.raw = BytesMut::new();
+        self.block = None;
+        self.decoder = None;
+        self.mode = Mode::PassThrough;
     }
 
     /// The connection ended: what is left (a frame cut short) goes on as it came.

@@ -14,11 +14,11 @@ use super::{AuthorityFix, Filter, Mode};
 /// `/runtime.v1.RuntimeService/Version` three times each on one channel, with metadata
 /// (`tests/clients/grpcio_version.py`). Its authority is the socket path percent-encoded, sent
 /// as a literal once and then by its dynamic table index.
-const GRPCIO: &[u8] = include_bytes!("testdata/grpcio-1.85.3-client.bin");
+pub(super) const GRPCIO: &[u8] = include_bytes!("testdata/grpcio-1.85.3-client.bin");
 
 /// A grpc-java-like header block, Huffman-coded (made with Python's `hpack`), sent twice on one
 /// connection: first with literals that enter the dynamic table, then as indexes into it.
-const HUFFMAN_FIRST: &str = "8386449962cb6a49a92afdc2bedb6a49a92ee2d9dcc42b1c4b620c7abf4192b2da951618cb62675458632d\
+pub(super) const HUFFMAN_FIRST: &str = "8386449962cb6a49a92afdc2bedb6a49a92ee2d9dcc42b1c4b620c7abf4192b2da951618cb62675458632d\
                              899d741c9d7f5f8b1d75d0620d263d4c4d65644082497f864d833505b11f7a909acac8b741f71ad51529f4c0\
                              57740b83";
 const HUFFMAN_AGAIN: &str = "8386c2c1c0bfbe";

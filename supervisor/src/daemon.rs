@@ -22,6 +22,7 @@ use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 
@@ -32,6 +33,7 @@ use crate::deadline::DeadlineLayer;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventsTtrpcServer;
+use crate::grpc_authority::AuthorityFix;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::native::containers::ContainersService;
 use crate::native::content::ContentService;
@@ -181,7 +183,11 @@ pub async fn run(config: Config) -> Result<()> {
             .layer(GrpcMetricsLayer::new(metrics.clone()))
             .layer(DeadlineLayer)
             .add_routes(routes)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_for_stop(stopped.clone())),
+            .serve_with_incoming_shutdown(
+                // C-core, Java and Swift gRPC clients send an :authority h2 refuses.
+                UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
+                wait_for_stop(stopped.clone()),
+            ),
     );
 
     // Metrics over HTTP.

@@ -1,6 +1,6 @@
 //! berthctl against a real berthd: the native and image commands, and the CRI commands (run,
-//! pods, ps, inspect, exec, stats, logs with -f across a rotation, stop, rm, stopp, rmp) with
-//! runc, a loopback registry and busybox.
+//! pods, ps, inspect, exec (ExecSync and streamed), attach, port-forward, stats, logs with -f
+//! across a rotation, stop, rm, stopp, rmp) with runc, a loopback registry and busybox.
 
 use std::process::Command;
 use std::time::Duration;
@@ -393,5 +393,86 @@ async fn logs_print_streams_join_partial_lines_and_follow_across_rotation() {
 
     let (ok, out) = berthctl(&berthd, &["logs", "nosuch"]);
     assert!(!ok && out.contains("NotFound"), "{out}");
+    remove_all_pods(&mut client).await;
+}
+
+/// Runs berthctl with `input` on its stdin; returns (exit code, stdout, stderr).
+fn berthctl_with_input(berthd: &Berthd, args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(binary("berthctl"))
+        .arg("--address")
+        .arg(&berthd.paths.socket)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run berthctl");
+    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    let output = child.wait_with_output().expect("berthctl output");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn streamed_exec_attach_and_port_forward() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("streamed", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let script =
+        "mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www";
+    let web =
+        start_container(&mut client, &pod, &config, container_config("web", &image, &["sh", "-c", script]))
+            .await;
+    wait_for_state(&mut client, &web, cri::ContainerState::ContainerRunning, Duration::from_secs(30)).await;
+
+    // exec -i: stdin piped through, over either transport, with the command's exit code.
+    for transport in ["spdy", "websocket"] {
+        let args = ["exec", "-i", "--transport", transport, &web, "--", "sh", "-c", "cat; exit 4"];
+        let (code, out, err) = berthctl_with_input(&berthd, &args, b"piped in\n");
+        assert_eq!((code, out.as_str()), (4, "piped in\n"), "{transport}: {err}");
+    }
+
+    // attach -i to a container reading stdin: what it prints comes back.
+    let mut reader =
+        container_config("reader", &image, &["sh", "-c", "while read l; do echo \"read $l\"; done"]);
+    reader.stdin = true;
+    reader.stdin_once = true;
+    let reader = start_container(&mut client, &pod, &config, reader).await;
+    wait_for_state(&mut client, &reader, cri::ContainerState::ContainerRunning, Duration::from_secs(30))
+        .await;
+    let (code, out, err) = berthctl_with_input(&berthd, &["attach", "-i", &reader], b"one\ntwo\n");
+    assert_eq!((code, out.as_str()), (0, "read one\nread two\n"), "{err}");
+
+    // port-forward: a local port carried into the pod.
+    let local = berth_tests::free_port();
+    let mut forward = Command::new(binary("berthctl"))
+        .arg("--address")
+        .arg(&berthd.paths.socket)
+        .args(["port-forward", &pod, &format!("{local}:8080")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run berthctl port-forward");
+    let address = format!("127.0.0.1:{local}");
+    // berthctl listens once it has its URL: ask until the pod answers.
+    let mut answer = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !answer.contains("served") && std::time::Instant::now() < deadline {
+        answer = berth_tests::cri::http_get(&address).await.unwrap_or_default();
+        if !answer.contains("served") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let served = answer.contains("served");
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(served, "no answer through berthctl port-forward: {answer:?}");
     remove_all_pods(&mut client).await;
 }

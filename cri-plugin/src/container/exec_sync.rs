@@ -40,7 +40,7 @@ async fn collect(mut fifo: pipe::Receiver, mut exited: watch::Receiver<bool>, li
                 // What is buffered now; bounded, as a process the command left behind may
                 // keep writing.
                 let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-                while let Some(n) = read_remaining(&mut fifo, &mut buf, deadline).await {
+                while let Some(n) = read_remaining(&fifo, &mut buf, deadline) {
                     keep(&mut out, &buf[..n]);
                 }
                 return out;

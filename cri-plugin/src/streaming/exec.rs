@@ -11,7 +11,9 @@ use tokio::sync::{Notify, watch};
 
 use super::pump::{CopyEnd, OpenSession, copy_counted, forward_exec_output};
 use super::session::{ClientWriter, CommandOutcome, RemoteCommandStreams};
-use crate::container::exec_process::{DRAIN_LIMIT, KILL_GRACE, PreparedExec, input_fifo, output_fifo};
+use crate::container::exec_process::{
+    DRAIN_LIMIT, ExecGuard, KILL_GRACE, PreparedExec, input_fifo, output_fifo,
+};
 use crate::engine::{SIGKILL, TaskIo};
 use crate::runtime::CriRuntime;
 
@@ -42,10 +44,14 @@ impl CriRuntime {
     ) {
         let session = OpenSession::new(&self.metrics, "exec");
         let RemoteCommandStreams { stdin, stdout, stderr, resize, outcome, .. } = streams;
-        let ended =
-            self.run_exec(&request, &session, started, StdioStreams { stdin, stdout, stderr, resize }).await;
+        let streams = StdioStreams { stdin, stdout, stderr, resize };
+        let (ended, guard) = self.run_exec(&request, &session, started, streams).await;
         tracing::debug!(container = %request.container_id, outcome = ?ended, "exec session ended");
+        // The client learns the outcome first; forgetting the exec is berth's own business.
         outcome.report(ended).await;
+        if let Some(guard) = guard {
+            guard.finish(false).await;
+        }
     }
 
     async fn run_exec(
@@ -54,12 +60,12 @@ impl CriRuntime {
         session: &OpenSession,
         started: Instant,
         streams: StdioStreams,
-    ) -> CommandOutcome {
+    ) -> (CommandOutcome, Option<ExecGuard>) {
         let StdioStreams { stdin, mut stdout, mut stderr, resize } = streams;
         let PreparedExec { container, exec_id, dir, process, guard } =
             match self.prepare_exec(&request.container_id, &request.cmd, request.tty).await {
                 Ok(prepared) => prepared,
-                Err(status) => return CommandOutcome::Failed(status.message().to_string()),
+                Err(status) => return (CommandOutcome::Failed(status.message().to_string()), None),
             };
         let id = container.id.clone();
         if request.tty {
@@ -74,7 +80,7 @@ impl CriRuntime {
         })();
         let (stdin_fifo, stdout_fifo, stderr_fifo) = match fifos {
             Ok(fifos) => fifos,
-            Err(status) => return CommandOutcome::Failed(status.message().to_string()),
+            Err(status) => return (CommandOutcome::Failed(status.message().to_string()), Some(guard)),
         };
         let path_if = |present: bool, name: &str| {
             if present { dir.join(name).to_string_lossy().into_owned() } else { String::new() }
@@ -86,7 +92,7 @@ impl CriRuntime {
             terminal: request.tty,
         };
         if let Err(status) = self.tasks.exec(&id, &exec_id, process, io).await {
-            return CommandOutcome::Failed(status.message().to_string());
+            return (CommandOutcome::Failed(status.message().to_string()), Some(guard));
         }
         if let Err(status) = self.tasks.start_exec(&id, &exec_id).await {
             let failure = start_failure(status.message());
@@ -97,8 +103,7 @@ impl CriRuntime {
                 let _ = out.write_all(message.as_bytes()).await;
                 let _ = out.shutdown().await;
             }
-            guard.finish(false).await;
-            return failure;
+            return (failure, Some(guard));
         }
         session.set_up(started);
 
@@ -160,12 +165,12 @@ impl CriRuntime {
         for helper in helpers {
             helper.abort();
         }
-        guard.finish(false).await;
-        match exit {
+        let outcome = match exit {
             Ok(exit) if exit.exit_status == 0 => CommandOutcome::Success,
             Ok(exit) => CommandOutcome::Exited(exit.exit_status as i32),
             Err(status) => CommandOutcome::Failed(status.message().to_string()),
-        }
+        };
+        (outcome, Some(guard))
     }
 }
 

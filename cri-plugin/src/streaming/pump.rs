@@ -72,7 +72,7 @@ where
             },
             _ = async { exited.wait_for(|done| *done).await.map(|_| ()) } => {
                 let deadline = tokio::time::Instant::now() + drain_limit;
-                while let Some(n) = read_remaining(&mut fifo, &mut buf, deadline).await {
+                while let Some(n) = read_remaining(&fifo, &mut buf, deadline) {
                     let wrote = tokio::time::timeout_at(deadline, async {
                         to.write_all(&buf[..n]).await?;
                         to.flush().await

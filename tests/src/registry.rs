@@ -306,7 +306,7 @@ fn make_client_certificate(dir: &std::path::Path) {
 }
 
 /// A CA, and a server certificate for 127.0.0.1 it signs, in `dir`.
-fn make_certificates(dir: &std::path::Path) {
+pub fn make_certificates(dir: &std::path::Path) {
     let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",

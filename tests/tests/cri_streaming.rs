@@ -397,3 +397,36 @@ async fn attach_works_for_a_container_without_a_log() {
     let status = berth_tests::cri::container_status(&mut client, &id).await;
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
 }
+
+#[tokio::test]
+async fn the_streaming_server_serves_https_with_a_configured_certificate() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "openssl"]);
+    let certs = tempfile::tempdir().unwrap();
+    berth_tests::registry::make_certificates(certs.path());
+    let (cert, key) = (certs.path().join("server.crt"), certs.path().join("server.key"));
+    let registry = berth_tests::Registry::start().await;
+    let berthd = berth_tests::Berthd::start_with_config(|paths| {
+        paths.trust_registry(&registry);
+        paths.config_text(&format!("\n[cri.streaming]\ntls_cert = {cert:?}\ntls_key = {key:?}\n"))
+    })
+    .await;
+    berth_tests::push_busybox(&registry, "library/busybox", "1.36").await;
+    let image = format!("{}/library/busybox:1.36", registry.host());
+    berth_tests::cri::pull(&berthd, &image).await;
+    let mut client = berthd.runtime_client().await;
+    let (_pod, id) = running_busybox(&mut client, &image, "tls", &["sleep", "3600"], |_| {}).await;
+
+    let options = StreamOptions { stdout: true, ..Default::default() };
+    let url = exec_url(&mut client, &id, &["echo", "over tls"], options).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let trust = spdy::client::ClientTls::from_pem_file(&certs.path().join("ca.crt")).unwrap();
+    let session = spdy::client::exec_over(&url, options, Default::default(), Some(&trust)).await.unwrap();
+    assert_eq!(read_all(session.stdout).await, "over tls\n");
+    let outcome = tokio::time::timeout(LIMIT, session.outcome).await.unwrap().unwrap();
+    assert_eq!(outcome, CommandOutcome::Success);
+
+    // Plain HTTP to the TLS port gets nowhere, and nothing runs for it.
+    let url = exec_url(&mut client, &id, &["echo", "in clear"], options).await;
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(spdy::client::exec(&plain, options, Default::default()).await.is_err());
+}

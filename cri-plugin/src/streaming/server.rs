@@ -328,7 +328,9 @@ fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<tokio_rustls::TlsAcceptor
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(cert, &e))?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
-    let config = rustls::ServerConfig::builder()
+    let config = rustls::ServerConfig::builder_with_provider(super::tls_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(cert, &e))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| invalid(cert, &e))?;

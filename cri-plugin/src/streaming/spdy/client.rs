@@ -25,17 +25,51 @@ const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// The most an error stream may carry; a Status is a few hundred bytes.
 const MAX_ERROR_MESSAGE: u64 = 64 * 1024;
 
-/// Opens TCP to `url` (`http://host:port/path?query`), asks to upgrade to SPDY/3.1 offering
-/// `protocols` (in order of preference), and returns the connection and the protocol the
-/// server chose (empty if it chose none, which old servers do).
+/// Trust for `https://` streaming URLs: the CA certificates (PEM) that sign the server's.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Trusts the CA certificates in the PEM file `path`.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, SpdyError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let bad = |e: &dyn std::fmt::Display| SpdyError::Upgrade(format!("CA {}: {e}", path.display()));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(crate::streaming::tls_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)) })
+    }
+}
+
+/// Opens TCP to `url` (`http://host:port/path?query`, or `https://` with `tls`), asks to
+/// upgrade to SPDY/3.1 offering `protocols` (in order of preference), and returns the
+/// connection and the protocol the server chose (empty if it chose none, which old servers do).
 pub async fn connect(
     url: &str,
     protocols: &[&str],
     config: ConnectionConfig,
+    tls: Option<&ClientTls>,
 ) -> Result<(Connection, String), SpdyError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| SpdyError::Upgrade(format!("not an http:// URL: {url}")))?;
+    let (secure, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err(SpdyError::Upgrade(format!("not an http:// or https:// URL: {url}"))),
+    };
     let (authority, path) = match rest.find('/') {
         Some(at) => rest.split_at(at),
         None => (rest, "/"),
@@ -43,8 +77,23 @@ pub async fn connect(
     if authority.is_empty() {
         return Err(SpdyError::Upgrade(format!("no host in {url}")));
     }
+    let tls = match (secure, tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        (true, None) => return Err(SpdyError::Upgrade(format!("{url} needs TLS, and no CA was given"))),
+    };
     let socket = TcpStream::connect(authority).await?;
     socket.set_nodelay(true)?;
+    let Some(tls) = tls else {
+        let (socket, protocol) = upgrade(socket, authority, path, protocols).await?;
+        let (connection, _incoming) = conn::start(socket, Role::Client, config);
+        return Ok((connection, protocol));
+    };
+    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| SpdyError::Upgrade(format!("server name {host:?}: {e}")))?;
+    let socket = tls.connector.connect(name, socket).await?;
     let (socket, protocol) = upgrade(socket, authority, path, protocols).await?;
     let (connection, _incoming) = conn::start(socket, Role::Client, config);
     Ok((connection, protocol))
@@ -214,7 +263,17 @@ pub async fn exec(
     options: StreamOptions,
     config: ConnectionConfig,
 ) -> Result<ExecSession, SpdyError> {
-    let (connection, chosen) = connect(url, &REMOTE_COMMAND_OFFERS, config).await?;
+    exec_over(url, options, config, None).await
+}
+
+/// [`exec`] to an `http://` or, with `tls`, an `https://` URL.
+pub async fn exec_over(
+    url: &str,
+    options: StreamOptions,
+    config: ConnectionConfig,
+    tls: Option<&ClientTls>,
+) -> Result<ExecSession, SpdyError> {
+    let (connection, chosen) = connect(url, &REMOTE_COMMAND_OFFERS, config, tls).await?;
     // A server that chose nothing speaks v1, as kubelet falls back to it.
     let protocol = if chosen.is_empty() {
         RemoteCommandProtocol::V1
@@ -301,7 +360,7 @@ pub struct PortForwardSession {
 
 /// Upgrades `url` for port-forwarding.
 pub async fn port_forward(url: &str, config: ConnectionConfig) -> Result<PortForwardSession, SpdyError> {
-    let (connection, chosen) = connect(url, &[PORT_FORWARD_PROTOCOL], config).await?;
+    let (connection, chosen) = connect(url, &[PORT_FORWARD_PROTOCOL], config, None).await?;
     if chosen != PORT_FORWARD_PROTOCOL {
         connection.abort();
         return Err(SpdyError::Upgrade(format!("server chose {chosen:?}, not {PORT_FORWARD_PROTOCOL}")));
@@ -464,7 +523,10 @@ mod tests {
     #[tokio::test]
     async fn urls_must_be_plain_http() {
         let config = ConnectionConfig::default();
-        assert!(matches!(connect("https://node/x", &[], config.clone()).await, Err(SpdyError::Upgrade(_))));
-        assert!(matches!(connect("http:///x", &[], config).await, Err(SpdyError::Upgrade(_))));
+        assert!(matches!(
+            connect("https://node/x", &[], config.clone(), None).await,
+            Err(SpdyError::Upgrade(_))
+        ));
+        assert!(matches!(connect("http:///x", &[], config, None).await, Err(SpdyError::Upgrade(_))));
     }
 }

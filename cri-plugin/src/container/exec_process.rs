@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 use tonic::Status;
 
-use super::{ContainerRecord, ContainerState};
+use super::ContainerRecord;
 use crate::engine::SIGKILL;
 use crate::ids::new_id;
 use crate::runtime::CriRuntime;
@@ -83,14 +83,7 @@ impl CriRuntime {
         cmd: &[String],
         tty: bool,
     ) -> Result<PreparedExec, Status> {
-        let container = self.container(container_id)?;
-        if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {:?} is not running ({:?}): exec needs a running container",
-                container.id,
-                container.state.to_cri()
-            )));
-        }
+        let container = self.running_container(container_id, "exec")?;
         if cmd.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }

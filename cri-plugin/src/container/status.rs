@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::ContainerRecord;
+use super::{ContainerRecord, ContainerState};
 use crate::runtime::CriRuntime;
 use crate::sandbox::status::labels_match;
 
@@ -89,6 +89,20 @@ impl CriRuntime {
             return Err(Status::invalid_argument("a container id is required"));
         }
         self.containers.resolve(id).ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
+    }
+
+    /// The container `id` names, if it is running; FailedPrecondition naming `what` (exec,
+    /// attach) needs it otherwise.
+    pub fn running_container(&self, id: &str, what: &str) -> Result<ContainerRecord, Status> {
+        let container = self.container(id)?;
+        if container.state != ContainerState::Running {
+            return Err(Status::failed_precondition(format!(
+                "container {:?} is not running ({:?}): {what} needs a running container",
+                container.id,
+                container.state.to_cri()
+            )));
+        }
+        Ok(container)
     }
 
     pub fn container_status(

@@ -16,7 +16,6 @@ use tokio::net::unix::OwnedReadHalf;
 use super::exec::StdioStreams;
 use super::pump::{CopyEnd, OpenSession, copy_counted};
 use super::session::{ClientWriter, CommandOutcome, RemoteCommandStreams};
-use crate::container::ContainerState;
 use crate::engine::{ATTACH_STDERR, ATTACH_STDOUT};
 use crate::runtime::CriRuntime;
 
@@ -103,17 +102,10 @@ impl CriRuntime {
         started: Instant,
         streams: StdioStreams,
     ) -> CommandOutcome {
-        let container = match self.container(container_id) {
+        let container = match self.running_container(container_id, "attach") {
             Ok(container) => container,
             Err(status) => return CommandOutcome::Failed(status.message().to_string()),
         };
-        if container.state != ContainerState::Running {
-            return CommandOutcome::Failed(format!(
-                "container {:?} is not running ({:?}): attach needs a running container",
-                container.id,
-                container.state.to_cri()
-            ));
-        }
         let socket = match self.tasks.attach(&container.id).await {
             Ok(socket) => socket,
             Err(status) => return CommandOutcome::Failed(status.message().to_string()),
@@ -146,12 +138,8 @@ impl CriRuntime {
         let resizes = {
             let (runtime, id) = (self.clone(), id.clone());
             async move {
-                let Some(mut sizes) = resize else { return std::future::pending::<()>().await };
-                while let Some(size) = sizes.recv().await {
-                    let (width, height) = (u32::from(size.width), u32::from(size.height));
-                    if let Err(e) = runtime.tasks.resize_pty(&id, "", width, height).await {
-                        tracing::debug!(container = %id, error = %e.message(), "resizing a terminal");
-                    }
+                if let Some(sizes) = resize {
+                    runtime.forward_resizes(&id, "", sizes).await;
                 }
                 std::future::pending::<()>().await
             }

@@ -137,16 +137,9 @@ impl CriRuntime {
                 }
             }));
         }
-        if let Some(mut sizes) = resize {
+        if let Some(sizes) = resize {
             let (runtime, id, exec_id) = (self.clone(), id.clone(), exec_id.clone());
-            helpers.push(tokio::spawn(async move {
-                while let Some(size) = sizes.recv().await {
-                    let (width, height) = (u32::from(size.width), u32::from(size.height));
-                    if let Err(e) = runtime.tasks.resize_pty(&id, &exec_id, width, height).await {
-                        tracing::debug!(container = %id, error = %e.message(), "resizing an exec's terminal");
-                    }
-                }
-            }));
+            helpers.push(tokio::spawn(async move { runtime.forward_resizes(&id, &exec_id, sizes).await }));
         }
 
         let exit = tokio::select! {
@@ -171,6 +164,24 @@ impl CriRuntime {
             Err(status) => CommandOutcome::Failed(status.message().to_string()),
         };
         (outcome, Some(guard))
+    }
+}
+
+impl CriRuntime {
+    /// Applies the client's terminal sizes to the process (`exec_id` empty: the container's
+    /// own) until the client stops sending them.
+    pub(super) async fn forward_resizes(
+        &self,
+        id: &str,
+        exec_id: &str,
+        mut sizes: tokio::sync::mpsc::Receiver<super::session::TerminalSize>,
+    ) {
+        while let Some(size) = sizes.recv().await {
+            let (width, height) = (u32::from(size.width), u32::from(size.height));
+            if let Err(e) = self.tasks.resize_pty(id, exec_id, width, height).await {
+                tracing::debug!(container = %id, exec = %exec_id, error = %e.message(), "resizing a terminal");
+            }
+        }
     }
 }
 

@@ -5,23 +5,10 @@ use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
 use super::tokens::StreamRequest;
-use crate::container::ContainerState;
 use crate::runtime::CriRuntime;
 use crate::sandbox::SandboxState;
 
 impl CriRuntime {
-    fn running_container(&self, id: &str, what: &str) -> Result<String, Status> {
-        let container = self.container(id)?;
-        if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {:?} is not running ({:?}): {what} needs a running container",
-                container.id,
-                container.state.to_cri()
-            )));
-        }
-        Ok(container.id)
-    }
-
     pub fn exec_url(&self, mut request: cri::ExecRequest) -> Result<cri::ExecResponse, Status> {
         if request.cmd.is_empty() {
             return Err(Status::invalid_argument("Exec needs a command"));
@@ -34,7 +21,7 @@ impl CriRuntime {
         if !(request.stdin || request.stdout || request.stderr) {
             return Err(Status::invalid_argument("one of stdin, stdout and stderr must be set"));
         }
-        request.container_id = self.running_container(&request.container_id, "exec")?;
+        request.container_id = self.running_container(&request.container_id, "exec")?.id;
         Ok(cri::ExecResponse { url: self.streaming.url_for(StreamRequest::Exec(request))? })
     }
 
@@ -42,7 +29,7 @@ impl CriRuntime {
         if !(request.stdin || request.stdout || request.stderr) {
             return Err(Status::invalid_argument("one of stdin, stdout and stderr must be set"));
         }
-        request.container_id = self.running_container(&request.container_id, "attach")?;
+        request.container_id = self.running_container(&request.container_id, "attach")?.id;
         Ok(cri::AttachResponse { url: self.streaming.url_for(StreamRequest::Attach(request))? })
     }
 

@@ -62,11 +62,7 @@ pub struct TokenCache {
 /// 16 random bytes as URL-safe text: unguessable, and safe in a path.
 fn random_token() -> Result<String, Status> {
     use base64::Engine as _;
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Status::internal(format!("read /dev/urandom for a stream token: {e}")))?;
+    let bytes = crate::ids::random_bytes::<16>("a stream token")?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 

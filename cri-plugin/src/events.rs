@@ -11,9 +11,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::container::ContainerState;
-use crate::ids::now_nanos;
 use crate::runtime::CriRuntime;
 use crate::sandbox::SandboxState;
+use berth_sys::clock::now_nanos;
 
 /// Events buffered for slow subscribers.
 const BUFFER: usize = 1024;

@@ -19,18 +19,6 @@ pub fn new_id() -> Result<String, Status> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Nanoseconds since the epoch, as the CRI reports times.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-pub fn nanos(time: std::time::SystemTime) -> i64 {
-    time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
 /// Finds the one id of `ids` that `wanted` names: the id itself or a unique prefix of it
 /// (crictl accepts truncated ids).
 pub fn resolve_prefix<'a>(wanted: &str, ids: impl Iterator<Item = &'a String>) -> Option<&'a String> {

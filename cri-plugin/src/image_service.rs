@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_server::ImageService;
@@ -127,8 +126,7 @@ impl ImageService for CriImageService {
         &self,
         _request: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let timestamp =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let timestamp = berth_sys::clock::now_nanos();
         let image_filesystems = self
             .store
             .filesystems()

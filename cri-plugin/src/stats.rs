@@ -10,10 +10,10 @@ use tonic::Status;
 
 use crate::container::{ContainerRecord, ContainerState};
 use crate::engine::CgroupSample;
-use crate::ids::{nanos, now_nanos};
 use crate::runtime::CriRuntime;
 use crate::sandbox::SandboxRecord;
 use crate::sandbox::status::labels_match;
+use berth_sys::clock::{now_nanos, unix_nanos};
 
 /// The last CPU sample per container, to turn cumulative CPU time into a rate.
 #[derive(Default)]
@@ -97,7 +97,7 @@ impl CriRuntime {
         container: &ContainerRecord,
         sample: Option<CgroupSample>,
     ) -> Result<cri::ContainerStats, Status> {
-        let at = sample.and_then(|s| s.timestamp).map(nanos).unwrap_or_else(now_nanos);
+        let at = sample.and_then(|s| s.timestamp).map(unix_nanos).unwrap_or_else(now_nanos);
         let layer = self.rootfs.usage(&container.id).await.unwrap_or_default();
         let mut stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
@@ -251,7 +251,7 @@ impl CriRuntime {
             let mut container_metrics = Vec::new();
             for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == sandbox.id) {
                 let Some(sample) = self.sample_of(&container).await else { continue };
-                let at = sample.timestamp.map(nanos).unwrap_or_else(now_nanos);
+                let at = sample.timestamp.map(unix_nanos).unwrap_or_else(now_nanos);
                 let labels = vec![container.metadata().name, pod.name.clone(), pod.namespace.clone()];
                 let metrics = METRICS
                     .iter()

@@ -2,10 +2,10 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags};
+use berth_sys::mount::{MountError, MountOptions};
+use nix::mount::MntFlags;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 
 /// A mount that makes a snapshot appear at a target, in `mount(8)` terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,40 +28,8 @@ impl Mount {
 
     /// Whether the mount is read-only.
     pub fn is_read_only(&self) -> bool {
-        self.options.iter().any(|o| o == "ro")
+        MountOptions::parse(&self.options).is_read_only()
     }
-}
-
-/// Splits options into mount flags and the data string the file system parses.
-fn parse_options(options: &[String]) -> (MsFlags, Vec<&str>) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            other => {
-                data.push(other);
-                continue;
-            }
-        };
-        flags = (flags | set) & !clear;
-    }
-    (flags, data)
 }
 
 /// Where a mount goes under `root`: its relative `target`, refused if it climbs out.
@@ -75,27 +43,17 @@ fn mount_point(root: &Path, mount: &Mount) -> Result<PathBuf> {
 }
 
 fn mount_one(mount: &Mount, at: &Path) -> Result<()> {
-    let (flags, data) = parse_options(&mount.options);
-    let data = data.join(",");
-    let what = || format!("mounting {} {} on {}", mount.fs_type, mount.source, at.display());
-    if mount.fs_type == "bind" || flags.contains(MsFlags::MS_BIND) {
-        let bind = flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        let bind = if bind.is_empty() { MsFlags::MS_BIND } else { bind };
-        nix::mount::mount(Some(mount.source.as_str()), at, None::<&str>, bind, None::<&str>).context(what)?;
-        // A bind ignores every flag but REC; read-only and friends need a remount.
-        let rest = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-        if !rest.is_empty() {
-            let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest;
-            if let Err(e) = nix::mount::mount(None::<&str>, at, None::<&str>, remount, None::<&str>) {
-                let _ = nix::mount::umount2(at, MntFlags::MNT_DETACH);
-                return Err(e).context(|| format!("remounting {} with {rest:?}", at.display()));
-            }
+    berth_sys::mount::mount(&mount.fs_type, &mount.source, &mount.options, at).map_err(mount_error)
+}
+
+fn mount_error(e: MountError) -> Error {
+    match e {
+        MountError::DataTooLong { .. } => Error::InvalidArgument(e.to_string()),
+        MountError::Lower { ref lower, errno } => {
+            Error::Io { what: format!("open overlay lower {lower}"), source: errno.into() }
         }
-        return Ok(());
+        MountError::Syscall { what, errno } => Error::Io { what, source: errno.into() },
     }
-    let data = (!data.is_empty()).then_some(data.as_str());
-    nix::mount::mount(Some(mount.source.as_str()), at, Some(mount.fs_type.as_str()), flags, data)
-        .context(what)
 }
 
 /// Mounts `mounts` in order on `root` (what containerd's `mount.All` does). Needs root.
@@ -117,15 +75,7 @@ pub fn mount_all(mounts: &[Mount], root: &Path) -> Result<()> {
 
 /// Unmounts everything stacked on `target`; a target with nothing mounted is fine.
 pub fn unmount(target: &Path) -> Result<()> {
-    // Bounded: a stack deeper than this is not something we made.
-    for _ in 0..64 {
-        match nix::mount::umount2(target, MntFlags::empty()) {
-            Ok(()) => continue,
-            Err(Errno::EINVAL) | Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(e).context(|| format!("unmounting {}", target.display())),
-        }
-    }
-    Err(Error::FailedPrecondition(format!("{} is still mounted after 64 unmounts", target.display())))
+    berth_sys::mount::unmount_all(target, MntFlags::empty()).map_err(mount_error)
 }
 
 #[cfg(test)]
@@ -149,17 +99,6 @@ mod tests {
         assert_eq!(m.option_value("upper"), None);
         assert!(!m.is_read_only());
         assert!(mount(&["ro", "rbind"]).is_read_only());
-    }
-
-    #[test]
-    fn options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["ro", "rbind", "nosuid", "lowerdir=/a", "index=off", "rw"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let (flags, data) = parse_options(&opts);
-        assert_eq!(flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID);
-        assert_eq!(data, vec!["lowerdir=/a", "index=off"]);
     }
 
     #[test]

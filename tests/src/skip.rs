@@ -23,13 +23,7 @@ pub fn python_module_missing(module: &str) -> Option<String> {
 }
 
 /// The first executable called `name` on `PATH`.
-pub fn which(name: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
+pub use berth_sys::executable::which;
 
 /// The test's path (`tasks::a_test`) from the type name of a function declared in it.
 pub fn test_name(marker: &str) -> String {

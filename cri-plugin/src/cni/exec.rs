@@ -191,12 +191,5 @@ fn kill_group(pid: Option<u32>) {
 
 /// The first executable file named `plugin` in `bin_dirs`.
 pub fn find_plugin(plugin: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if plugin.contains('/') || plugin.is_empty() || plugin == "." || plugin == ".." {
-        return None;
-    }
-    bin_dirs
-        .iter()
-        .map(|dir| dir.join(plugin))
-        .find(|path| path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    berth_sys::executable::find_in(plugin, bin_dirs.iter().map(PathBuf::as_path))
 }

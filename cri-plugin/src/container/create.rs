@@ -12,7 +12,9 @@ use tonic::Status;
 
 use super::{ContainerRecord, ContainerState, ContainerUser, container_name};
 use crate::engine::{TaskCreate, TaskIo};
-use crate::ids::{new_id, now_nanos};
+use berth_sys::clock::now_nanos;
+
+use crate::ids::new_id;
 use crate::runtime::CriRuntime;
 use crate::sandbox::{SandboxRecord, SandboxState};
 use crate::spec::{ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec};

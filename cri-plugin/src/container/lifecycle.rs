@@ -10,9 +10,9 @@ use tonic::Status;
 
 use super::ContainerState;
 use crate::engine::{SIGKILL, TaskExit, TaskStatus};
-use crate::ids::{nanos, now_nanos};
 use crate::runtime::CriRuntime;
 use crate::sandbox::SandboxState;
+use berth_sys::clock::{now_nanos, unix_nanos};
 
 /// After SIGKILL, how long a container has to be gone before StopContainer gives up on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -139,7 +139,7 @@ impl CriRuntime {
                 }
                 changed = true;
                 c.state = ContainerState::Exited;
-                c.finished_at = nanos(exit.exited_at).max(c.started_at);
+                c.finished_at = unix_nanos(exit.exited_at).max(c.started_at);
                 c.exit_code = exit.exit_status as i32;
                 c.reason = exit_reason(&exit).to_string();
             })

@@ -13,7 +13,9 @@ use super::host::PodNamespace;
 use super::network::PodNetworkRequest;
 use super::starts::{Start, follow};
 use super::{SandboxRecord, SandboxState, namespace_options, sandbox_name};
-use crate::ids::{new_id, now_nanos};
+use berth_sys::clock::now_nanos;
+
+use crate::ids::new_id;
 use crate::runtime::CriRuntime;
 
 /// Size of a pod's `/dev/shm`, as Docker and containerd default it.

@@ -6,8 +6,8 @@ use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
 use super::{SandboxRecord, namespace_options};
-use crate::ids::now_nanos;
 use crate::runtime::CriRuntime;
+use berth_sys::clock::now_nanos;
 
 /// Whether `labels` has every pair of `selector`.
 pub fn labels_match(labels: &HashMap<String, String>, selector: &HashMap<String, String>) -> bool {

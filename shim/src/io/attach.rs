@@ -57,20 +57,9 @@ struct Inner {
     done: bool,
 }
 
-/// Binds a unix socket at `path`, even when the path is longer than `sun_path` holds
-/// (bundles of 64-character ids under a deep state dir): through the short
-/// `/proc/self/fd/<dir>/<name>` alias of an open handle on its directory.
+/// Binds a unix socket at `path`, even one longer than a socket address holds.
 fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
-    const SUN_PATH_MAX: usize = 107;
-    if path.as_os_str().len() <= SUN_PATH_MAX {
-        return UnixListener::bind(path);
-    }
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return UnixListener::bind(path);
-    };
-    let dir = std::fs::File::open(dir)?;
-    let alias = Path::new("/proc/self/fd").join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string()).join(name);
-    UnixListener::bind(alias)
+    UnixListener::bind(berth_sys::socket_path::SocketPath::new(path)?.as_path())
 }
 
 pub struct AttachHub {

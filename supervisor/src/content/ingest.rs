@@ -87,8 +87,7 @@ impl ContentStore {
         if fresh {
             std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
             std::fs::write(dir.join("ref"), reference).map_err(io("write ingest ref".into()))?;
-            let started =
-                SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let started = berth_sys::clock::now_nanos();
             std::fs::write(dir.join("startedat"), started.to_string())
                 .map_err(io("write ingest start".into()))?;
         }

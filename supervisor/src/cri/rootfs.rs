@@ -59,10 +59,7 @@ impl CriRootfs {
     fn read_file_blocking(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let snapshotter = self.snapshotter()?;
         let parent = self.top_layer(image_id)?;
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+        let nonce = berth_sys::clock::now_nanos();
         let key = format!("{CRI_NAMESPACE}/berth-read-{nonce}-{:?}", std::thread::current().id());
         let mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(snapshot_error)?;
         let target = self

@@ -35,21 +35,10 @@ pub struct CriTasks {
 }
 
 /// Connects to the unix socket `name` in `dir`, even when the whole path is longer than a
-/// socket address holds (64-character ids under a deep state dir): through the short
-/// `/proc/self/fd/<dir>/<name>` alias of an open handle on the directory.
+/// socket address holds (64-character ids under a deep state dir).
 async fn connect_long_path(dir: &std::path::Path, name: &str) -> std::io::Result<tokio::net::UnixStream> {
-    const SUN_PATH_MAX: usize = 107;
-    let path = dir.join(name);
-    if path.as_os_str().len() <= SUN_PATH_MAX {
-        return tokio::net::UnixStream::connect(&path).await;
-    }
-    let dir = std::fs::File::open(dir)?;
-    let alias = std::path::Path::new("/proc/self/fd")
-        .join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string())
-        .join(name);
-    let stream = tokio::net::UnixStream::connect(alias).await;
-    drop(dir);
-    stream
+    let path = berth_sys::socket_path::SocketPath::new(&dir.join(name))?;
+    tokio::net::UnixStream::connect(path.as_path()).await
 }
 
 fn json_any<T: serde::Serialize>(type_url: &str, value: &T) -> Result<prost_types::Any, Status> {

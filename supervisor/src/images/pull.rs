@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_sys::clock::now_nanos;
+
 use berth_snapshotter::Snapshotter;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
@@ -86,13 +88,6 @@ struct PullerInner {
     in_flight: Mutex<HashMap<String, SharedPull>>,
 }
 
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default()
-}
-
 impl Puller {
     pub fn new(
         config: PullConfig,
@@ -163,7 +158,7 @@ impl PullerInner {
     ) -> Result<PulledImage> {
         let started = Instant::now();
         self.metrics.started.inc();
-        let lease = format!("{PULL_LEASE_PREFIX}{}", nanos());
+        let lease = format!("{PULL_LEASE_PREFIX}{}", now_nanos());
         let expiry = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + PULL_LEASE).to_string();
         let labels = HashMap::from([(EXPIRE_LABEL.to_string(), expiry)]);
         let (ns, id) = (namespace.to_string(), lease.clone());
@@ -281,7 +276,7 @@ impl PullerInner {
         // Where a snapshotter stacks layers (overlay), each layer unpacks into its own active
         // snapshot as soon as it is downloaded, several at once, and is stacked in order after.
         let stacking = self.snapshotter.can_stack();
-        let pull_id = nanos();
+        let pull_id = now_nanos();
         let extract_keys: Vec<String> =
             (0..manifest.layers.len()).map(|i| format!("extract-{pull_id}-{i}")).collect();
         if stacking {
@@ -512,7 +507,7 @@ impl PullerInner {
         let diff_id = diff_id.to_string();
         let name = snapshot_names[i].clone();
         let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
-        let extract = format!("extract-{}-{}", nanos(), diff_id.rsplit(':').next().unwrap_or_default());
+        let extract = format!("extract-{}-{}", now_nanos(), diff_id.rsplit(':').next().unwrap_or_default());
         let key = format!("{namespace}/{extract}");
         // The lease holds the active snapshot the layer is built in (its result is held already).
         let resource =
@@ -590,7 +585,7 @@ impl PullerInner {
             if content.has_blob(&digest) {
                 return Ok(());
             }
-            match content.writer(&format!("doc-{digest}-{}", nanos()), size, Some(digest.clone())) {
+            match content.writer(&format!("doc-{digest}-{}", now_nanos()), size, Some(digest.clone())) {
                 Ok(mut writer) => {
                     writer.write(&bytes)?;
                     writer.commit(size, Some(digest))?;

@@ -7,9 +7,9 @@ use prost::Message;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::namespaces::ensure_namespace_in;
-use super::records::now_nanos;
 use super::{MetadataStore, validate_identifier, validate_labels};
 use crate::error::{Error, Result};
+use berth_sys::clock::now_nanos;
 
 /// (namespace, id) → protobuf-encoded [`Container`].
 const CONTAINERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("containers");

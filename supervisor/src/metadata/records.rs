@@ -10,14 +10,6 @@ use crate::error::Result;
 
 pub type RecordTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 
-/// Nanoseconds since the epoch, the timestamp unit records store.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 pub fn get_in<T: DeserializeOwned>(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     namespace: &str,

@@ -33,11 +33,7 @@ fn resource(resource: Option<api::Resource>) -> Result<LeaseResource, Status> {
 
 /// A lease id when the client gives none, as containerd makes them.
 fn generated_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos}-{:x}", std::process::id())
+    format!("{}-{:x}", berth_sys::clock::now_nanos(), std::process::id())
 }
 
 #[tonic::async_trait]

@@ -9,7 +9,9 @@ use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
 use containerd_shim_protos::shim::shim as api;
 
 use super::shim::{context, is_gone, shim_error};
-use super::{ExitInfo, ProcessState, Task, TaskManager, convert, from_nanos};
+use berth_sys::clock::from_unix_nanos;
+
+use super::{ExitInfo, ProcessState, Task, TaskManager, convert};
 use crate::error::{Error, Result};
 use crate::metadata::TaskExitRecord;
 
@@ -78,7 +80,7 @@ impl TaskManager {
                     Some(exit) if exec_id.is_empty() => Ok(ExitInfo {
                         pid: exit.pid,
                         exit_status: exit.exit_status,
-                        exited_at: from_nanos(exit.exited_at),
+                        exited_at: from_unix_nanos(exit.exited_at),
                     }),
                     _ => Err(Error::NotFound(message)),
                 };
@@ -101,7 +103,7 @@ impl TaskManager {
                         return Ok(ExitInfo {
                             pid: exit.pid,
                             exit_status: exit.exit_status,
-                            exited_at: from_nanos(exit.exited_at),
+                            exited_at: from_unix_nanos(exit.exited_at),
                         });
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -119,6 +121,6 @@ pub(super) fn stopped_state(id: &str, exit: &TaskExitRecord) -> ProcessState {
     state.pid = exit.pid;
     state.status = EnumOrUnknown::new(containerd_shim_protos::types::task::Status::STOPPED);
     state.exit_status = exit.exit_status;
-    state.exited_at = MessageField::some(convert::to_shim_timestamp(from_nanos(exit.exited_at)));
+    state.exited_at = MessageField::some(convert::to_shim_timestamp(from_unix_nanos(exit.exited_at)));
     ProcessState { container_id: id.to_string(), exec_id: String::new(), state }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use self::shim_client::ShimClient as TaskClient;
 use berth_proto::containerd::services::containers::v1::Container;
+use berth_sys::clock::from_unix_nanos;
 use containerd_shim_protos::shim::shim as api;
 
 use self::bundle::{Bundle, prepare_spec};
@@ -111,14 +112,6 @@ impl Drop for Reservation {
             table.creating.remove(&self.key);
         }
     }
-}
-
-fn nanos(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
-fn from_nanos(nanos: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64)
 }
 
 /// The runc options a handler gives its shim, Any-packed as containerd does.
@@ -356,7 +349,7 @@ impl TaskManager {
                     Some(exit) => Ok(ExitInfo {
                         pid: exit.pid,
                         exit_status: exit.exit_status,
-                        exited_at: from_nanos(exit.exited_at),
+                        exited_at: from_unix_nanos(exit.exited_at),
                     }),
                     None => Err(Error::NotFound(message)),
                 };

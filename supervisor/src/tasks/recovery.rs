@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use containerd_shim_protos::shim::shim as api;
 use containerd_shim_protos::ttrpc;
@@ -13,7 +13,9 @@ use containerd_shim_protos::ttrpc;
 use super::bundle::Bundle;
 use super::shim::{self, context, shim_error};
 use super::shim_client::ShimClient;
-use super::{Task, TaskManager, nanos};
+use berth_sys::clock::{now_nanos, unix_nanos};
+
+use super::{Task, TaskManager};
 use crate::error::{Error, Result};
 use crate::metadata::TaskExitRecord;
 
@@ -173,14 +175,14 @@ impl TaskManager {
                 pid: exit.pid,
                 exit_status: exit.exit_status,
                 exited_at: humantime::parse_rfc3339_weak(&exit.exited_at)
-                    .map(nanos)
-                    .unwrap_or_else(|_| nanos(SystemTime::now())),
+                    .map(unix_nanos)
+                    .unwrap_or_else(|_| now_nanos()),
                 reason: String::new(),
             },
             (None, Ok(response)) => TaskExitRecord {
                 pid: response.pid,
                 exit_status: response.exit_status,
-                exited_at: nanos(SystemTime::now()),
+                exited_at: now_nanos(),
                 reason: "shim died".to_string(),
             },
             (None, Err(e)) => {
@@ -188,7 +190,7 @@ impl TaskManager {
                 TaskExitRecord {
                     pid: 0,
                     exit_status: 255,
-                    exited_at: nanos(SystemTime::now()),
+                    exited_at: now_nanos(),
                     reason: "shim died".into(),
                 }
             }

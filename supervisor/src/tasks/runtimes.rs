@@ -81,21 +81,17 @@ pub struct RuntimeHandler {
 /// Finds an executable: absolute paths as they are, names beside the running berthd (where its
 /// own shim is installed) and then on PATH.
 pub fn find_executable(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable =
-        |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    use berth_sys::executable::{find_in, is_executable, path_dirs};
     if name.contains('/') {
         let path = PathBuf::from(name);
-        return executable(&path).then_some(path);
+        return is_executable(&path).then_some(path);
     }
     // berthd's own directory first: the shim installed with this berthd is the one that
     // matches it, whatever an older install left on PATH.
     let mut dirs: Vec<PathBuf> =
         std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)).into_iter().collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter().map(|dir| dir.join(name)).find(|p| executable(p))
+    dirs.extend(path_dirs());
+    find_in(name, dirs.iter().map(PathBuf::as_path))
 }
 
 impl TasksConfig {

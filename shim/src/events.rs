@@ -4,8 +4,13 @@
 //! Events go through one in-order queue (1024 deep). Each Forward has a 5 s timeout; on
 //! failure the client reconnects and the same event is retried after `n` seconds, up to 5
 //! attempts, then dropped (the daemon re-reads State and the exit files after a restart).
+//! Every dropped event is logged and counted in `<bundle>/events-dropped`, which berthd adds
+//! to its `berth_events_dropped_total{where="shim"}` when it removes the bundle.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use containerd_shim_protos::events::task as ev;
@@ -22,6 +27,34 @@ pub const QUEUE: usize = 1024;
 const ATTEMPTS: u32 = 5;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const NAMESPACE_KEY: &str = "containerd-namespace-ttrpc";
+/// The file in the bundle (the shim's working directory) that counts dropped events.
+pub const DROPPED_FILE: &str = "events-dropped";
+
+/// Counts events given up on, in memory and in the bundle where berthd finds the total.
+#[derive(Default)]
+struct Dropped {
+    count: AtomicU64,
+    file: Option<PathBuf>,
+}
+
+impl Dropped {
+    fn in_bundle() -> Self {
+        Dropped { count: AtomicU64::new(0), file: std::env::current_dir().ok().map(|d| d.join(DROPPED_FILE)) }
+    }
+
+    fn add(&self, topic: &str, why: &str) {
+        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::warn!("dropping event {topic}: {why} ({total} dropped so far)");
+        let Some(file) = &self.file else { return };
+        // Written whole through a rename: berthd never reads half a number.
+        let partial = file.with_extension("partial");
+        if let Err(e) =
+            std::fs::write(&partial, total.to_string()).and_then(|()| std::fs::rename(&partial, file))
+        {
+            crate::warn!("recording dropped events in {}: {e}", file.display());
+        }
+    }
+}
 
 /// One event ready to send.
 pub struct Event {
@@ -64,14 +97,16 @@ enum Msg {
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<Msg>,
+    dropped: Arc<Dropped>,
 }
 
 impl Publisher {
     /// Starts the sender task. An empty address drops every event (with a debug log).
     pub fn start(address: String, namespace: String) -> (Publisher, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(address, namespace, rx));
-        (Publisher { tx }, task)
+        let dropped = Arc::new(Dropped::in_bundle());
+        let task = tokio::spawn(run(address, namespace, rx, dropped.clone()));
+        (Publisher { tx, dropped }, task)
     }
 
     /// Queues an event; never blocks. Order of calls is the order of delivery.
@@ -85,7 +120,7 @@ impl Publisher {
         };
         let event = Event { topic: E::TOPIC, type_url: E::TYPE, value, at: SystemTime::now() };
         if let Err(err) = self.tx.try_send(Msg::Event(event)) {
-            crate::warn!("dropping event {}: queue: {err}", E::TOPIC);
+            self.dropped.add(E::TOPIC, &format!("queue: {err}"));
         }
     }
 }
@@ -115,7 +150,7 @@ async fn connect(address: &str) -> Option<EventsClient> {
     }
 }
 
-async fn run(address: String, namespace: String, mut rx: mpsc::Receiver<Msg>) {
+async fn run(address: String, namespace: String, mut rx: mpsc::Receiver<Msg>, dropped: Arc<Dropped>) {
     let mut client: Option<EventsClient> = None;
     while let Some(msg) = rx.recv().await {
         let e = match msg {
@@ -155,7 +190,7 @@ async fn run(address: String, namespace: String, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         if !sent {
-            crate::warn!("dropping event {} after {ATTEMPTS} attempts", e.topic);
+            dropped.add(e.topic, &format!("not delivered in {ATTEMPTS} attempts"));
         }
     }
 }
@@ -170,5 +205,39 @@ impl Publisher {
             }
         };
         let _ = tokio::time::timeout(timeout, wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_events_are_counted_in_the_bundle_file() {
+        let dir = std::env::temp_dir().join(format!("berth-shim-dropped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dropped = Dropped { count: AtomicU64::new(0), file: Some(dir.join(DROPPED_FILE)) };
+        dropped.add("/tasks/exit", "test");
+        dropped.add("/tasks/start", "test");
+        assert_eq!(std::fs::read_to_string(dir.join(DROPPED_FILE)).unwrap(), "2");
+        assert!(!dir.join("events-dropped.partial").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn events_with_nowhere_to_go_are_counted() {
+        // An address nobody listens on: every attempt fails, so the event is dropped after the
+        // retries. Time is paused so the backoff does not make the test slow.
+        tokio::time::pause();
+        let dropped = Arc::new(Dropped::default());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task =
+            tokio::spawn(run("/nonexistent/berth.sock.ttrpc".into(), "default".into(), rx, dropped.clone()));
+        let publisher = Publisher { tx, dropped: dropped.clone() };
+        publisher.publish(&ev::TaskStart::new());
+        publisher.flush(Duration::from_secs(60)).await;
+        assert_eq!(dropped.count.load(Ordering::Relaxed), 1);
+        drop(publisher);
+        task.await.unwrap();
     }
 }

@@ -83,7 +83,7 @@ impl EventExchange {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "berth_events_dropped_total",
-                "Events lost on their way, by where (the subscriber that fell behind)",
+                "Events lost on their way, by where (the subscriber that fell behind, or shim: events a shim could not deliver)",
             ),
             &["where"],
         )
@@ -101,6 +101,14 @@ impl EventExchange {
     /// Events from now on for `subscriber` (the label its losses are counted under).
     pub fn subscription(&self, subscriber: &'static str) -> Subscription {
         Subscription { receiver: self.sender.subscribe(), subscriber, dropped: self.dropped.clone() }
+    }
+
+    /// Counts events a shim reports it gave up on delivering (the `events-dropped` file in
+    /// its bundle, read when the bundle is removed).
+    pub fn count_shim_drops(&self, dropped: u64) {
+        if dropped > 0 {
+            self.dropped.with_label_values(&["shim"]).inc_by(dropped);
+        }
     }
 
     pub fn publish(&self, event: Event) {

@@ -176,10 +176,21 @@ async fn a_container_that_exits_while_berthd_is_down_reports_its_real_exit_code(
     // The container ends while berthd is down: its shim records the exit in the bundle.
     let exit_file = berthd.paths.state.join("tasks/default/short/exit");
     assert!(wait_until(Duration::from_secs(20), || async { exit_file.is_file() }).await, "no exit recorded");
+    // Its TaskExit event has nowhere to go: after its retries the shim gives up on it and
+    // counts the loss in the bundle.
+    let dropped_file = berthd.paths.state.join("tasks/default/short/events-dropped");
+    assert!(
+        wait_until(Duration::from_secs(40), || async { dropped_file.is_file() }).await,
+        "the shim did not count the event it could not deliver"
+    );
     berthd.restart().await;
     let (status, _, exit) = task_state(&berthd, "short").await.unwrap();
     assert_eq!(status, ProcessStatus::Stopped as i32);
     assert_eq!(exit, 3);
+    // Removing the bundle hands the shim's count to berthd's metrics.
+    assert!(end_task(&berthd, "short").await);
+    let metrics = berthd.metrics().await;
+    assert!(metrics.contains(r#"berth_events_dropped_total{where="shim"} 1"#), "{metrics}");
 }
 
 #[tokio::test]

@@ -4,10 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, umount2};
+use nix::mount::MntFlags;
 
 use crate::error::{Error, Result};
+use crate::events::EventExchange;
 use crate::node_facts::OomScoreAdjPolicy;
+
+/// The shim's count of events it gave up on (berth's shim writes it; others leave none).
+const SHIM_EVENTS_DROPPED: &str = "events-dropped";
 
 /// A task's bundle directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +96,24 @@ impl Bundle {
         self.path.join("rootfs")
     }
 
+    /// Removes the bundle of a shim that ran, counting the events it reports it dropped (see
+    /// [`Bundle::remove`]).
+    pub fn remove_after_shim(&self, events: &EventExchange) {
+        let dropped = std::fs::read_to_string(self.path.join(SHIM_EVENTS_DROPPED))
+            .ok()
+            .and_then(|count| count.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if dropped > 0 {
+            tracing::warn!(bundle = %self.path.display(), dropped, "the shim could not deliver some events");
+            events.count_shim_drops(dropped);
+        }
+        self.remove();
+    }
+
     /// Unmounts whatever is left on `rootfs` (a shim that died cannot) and removes the bundle.
     pub fn remove(&self) {
-        let rootfs = self.rootfs();
-        // Each call takes one mount off the stack; stop when nothing is mounted there.
-        for _ in 0..32 {
-            if umount2(&rootfs, MntFlags::MNT_DETACH).is_err() {
-                break;
-            }
+        if let Err(e) = berth_sys::mount::unmount_all(&self.rootfs(), MntFlags::MNT_DETACH) {
+            tracing::warn!(bundle = %self.path.display(), error = %e, "unmounting the rootfs");
         }
         if let Err(e) = std::fs::remove_dir_all(&self.path)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -263,7 +263,7 @@ impl TaskManager {
                 let error = shim_error(e, &format!("create task {id:?}"));
                 self.shut_down(&task).await;
                 self.end_shim(&task.bundle, &task.shim).await;
-                task.bundle.remove();
+                task.bundle.remove_after_shim(&self.inner.events);
                 Err(error)
             }
         }
@@ -365,7 +365,7 @@ impl TaskManager {
             .map_err(|e| shim_error(e, &format!("delete task {id:?}")))?;
         self.forget(namespace, id);
         self.shut_down(&task).await;
-        task.bundle.remove();
+        task.bundle.remove_after_shim(&self.inner.events);
         tracing::info!(namespace, container = id, exit_status = deleted.exit_status, "task deleted");
         Ok(ExitInfo {
             pid: deleted.pid,

@@ -17,6 +17,7 @@ use berth_sys::clock::{now_nanos, unix_nanos};
 
 use super::{Task, TaskManager};
 use crate::error::{Error, Result};
+use crate::events::EventExchange;
 use crate::metadata::TaskExitRecord;
 
 /// How long a shim found after a restart has to answer Connect before it is counted slow.
@@ -158,7 +159,7 @@ impl TaskManager {
         if let Err(e) = shim::delete(&shim, &bundle.path, namespace, id, &self.inner.daemon).await {
             tracing::debug!(container = id, error = %e, "shim delete");
         }
-        bundle.remove();
+        bundle.remove_after_shim(&self.inner.events);
     }
 
     /// A shim that went away (or that berthd gives up on): end its process if it somehow still
@@ -209,7 +210,7 @@ impl TaskManager {
         .await
         .map_err(|e| Error::Internal(format!("recording an exit: {e}")))
         .and_then(|r| r);
-        if !finish_dead_task(bundle, recorded_now, id) {
+        if !finish_dead_task(bundle, recorded_now, id, &self.inner.events) {
             return;
         }
         self.inner.metrics.exits.inc();
@@ -234,10 +235,10 @@ async fn wait_for_exit(pid: Option<i32>, shim_binary: &Path, timeout: Duration) 
 
 /// Record first, remove second: the bundle (which holds the exit file) goes only once the exit
 /// is in metadata. Returns whether the exit is recorded.
-fn finish_dead_task(bundle: &Bundle, recorded: Result<()>, id: &str) -> bool {
+fn finish_dead_task(bundle: &Bundle, recorded: Result<()>, id: &str, events: &EventExchange) -> bool {
     match recorded {
         Ok(()) => {
-            bundle.remove();
+            bundle.remove_after_shim(events);
             true
         }
         Err(e) => {
@@ -321,10 +322,15 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let bundle = Bundle::create(state.path(), "default", "c1", b"{}").unwrap();
         std::fs::write(bundle.path.join("exit"), br#"{"pid":1,"exit_status":3,"exited_at":"x"}"#).unwrap();
+        std::fs::write(bundle.path.join("events-dropped"), "3").unwrap();
+        let registry = prometheus::Registry::new();
+        let events = EventExchange::new(&registry).unwrap();
         let failed = Err(Error::Internal("disk full".into()));
-        assert!(!finish_dead_task(&bundle, failed, "c1"));
+        assert!(!finish_dead_task(&bundle, failed, "c1", &events));
         assert!(bundle.path.join("exit").is_file(), "a failed record keeps the exit file");
-        assert!(finish_dead_task(&bundle, Ok(()), "c1"));
+        assert!(finish_dead_task(&bundle, Ok(()), "c1", &events));
+        let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+        assert!(text.contains(r#"berth_events_dropped_total{where="shim"} 3"#), "{text}");
         assert!(!bundle.path.exists());
     }
 }

@@ -10,7 +10,7 @@ use tonic::Status;
 use crate::content::Digest;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::images::oci::{self, ImageConfig, Index, Manifest};
+use crate::images::oci::{self, ImageConfiguration, ImageIndex, ImageManifest};
 use crate::images::reference::ImageReference;
 use crate::images::registry::Credentials;
 use crate::metadata::ImageRecord;
@@ -47,17 +47,17 @@ fn read_json<T: serde::de::DeserializeOwned>(engine: &Engine, digest: &str) -> R
 fn resolve(engine: &Engine, image: &ImageRecord) -> Result<Resolved> {
     let mut manifest_digest = image.target.digest.clone();
     if oci::is_index(&image.target.media_type) {
-        let index: Index = read_json(engine, &image.target.digest)?;
+        let index: ImageIndex = read_json(engine, &image.target.digest)?;
         manifest_digest = oci::select_manifest(&index, &oci::host_platform())
-            .map(|d| d.digest.clone())
+            .map(|d| d.digest().to_string())
             .ok_or_else(|| Error::NotFound(format!("{} has no image for this platform", image.name)))?;
     }
-    let manifest: Manifest = read_json(engine, &manifest_digest)?;
+    let manifest: ImageManifest = read_json(engine, &manifest_digest)?;
+    let config_digest = manifest.config().digest().to_string();
     let config_json =
-        String::from_utf8_lossy(&engine.content.read_blob(&manifest.config.digest.parse()?)?).into_owned();
-    let size = manifest.config.size.max(0) as u64
-        + manifest.layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>();
-    Ok(Resolved { config_digest: manifest.config.digest, config_json, size })
+        String::from_utf8_lossy(&engine.content.read_blob(&config_digest.parse()?)?).into_owned();
+    let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+    Ok(Resolved { config_digest, config_json, size })
 }
 
 /// `docker.io/library/busybox` of a record name (tag or digest stripped).
@@ -67,8 +67,10 @@ fn repository_of(name: &str) -> Option<String> {
 
 /// The user of an image config: a number is a uid, anything else a name.
 fn user_of(config_json: &str) -> (Option<i64>, String) {
-    let config: ImageConfig = serde_json::from_str(config_json).unwrap_or_default();
-    let user = config.config.map(|c| c.user).unwrap_or_default();
+    let user = serde_json::from_str::<ImageConfiguration>(config_json)
+        .ok()
+        .and_then(|config| config.config().as_ref().and_then(|c| c.user().clone()))
+        .unwrap_or_default();
     let user = user.split(':').next().unwrap_or_default().to_string();
     match user.parse::<i64>() {
         Ok(uid) => (Some(uid), String::new()),

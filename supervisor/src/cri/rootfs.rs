@@ -15,7 +15,7 @@ use crate::content::Digest;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gc::ROOT_LABEL;
-use crate::images::oci::{self, ImageConfig};
+use crate::images::oci::{self, ImageConfiguration};
 use crate::images::unpack::snapshot_error;
 
 /// Files read from images, by (image ID, path): images never change, and kubelet creates
@@ -47,9 +47,9 @@ impl CriRootfs {
     /// The committed snapshot of the image's top layer.
     fn top_layer(&self, image_id: &str) -> Result<String> {
         let digest: Digest = image_id.parse()?;
-        let config: ImageConfig = serde_json::from_slice(&self.engine.content.read_blob(&digest)?)
-            .map_err(|e| Error::FailedPrecondition(format!("image config {image_id} does not parse: {e}")))?;
-        let chain = oci::chain_ids(&config.rootfs.diff_ids);
+        let config: ImageConfiguration =
+            oci::parse(&self.engine.content.read_blob(&digest)?, &format!("image config {image_id}"))?;
+        let chain = oci::chain_ids(config.rootfs().diff_ids());
         let top = chain
             .last()
             .ok_or_else(|| Error::FailedPrecondition(format!("image {image_id} has no layers")))?;

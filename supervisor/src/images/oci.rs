@@ -1,9 +1,11 @@
-//! The OCI (and Docker v2) image documents berth reads: indexes, manifests, image configs.
-//! Parsed leniently: unknown fields are ignored, as registries add their own.
+//! What berth needs around the OCI (and Docker v2) image documents: their media types,
+//! choosing this platform's manifest from an index, and chain IDs. The documents themselves
+//! are `oci-spec`'s types (unknown fields are ignored, as registries add their own).
 
-use std::collections::HashMap;
+use oci_spec::image::{Arch, MediaType};
+pub use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Platform};
 
-use serde::{Deserialize, Serialize};
+use crate::error::{Error, Result};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -21,113 +23,48 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+/// Parses an image document (`what` names it in the error).
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::FailedPrecondition(format!("{what} does not parse: {e}")))
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: i64,
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
-    pub annotations: HashMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
+/// A descriptor of what a registry answered: `size` bytes of `media_type` at `digest`.
+pub fn descriptor(media_type: &str, size: u64, digest: &str) -> Result<Descriptor> {
+    let digest: oci_spec::image::Digest =
+        digest.parse().map_err(|e| Error::FailedPrecondition(format!("digest {digest:?}: {e}")))?;
+    Ok(Descriptor::new(MediaType::from(media_type), size, digest))
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Index {
-    #[serde(default)]
-    pub media_type: Option<String>,
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    #[serde(default)]
-    pub media_type: Option<String>,
-    pub config: Descriptor,
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-}
-
-/// The runtime part of an image config (`config` in the JSON).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct RuntimeConfig {
-    #[serde(default)]
-    pub user: String,
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    pub cmd: Option<Vec<String>>,
-    #[serde(default)]
-    pub working_dir: String,
-    #[serde(default)]
-    pub labels: Option<HashMap<String, String>>,
-    #[serde(default)]
-    pub stop_signal: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RootFs {
-    #[serde(default)]
-    pub diff_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ImageConfig {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-    #[serde(default)]
-    pub config: Option<RuntimeConfig>,
-    #[serde(default)]
-    pub rootfs: RootFs,
-}
-
-/// The platform berth runs images for: this machine's, in OCI terms.
+/// The platform berth runs images for: this machine's, in OCI terms (`amd64`, `linux`; arm64
+/// is `v8`).
 pub fn host_platform() -> Platform {
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    let variant = (architecture == "arm64").then(|| "v8".to_string());
-    Platform { architecture: architecture.to_string(), os: "linux".to_string(), variant }
+    let mut platform = Platform::default();
+    if *platform.architecture() == Arch::ARM64 {
+        platform.set_variant(Some("v8".to_string()));
+    }
+    platform
+}
+
+/// `linux/amd64` or `linux/arm64/v8`, for messages.
+pub fn platform_name(platform: &Platform) -> String {
+    let variant = platform.variant().as_deref().map(|v| format!("/{v}")).unwrap_or_default();
+    format!("{}/{}{variant}", platform.os(), platform.architecture())
 }
 
 /// Picks the manifest for `platform` from an index: same OS and architecture, and the same
 /// variant where both name one (`arm64` without a variant means `v8`).
-pub fn select_manifest<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
-    let normal = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
-        ("arm64", None) => Some("v8".to_string()),
+pub fn select_manifest<'a>(index: &'a ImageIndex, platform: &Platform) -> Option<&'a Descriptor> {
+    let normal = |p: &Platform| match (p.architecture(), p.variant().as_deref()) {
+        (Arch::ARM64, None) => Some("v8".to_string()),
         (_, variant) => variant.map(str::to_string),
     };
     let wanted_variant = normal(platform);
-    let candidates = index.manifests.iter().filter(|d| is_manifest(&d.media_type) || d.media_type.is_empty());
+    let candidates = index.manifests().iter().filter(|d| is_manifest(d.media_type().as_ref()));
     let mut fallback = None;
     for descriptor in candidates {
-        let Some(p) = &descriptor.platform else { continue };
-        if p.os != platform.os || p.architecture != platform.architecture {
+        let Some(p) = descriptor.platform() else { continue };
+        if p.os() != platform.os() || p.architecture() != platform.architecture() {
             continue;
         }
         let variant = normal(p);
@@ -158,37 +95,62 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, Os, PlatformBuilder};
 
-    fn entry(arch: &str, variant: Option<&str>, digest: &str) -> Descriptor {
-        Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: digest.into(),
-            size: 1,
-            platform: Some(Platform {
-                architecture: arch.into(),
-                os: "linux".into(),
-                variant: variant.map(Into::into),
-            }),
-            ..Default::default()
-        }
+    fn entry(arch: &str, variant: Option<&str>, hex: char) -> Descriptor {
+        let mut platform =
+            PlatformBuilder::default().architecture(Arch::from(arch)).os(Os::Linux).build().unwrap();
+        platform.set_variant(variant.map(Into::into));
+        DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(
+                format!("sha256:{}", hex.to_string().repeat(64)).parse::<oci_spec::image::Digest>().unwrap(),
+            )
+            .size(1u64)
+            .platform(platform)
+            .build()
+            .unwrap()
+    }
+
+    fn platform(arch: &str, variant: Option<&str>) -> Platform {
+        let mut platform =
+            PlatformBuilder::default().architecture(Arch::from(arch)).os(Os::Linux).build().unwrap();
+        platform.set_variant(variant.map(Into::into));
+        platform
     }
 
     #[test]
     fn selects_platform_with_variants() {
-        let index = Index {
-            manifests: vec![
-                entry("arm", Some("v7"), "a"),
-                entry("arm64", Some("v8"), "b"),
-                entry("amd64", None, "c"),
-            ],
-            ..Default::default()
-        };
-        let amd64 = Platform { architecture: "amd64".into(), os: "linux".into(), variant: None };
-        assert_eq!(select_manifest(&index, &amd64).unwrap().digest, "c");
-        let arm64 = Platform { architecture: "arm64".into(), os: "linux".into(), variant: None };
-        assert_eq!(select_manifest(&index, &arm64).unwrap().digest, "b");
-        let arm6 = Platform { architecture: "arm".into(), os: "linux".into(), variant: Some("v6".into()) };
-        assert!(select_manifest(&index, &arm6).is_none());
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .manifests(vec![
+                entry("arm", Some("v7"), 'a'),
+                entry("arm64", Some("v8"), 'b'),
+                entry("amd64", None, 'c'),
+            ])
+            .build()
+            .unwrap();
+        let chosen = |p: Platform| select_manifest(&index, &p).map(|d| d.digest().to_string());
+        assert!(chosen(platform("amd64", None)).unwrap().ends_with('c'));
+        assert!(chosen(platform("arm64", None)).unwrap().ends_with('b'));
+        assert!(chosen(platform("arm", Some("v6"))).is_none());
+        assert_eq!(platform_name(&platform("arm64", Some("v8"))), "linux/arm64/v8");
+    }
+
+    #[test]
+    fn docker_documents_parse() {
+        let list =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":528,
+            "digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "platform":{"architecture":"amd64","os":"linux"}}]}"#;
+        let index: ImageIndex = serde_json::from_slice(list).unwrap();
+        assert!(select_manifest(&index, &platform("amd64", None)).is_some());
+        let config = br#"{"architecture":"amd64","os":"linux","config":{"User":"1000:1000","Env":["A=b"]},
+            "rootfs":{"type":"layers","diff_ids":["sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]},"x-extra":1}"#;
+        let config: ImageConfiguration = serde_json::from_slice(config).unwrap();
+        assert_eq!(config.rootfs().diff_ids().len(), 1);
+        assert_eq!(config.config().as_ref().and_then(|c| c.user().clone()).as_deref(), Some("1000:1000"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::hosts::{self, Endpoint};
 use super::metrics::PullMetrics;
-use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use super::oci::{self, Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use super::reference::ImageReference;
 use super::registry::{BlobBody, EndpointClient, FetchedManifest, RegistryAuth};
 use super::unpack::{Detached, LayerUnpack, stack_layer, unpack_detached, unpack_layer};
@@ -223,12 +223,7 @@ impl PullerInner {
             match client.manifest(&reference, &oci::MANIFEST_MEDIA_TYPES, &image.full()).await {
                 Ok(fetched) => {
                     let media_type = media_type_of(&fetched);
-                    let top = Descriptor {
-                        media_type,
-                        digest: fetched.digest,
-                        size: fetched.bytes.len() as i64,
-                        ..Default::default()
-                    };
+                    let top = oci::descriptor(&media_type, fetched.bytes.len() as u64, &fetched.digest)?;
                     return Ok(Resolved { client, top, top_bytes: fetched.bytes });
                 }
                 Err(error) => {
@@ -257,18 +252,18 @@ impl PullerInner {
         chosen: &Chosen,
         config: &FetchedConfig,
     ) -> Result<Layout> {
-        let chain = oci::chain_ids(&config.config.rootfs.diff_ids);
+        let chain = oci::chain_ids(config.config.rootfs().diff_ids());
         let snapshot_names: Vec<String> = chain.iter().map(|c| format!("{namespace}/{c}")).collect();
         let snapshot_type = format!("snapshots/{}", self.config.snapshotter);
         let manifest = &chosen.manifest;
         let mut held: Vec<LeaseResource> = manifest
-            .layers
+            .layers()
             .iter()
-            .map(|l| l.digest.clone())
+            .map(|l| l.digest().to_string())
             .chain([
-                manifest.config.digest.clone(),
-                chosen.descriptor.digest.clone(),
-                resolved.top.digest.clone(),
+                manifest.config().digest().to_string(),
+                chosen.descriptor.digest().to_string(),
+                resolved.top.digest().to_string(),
             ])
             .map(|id| LeaseResource { id, r#type: "content".into() })
             .collect();
@@ -278,7 +273,7 @@ impl PullerInner {
         let stacking = self.snapshotter.can_stack();
         let pull_id = now_nanos();
         let extract_keys: Vec<String> =
-            (0..manifest.layers.len()).map(|i| format!("extract-{pull_id}-{i}")).collect();
+            (0..manifest.layers().len()).map(|i| format!("extract-{pull_id}-{i}")).collect();
         if stacking {
             held.extend(
                 extract_keys.iter().map(|id| LeaseResource { id: id.clone(), r#type: snapshot_type.clone() }),
@@ -301,23 +296,23 @@ impl PullerInner {
         namespace: &str,
         lease: &str,
         client: EndpointClient,
-        manifest: &Manifest,
+        manifest: &ImageManifest,
         config: &FetchedConfig,
         layout: &Layout,
     ) -> Result<Vec<String>> {
-        let diff_ids = &config.config.rootfs.diff_ids;
+        let diff_ids = config.config.rootfs().diff_ids();
         let downloads = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1)));
         let unpacks = Arc::new(tokio::sync::Semaphore::new(UNPACKS_AT_ONCE));
         let client = Arc::new(client);
         let mut pending = Vec::new();
-        for (i, (layer, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
-            let digest: Digest = layer.digest.parse()?;
+        for (i, (layer, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
+            let digest: Digest = layer.digest().as_ref().parse()?;
             let download =
                 self.clone().download(client.clone(), layer.clone(), digest.clone(), downloads.clone());
             let detached = layout.stacking.then(|| DetachedUnpack {
                 puller: self.clone(),
                 blob: digest,
-                media_type: layer.media_type.clone(),
+                media_type: layer.media_type().to_string(),
                 diff_id: diff_id.clone(),
                 name: layout.snapshot_names[i].clone(),
                 key: format!("{namespace}/{}", layout.extract_keys[i]),
@@ -336,10 +331,10 @@ impl PullerInner {
         let mut downloaded = Vec::new();
         let mut pending = pending.into_iter().enumerate();
         while let Some((i, (job, labels))) = pending.next() {
-            let layer = &manifest.layers[i];
+            let layer = &manifest.layers()[i];
             let step = async {
                 let unpacked = job.await.map_err(|e| Error::Internal(format!("layer task: {e}")))??;
-                self.record(namespace, lease, &layer.digest, layer.size as u64, labels).await?;
+                self.record(namespace, lease, layer.digest().as_ref(), layer.size(), labels).await?;
                 if layout.stacking {
                     self.stack(unpacked, i, &layout.snapshot_names).await
                 } else {
@@ -354,7 +349,7 @@ impl PullerInner {
                 }
                 return Err(e);
             }
-            downloaded.push(layer.digest.clone());
+            downloaded.push(layer.digest().to_string());
         }
         Ok(downloaded)
     }
@@ -389,22 +384,23 @@ impl PullerInner {
         self.store_bytes(
             namespace,
             lease,
-            &chosen.descriptor.digest.parse()?,
+            &chosen.descriptor.digest().as_ref().parse()?,
             &chosen.bytes,
             manifest_labels,
         )
         .await?;
         if let Some((bytes, labels)) = &chosen.index {
-            self.store_bytes(namespace, lease, &top.digest.parse()?, bytes, labels.clone()).await?;
+            self.store_bytes(namespace, lease, &top.digest().as_ref().parse()?, bytes, labels.clone())
+                .await?;
         }
 
         let target = Target {
-            media_type: top.media_type.clone(),
-            digest: top.digest.clone(),
-            size: top.size,
+            media_type: top.media_type().to_string(),
+            digest: top.digest().to_string(),
+            size: i64::try_from(top.size()).unwrap_or(i64::MAX),
             annotations: HashMap::new(),
         };
-        let digest_name = image.with_digest(&top.digest);
+        let digest_name = image.with_digest(top.digest().as_ref());
         let mut names = vec![digest_name.clone()];
         names.extend(image.tagged());
         let records: Vec<ImageRecord> = names
@@ -434,7 +430,7 @@ impl PullerInner {
     ) -> Result<()> {
         let _slot =
             slots.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
-        let size = u64::try_from(layer.size).unwrap_or(0);
+        let size = layer.size();
         let reference = format!("layer-{digest}");
         let mut retries = 0;
         loop {
@@ -447,7 +443,7 @@ impl PullerInner {
                     // expired is fetched anew by the client, on the 401.)
                     Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
                         retries += 1;
-                        tracing::info!(layer = %layer.digest, host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
+                        tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
                         tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
                     }
                     done => return done,
@@ -465,11 +461,11 @@ impl PullerInner {
         layer: &Descriptor,
         mut writer: crate::content::Writer,
     ) -> Result<()> {
-        let size = u64::try_from(layer.size).unwrap_or(0);
-        let what = format!("layer {}", layer.digest);
+        let size = layer.size();
+        let what = format!("layer {}", layer.digest());
         let offset = writer.offset();
         let resume_from = if offset > 0 && offset < size { offset } else { 0 };
-        let mut response = match client.blob(&layer.digest, resume_from, &what).await? {
+        let mut response = match client.blob(layer.digest().as_ref(), resume_from, &what).await? {
             BlobBody::Partial(response) => response,
             BlobBody::Full(response) => {
                 if offset > 0 {
@@ -502,8 +498,8 @@ impl PullerInner {
         let started = Instant::now();
         let snapshotter = self.snapshotter.clone();
         let content = self.content.clone();
-        let blob: Digest = layer.digest.parse()?;
-        let media_type = layer.media_type.clone();
+        let blob: Digest = layer.digest().as_ref().parse()?;
+        let media_type = layer.media_type().to_string();
         let diff_id = diff_id.to_string();
         let name = snapshot_names[i].clone();
         let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
@@ -613,7 +609,7 @@ struct Resolved {
 struct Chosen {
     descriptor: Descriptor,
     bytes: Vec<u8>,
-    manifest: Manifest,
+    manifest: ImageManifest,
     /// The index it was chosen from (its bytes, and its content labels), if any.
     index: Option<(Vec<u8>, HashMap<String, String>)>,
 }
@@ -622,7 +618,7 @@ struct Chosen {
 struct FetchedConfig {
     digest: Digest,
     bytes: Vec<u8>,
-    config: ImageConfig,
+    config: ImageConfiguration,
 }
 
 /// Where the layers go: chainIDs, their namespaced snapshot names, and the active snapshots
@@ -637,37 +633,30 @@ struct Layout {
 /// The manifest for this platform: the top document itself, or the one an index lists for it.
 async fn choose_manifest(image: &ImageReference, resolved: &Resolved) -> Result<Chosen> {
     let top = &resolved.top;
-    let (descriptor, bytes, index) = if oci::is_index(&top.media_type) {
-        let parsed: Index = serde_json::from_slice(&resolved.top_bytes)
-            .map_err(|e| Error::FailedPrecondition(format!("index {} is not valid JSON: {e}", top.digest)))?;
+    let top_type = top.media_type().to_string();
+    let (descriptor, bytes, index) = if oci::is_index(&top_type) {
+        let parsed: ImageIndex = oci::parse(&resolved.top_bytes, &format!("index {}", top.digest()))?;
         let platform = oci::host_platform();
         let chosen = oci::select_manifest(&parsed, &platform).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "{} has no image for {}/{}{}",
-                image.full(),
-                platform.os,
-                platform.architecture,
-                platform.variant.as_deref().map(|v| format!("/{v}")).unwrap_or_default()
-            ))
+            Error::NotFound(format!("{} has no image for {}", image.full(), oci::platform_name(&platform)))
         })?;
+        let digest = chosen.digest().to_string();
         let fetched = resolved
             .client
-            .manifest(&chosen.digest, &oci::MANIFEST_MEDIA_TYPES, &format!("manifest {}", chosen.digest))
+            .manifest(&digest, &oci::MANIFEST_MEDIA_TYPES, &format!("manifest {digest}"))
             .await?;
-        let labels = HashMap::from([("containerd.io/gc.ref.content.m.0".to_string(), chosen.digest.clone())]);
+        let labels = HashMap::from([("containerd.io/gc.ref.content.m.0".to_string(), digest)]);
         (chosen, fetched.bytes, Some((resolved.top_bytes.clone(), labels)))
-    } else if oci::is_manifest(&top.media_type) {
+    } else if oci::is_manifest(&top_type) {
         (top.clone(), resolved.top_bytes.clone(), None)
     } else {
         return Err(Error::FailedPrecondition(format!(
             "{} is a {:?}, which is neither an image index nor a manifest",
             image.full(),
-            top.media_type
+            top_type
         )));
     };
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::FailedPrecondition(format!("manifest {} is not valid JSON: {e}", descriptor.digest))
-    })?;
+    let manifest: ImageManifest = oci::parse(&bytes, &format!("manifest {}", descriptor.digest()))?;
     Ok(Chosen { descriptor, bytes, manifest, index })
 }
 
@@ -675,18 +664,18 @@ async fn choose_manifest(image: &ImageReference, resolved: &Resolved) -> Result<
 async fn fetch_config(
     image: &ImageReference,
     client: &EndpointClient,
-    manifest: &Manifest,
+    manifest: &ImageManifest,
 ) -> Result<FetchedConfig> {
-    let digest: Digest = manifest.config.digest.parse()?;
-    let bytes = client.blob_bytes(&manifest.config.digest, &format!("config {digest}")).await?;
-    let config: ImageConfig = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::FailedPrecondition(format!("image config {digest} is not valid JSON: {e}")))?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+    let digest: Digest = manifest.config().digest().as_ref().parse()?;
+    let bytes = client.blob_bytes(&digest.to_string(), &format!("config {digest}")).await?;
+    let config: ImageConfiguration = oci::parse(&bytes, &format!("image config {digest}"))?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
         return Err(Error::FailedPrecondition(format!(
             "image {}: {} layers but {} diffIDs in its config",
             image.full(),
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
+            manifest.layers().len(),
+            diff_ids.len()
         )));
     }
     Ok(FetchedConfig { digest, bytes, config })

@@ -65,18 +65,16 @@ pub async fn connect(
     config: ConnectionConfig,
     tls: Option<&ClientTls>,
 ) -> Result<(Connection, String), SpdyError> {
-    let (secure, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(rest), _) => (false, rest),
-        (_, Some(rest)) => (true, rest),
+    let uri: axum::http::Uri = url.parse().map_err(|e| SpdyError::Upgrade(format!("bad URL {url}: {e}")))?;
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         _ => return Err(SpdyError::Upgrade(format!("not an http:// or https:// URL: {url}"))),
     };
-    let (authority, path) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
+    let Some(authority) = uri.authority().map(|a| a.as_str()).filter(|a| !a.is_empty()) else {
         return Err(SpdyError::Upgrade(format!("no host in {url}")));
-    }
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let tls = match (secure, tls) {
         (false, _) => None,
         (true, Some(tls)) => Some(tls),
@@ -89,8 +87,7 @@ pub async fn connect(
         let (connection, _incoming) = conn::start(socket, Role::Client, config);
         return Ok((connection, protocol));
     };
-    let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| SpdyError::Upgrade(format!("server name {host:?}: {e}")))?;
     let socket = tls.connector.connect(name, socket).await?;

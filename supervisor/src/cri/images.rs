@@ -10,7 +10,7 @@ use tonic::Status;
 use crate::content::Digest;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::images::oci::{self, ImageConfiguration, ImageIndex, ImageManifest};
+use crate::images::oci::{self, ImageIndex, ImageManifest};
 use crate::images::reference::ImageReference;
 use crate::images::registry::Credentials;
 use crate::metadata::ImageRecord;
@@ -67,9 +67,14 @@ fn repository_of(name: &str) -> Option<String> {
 
 /// The user of an image config: a number is a uid, anything else a name.
 fn user_of(config_json: &str) -> (Option<i64>, String) {
-    let user = serde_json::from_str::<ImageConfiguration>(config_json)
+    // Only the runtime part is read, so a config missing fields CRI does not need still works.
+    #[derive(serde::Deserialize)]
+    struct RuntimePart {
+        config: Option<oci_spec::image::Config>,
+    }
+    let user = serde_json::from_str::<RuntimePart>(config_json)
         .ok()
-        .and_then(|config| config.config().as_ref().and_then(|c| c.user().clone()))
+        .and_then(|part| part.config.and_then(|c| c.user().clone()))
         .unwrap_or_default();
     let user = user.split(':').next().unwrap_or_default().to_string();
     match user.parse::<i64>() {

@@ -1,0 +1,307 @@
+//! The layers of a pull: downloads into the content store, unpacks into snapshots (in order,
+//! or apart and then stacked), and the content records that keep them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_sys::clock::now_nanos;
+
+use crate::content::Digest;
+use crate::error::{Error, Result};
+use crate::images::oci::{Descriptor, ImageManifest};
+use crate::images::registry::{BlobBody, EndpointClient};
+use crate::images::unpack::{Detached, LayerUnpack, stack_layer, unpack_detached, unpack_layer};
+use crate::metadata::LeaseResource;
+
+use super::resolve::FetchedConfig;
+use super::{DOWNLOAD_RETRIES, Layout, PullerInner};
+
+impl PullerInner {
+    /// The layer pipeline: downloads run concurrently; each layer is unpacked in order as it
+    /// arrives, or (stacking) unpacked apart as it arrives and stacked in order after. Returns
+    /// the layers' digests, in order.
+    pub(super) async fn fetch_and_unpack(
+        self: &Arc<Self>,
+        namespace: &str,
+        lease: &str,
+        client: EndpointClient,
+        manifest: &ImageManifest,
+        config: &FetchedConfig,
+        layout: &Layout,
+    ) -> Result<Vec<String>> {
+        let diff_ids = config.config.rootfs().diff_ids();
+        let downloads = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1)));
+        let unpacks = Arc::new(tokio::sync::Semaphore::new(UNPACKS_AT_ONCE));
+        let client = Arc::new(client);
+        let mut pending = Vec::new();
+        for (i, (layer, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
+            let digest: Digest = layer.digest().as_ref().parse()?;
+            let download =
+                self.clone().download(client.clone(), layer.clone(), digest.clone(), downloads.clone());
+            let detached = layout.stacking.then(|| DetachedUnpack {
+                puller: self.clone(),
+                blob: digest,
+                media_type: layer.media_type().to_string(),
+                diff_id: diff_id.clone(),
+                name: layout.snapshot_names[i].clone(),
+                key: format!("{namespace}/{}", layout.extract_keys[i]),
+                slots: unpacks.clone(),
+            });
+            let job = async move {
+                download.await?;
+                match detached {
+                    Some(unpack) => unpack.run().await,
+                    None => Ok(None),
+                }
+            };
+            let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
+            pending.push((tokio::spawn(job), labels));
+        }
+        let mut downloaded = Vec::new();
+        let mut pending = pending.into_iter().enumerate();
+        while let Some((i, (job, labels))) = pending.next() {
+            let layer = &manifest.layers()[i];
+            let step = async {
+                let unpacked = job.await.map_err(|e| Error::Internal(format!("layer task: {e}")))??;
+                self.record(namespace, lease, layer.digest().as_ref(), layer.size(), labels).await?;
+                if layout.stacking {
+                    self.stack(unpacked, i, &layout.snapshot_names).await
+                } else {
+                    self.unpack(namespace, lease, layer, &diff_ids[i], i, &layout.snapshot_names).await
+                }
+            };
+            if let Err(e) = step.await {
+                // The pull has failed: stop the layers still in flight. Their snapshots are
+                // held by the lease until it goes, then collected.
+                for (_, (job, _)) in pending {
+                    job.abort();
+                }
+                return Err(e);
+            }
+            downloaded.push(layer.digest().to_string());
+        }
+        Ok(downloaded)
+    }
+
+    /// Downloads one blob into the content store, unless it is there. A download of the same
+    /// blob already running elsewhere (its ingest is locked) is waited for instead.
+    async fn download(
+        self: Arc<Self>,
+        client: Arc<EndpointClient>,
+        layer: Descriptor,
+        digest: Digest,
+        slots: Arc<tokio::sync::Semaphore>,
+    ) -> Result<()> {
+        let _slot =
+            slots.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
+        let size = layer.size();
+        let reference = format!("layer-{digest}");
+        let mut retries = 0;
+        loop {
+            if self.content.has_blob(&digest) {
+                return Ok(());
+            }
+            match self.content.writer(&reference, size, Some(digest.clone())) {
+                Ok(writer) => match self.fetch_into(&client, &layer, writer).await {
+                    // A download cut short resumes from the bytes in its ingest. (A token that
+                    // expired is fetched anew by the client, on the 401.)
+                    Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
+                        retries += 1;
+                        tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
+                        tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
+                    }
+                    done => return done,
+                },
+                Err(Error::AlreadyExists(_)) => return Ok(()),
+                Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch_into(
+        &self,
+        client: &EndpointClient,
+        layer: &Descriptor,
+        mut writer: crate::content::Writer,
+    ) -> Result<()> {
+        let size = layer.size();
+        let what = format!("layer {}", layer.digest());
+        let offset = writer.offset();
+        let resume_from = if offset > 0 && offset < size { offset } else { 0 };
+        let mut response = match client.blob(layer.digest().as_ref(), resume_from, &what).await? {
+            BlobBody::Partial(response) => response,
+            BlobBody::Full(response) => {
+                if offset > 0 {
+                    writer.write_at(0, &[])?;
+                }
+                response
+            }
+        };
+        while let Some(chunk) = response.chunk().await.map_err(|e| client.transport_error(&e, &what))? {
+            // Page-cache writes are short; the fsync happens once, at commit, off this task.
+            writer.write(&chunk)?;
+            self.metrics.bytes.inc_by(chunk.len() as u64);
+        }
+        tokio::task::block_in_place(|| writer.commit(size, None)).map(|_| ()).or_else(|e| match e {
+            Error::AlreadyExists(_) => Ok(()),
+            other => Err(other),
+        })
+    }
+
+    /// Unpacks layer `i` on top of layers `0..i`.
+    async fn unpack(
+        &self,
+        namespace: &str,
+        lease: &str,
+        layer: &Descriptor,
+        diff_id: &str,
+        i: usize,
+        snapshot_names: &[String],
+    ) -> Result<()> {
+        let started = Instant::now();
+        let snapshotter = self.snapshotter.clone();
+        let content = self.content.clone();
+        let blob: Digest = layer.digest().as_ref().parse()?;
+        let media_type = layer.media_type().to_string();
+        let diff_id = diff_id.to_string();
+        let name = snapshot_names[i].clone();
+        let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
+        let extract = format!("extract-{}-{}", now_nanos(), diff_id.rsplit(':').next().unwrap_or_default());
+        let key = format!("{namespace}/{extract}");
+        // The lease holds the active snapshot the layer is built in (its result is held already).
+        let resource =
+            LeaseResource { id: extract, r#type: format!("snapshots/{}", self.config.snapshotter) };
+        let (meta, ns, id) = (self.meta.clone(), namespace.to_string(), lease.to_string());
+        self.gc.outside_collection_blocking(move || meta.add_lease_resource(&ns, &id, resource)).await?;
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let layer = LayerUnpack {
+                blob: &blob,
+                media_type: &media_type,
+                diff_id: &diff_id,
+                parent: parent.as_deref(),
+                name: &name,
+                key: &key,
+            };
+            unpack_layer(snapshotter.as_ref(), &content, &layer)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+        if unpacked {
+            self.metrics.unpack_duration.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Stacks layer `i`, unpacked apart (`key`), onto layers `0..i`.
+    async fn stack(&self, layer: Option<Detached>, i: usize, snapshot_names: &[String]) -> Result<()> {
+        let Some(layer) = layer else { return Ok(()) };
+        let snapshotter = self.snapshotter.clone();
+        let name = snapshot_names[i].clone();
+        let parent = i.checked_sub(1).map(|p| snapshot_names[p].clone());
+        tokio::task::spawn_blocking(move || {
+            stack_layer(snapshotter.as_ref(), &layer, &name, parent.as_deref())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("stack task: {e}")))?
+    }
+
+    /// Records a committed blob in the namespace and the lease (off the async workers).
+    async fn record(
+        &self,
+        namespace: &str,
+        lease: &str,
+        digest: &str,
+        size: u64,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let (ns, lease, digest) = (namespace.to_string(), lease.to_string(), digest.to_string());
+        self.meta
+            .run(move |meta| {
+                meta.add_lease_resource(
+                    &ns,
+                    &lease,
+                    LeaseResource { id: digest.clone(), r#type: "content".into() },
+                )?;
+                meta.put_content(&ns, &digest, size, labels).map(drop)
+            })
+            .await
+    }
+
+    /// Stores small documents (index, manifest, config) fetched whole.
+    pub(super) async fn store_bytes(
+        &self,
+        namespace: &str,
+        lease: &str,
+        digest: &Digest,
+        bytes: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let size = bytes.len() as u64;
+        let (content, digest_owned, bytes) = (self.content.clone(), digest.clone(), bytes.to_vec());
+        // The commit fsyncs: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let digest = digest_owned;
+            if content.has_blob(&digest) {
+                return Ok(());
+            }
+            match content.writer(&format!("doc-{digest}-{}", now_nanos()), size, Some(digest.clone())) {
+                Ok(mut writer) => {
+                    writer.write(&bytes)?;
+                    writer.commit(size, Some(digest))?;
+                    Ok(())
+                }
+                Err(Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task: {e}")))??;
+        self.record(namespace, lease, &digest.to_string(), size, labels).await
+    }
+}
+
+/// Layers unpacked at once when a snapshotter stacks layers: two keeps both cores busy
+/// (each unpack already inflates on one thread and writes on another) without thrashing.
+const UNPACKS_AT_ONCE: usize = 2;
+
+/// One layer to unpack apart from its parents, once downloaded.
+struct DetachedUnpack {
+    puller: Arc<PullerInner>,
+    blob: Digest,
+    media_type: String,
+    diff_id: String,
+    /// Namespaced chainID the layer will be committed as.
+    name: String,
+    /// Namespaced key of the active snapshot it unpacks into.
+    key: String,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl DetachedUnpack {
+    /// Unpacks the layer; `None` when its snapshot exists already.
+    async fn run(self) -> Result<Option<Detached>> {
+        let _slot =
+            self.slots.acquire_owned().await.map_err(|_| Error::Internal("unpack slots closed".into()))?;
+        let started = Instant::now();
+        let puller = self.puller.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let layer = LayerUnpack {
+                blob: &self.blob,
+                media_type: &self.media_type,
+                diff_id: &self.diff_id,
+                parent: None,
+                name: &self.name,
+                key: &self.key,
+            };
+            unpack_detached(puller.snapshotter.as_ref(), &puller.content, &layer)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+        if unpacked.is_some() {
+            self.puller.metrics.unpack_duration.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(unpacked)
+    }
+}

@@ -14,6 +14,7 @@
 mod apply;
 mod attrs;
 mod copy;
+mod database;
 mod error;
 mod metadata;
 mod mount;
@@ -30,6 +31,7 @@ use std::time::SystemTime;
 pub use apply::{
     ApplyStats, WhiteoutMode, adopt_implied_dirs, apply_layer, apply_layer_detached, apply_layer_to_mounts,
 };
+pub use database::MetaDatabase;
 pub use error::{Code, Error, Result};
 pub use mount::{Mount, mount_all, unmount};
 pub use native::NativeSnapshotter;

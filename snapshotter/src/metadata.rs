@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::database::MetaDatabase;
 use redb::{
-    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
-    TableDefinition, WriteTransaction,
+    MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +67,7 @@ pub(crate) struct NewRecord<'a> {
 }
 
 pub(crate) struct MetaStore {
-    db: Arc<Database>,
+    db: Arc<MetaDatabase>,
     records: String,
     children: String,
     sequence: String,
@@ -83,7 +83,7 @@ fn encode(key: &str, record: &Record) -> Result<Vec<u8>> {
 
 impl MetaStore {
     /// Opens (creating on first use) the tables of `backend`.
-    pub fn open(db: Arc<Database>, backend: &str) -> Result<Self> {
+    pub fn open(db: Arc<MetaDatabase>, backend: &str) -> Result<Self> {
         let store = MetaStore {
             db,
             records: format!("snapshots.{backend}"),
@@ -358,8 +358,8 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, MetaStore) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("meta.redb")).unwrap();
-        let store = MetaStore::open(Arc::new(db), "test").unwrap();
+        let db = MetaDatabase::open(&dir.path().join("meta.redb"), 1 << 20).unwrap();
+        let store = MetaStore::open(db, "test").unwrap();
         (dir, store)
     }
 

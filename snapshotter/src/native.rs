@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::Database;
+use crate::database::MetaDatabase;
 
 use crate::Kind;
 use crate::copy::copy_tree;
@@ -26,7 +26,7 @@ impl std::fmt::Debug for NativeSnapshotter {
 
 impl NativeSnapshotter {
     /// Opens the snapshotter keeping its files under `root` and its records in `db`.
-    pub fn open(root: &Path, db: Arc<Database>) -> Result<Self> {
+    pub fn open(root: &Path, db: Arc<MetaDatabase>) -> Result<Self> {
         Ok(NativeSnapshotter { store: Store::open(root, db, Box::new(NativeLayout))? })
     }
 }

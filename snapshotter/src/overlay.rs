@@ -5,7 +5,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::Database;
+use crate::database::MetaDatabase;
 
 use crate::error::{Context, Error, Result};
 use crate::mount::Mount;
@@ -29,7 +29,7 @@ impl std::fmt::Debug for OverlaySnapshotter {
 impl OverlaySnapshotter {
     /// Opens the snapshotter keeping its files under `root` and its records in `db`.
     /// `root` must be valid UTF-8 without `,` or `:`, which overlay options cannot carry.
-    pub fn open(root: &Path, db: Arc<Database>) -> Result<Self> {
+    pub fn open(root: &Path, db: Arc<MetaDatabase>) -> Result<Self> {
         let text = root
             .to_str()
             .ok_or_else(|| Error::InvalidArgument(format!("overlay root {} is not UTF-8", root.display())))?;
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn roots_overlay_cannot_express_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("meta.redb")).unwrap());
+        let db = MetaDatabase::open(&dir.path().join("meta.redb"), 1 << 20).unwrap();
         let err = OverlaySnapshotter::open(&dir.path().join("a:b"), db.clone()).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)));
         let err = OverlaySnapshotter::open(&dir.path().join("a,b"), db).unwrap_err();

@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::Database;
+use crate::database::MetaDatabase;
 
 use crate::error::{Context, Error, Result};
 use crate::metadata::{MetaStore, NewRecord, Record};
@@ -75,7 +75,7 @@ fn validate_key(key: &str, what: &str) -> Result<()> {
 }
 
 impl Store {
-    pub fn open(root: &Path, db: Arc<Database>, layout: Box<dyn Layout>) -> Result<Self> {
+    pub fn open(root: &Path, db: Arc<MetaDatabase>, layout: Box<dyn Layout>) -> Result<Self> {
         let snapshots = root.join("snapshots");
         for dir in [root, snapshots.as_path()] {
             fs::DirBuilder::new()

@@ -31,6 +31,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this is a full disk (ENOSPC), which a retry cannot fix until space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. }
+            if source.raw_os_error() == Some(28) || source.kind() == std::io::ErrorKind::StorageFull)
+    }
+
     /// A copy for every waiter of a shared operation (an I/O cause is kept as its text).
     pub fn duplicate(&self) -> Self {
         match self {
@@ -86,9 +92,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) | Error::Locked(_) => Status::failed_precondition(message),
             Error::Unavailable(_) => Status::unavailable(message),
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-            Error::Io { source, .. }
-                if source.raw_os_error() == Some(28) || source.kind() == std::io::ErrorKind::StorageFull =>
-            {
+            Error::Io { .. } if e.is_disk_full() => {
                 Status::resource_exhausted(format!("{message}: free disk space and retry"))
             }
             Error::Io { .. } | Error::Metadata(_) | Error::Internal(_) => Status::internal(message),

@@ -139,6 +139,8 @@ pub struct ImageBuilder {
     architecture: String,
     variant: Option<String>,
     config: serde_json::Value,
+    /// diffIDs the config claims instead of the layers' own (a broken image).
+    claimed_diff_ids: Option<Vec<String>>,
 }
 
 impl Default for ImageBuilder {
@@ -149,6 +151,7 @@ impl Default for ImageBuilder {
             architecture: "amd64".to_string(),
             variant: None,
             config: serde_json::json!({ "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] }),
+            claimed_diff_ids: None,
         }
     }
 }
@@ -196,6 +199,12 @@ impl ImageBuilder {
         self
     }
 
+    /// Makes the config claim `diff_ids` for the layers, whatever they really are.
+    pub fn claim_diff_ids(mut self, diff_ids: Vec<String>) -> Self {
+        self.claimed_diff_ids = Some(diff_ids);
+        self
+    }
+
     /// Sets a field of the image's runtime config (`Cmd`, `Entrypoint`, `User`, `Env`, …).
     pub fn config_field(mut self, key: &str, value: serde_json::Value) -> Self {
         self.config[key] = value;
@@ -223,7 +232,7 @@ impl ImageBuilder {
             "architecture": self.architecture,
             "os": "linux",
             "config": self.config,
-            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "rootfs": { "type": "layers", "diff_ids": self.claimed_diff_ids.unwrap_or(diff_ids) },
         });
         if let Some(variant) = &self.variant {
             config["variant"] = serde_json::json!(variant);

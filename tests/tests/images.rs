@@ -340,7 +340,9 @@ async fn corrupt_or_truncated_blobs_commit_nothing_and_a_fixed_registry_pulls() 
     std::fs::write(&stored, &flipped).unwrap();
     let err = pull(&berthd, &name).await.unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
+    assert!(err.message().contains(&layer.digest), "the error names the layer: {err:?}");
     assert!(!blobs(&berthd).contains(&layer.digest[7..].to_string()), "a corrupt layer was committed");
+    assert!(snapshot_names(&berthd, "k8s.io").await.is_empty(), "the corrupt layer's unpack remains");
 
     // Cut short: the size does not match.
     std::fs::write(&stored, &good[..good.len() / 3]).unwrap();
@@ -353,6 +355,23 @@ async fn corrupt_or_truncated_blobs_commit_nothing_and_a_fixed_registry_pulls() 
     // Once the registry serves the right bytes, the pull works.
     std::fs::write(&stored, &good).unwrap();
     assert_eq!(pull(&berthd, &name).await.unwrap(), image.id());
+}
+
+#[tokio::test]
+async fn a_layer_that_unpacks_to_another_diff_id_leaves_no_snapshot_and_no_image() {
+    skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
+    let (berthd, registry) = berthd_and_registry().await;
+    // The config claims a diffID the layer does not unpack to. The layer is unpacked while it
+    // downloads, so the mismatch shows only at the end: nothing of the unpack may remain.
+    let claimed = format!("sha256:{}", "0".repeat(64));
+    let image = ImageBuilder::busybox().unwrap().claim_diff_ids(vec![claimed.clone()]).build();
+    registry.push_image("library/lying", "1", &image).await;
+    let name = format!("{}/library/lying:1", registry.host());
+    let err = pull(&berthd, &name).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&claimed) && err.message().contains(&image.layers[0].digest), "{err:?}");
+    assert!(list(&berthd).await.is_empty());
+    assert!(snapshot_names(&berthd, "k8s.io").await.is_empty(), "a snapshot of the bad layer remains");
 }
 
 #[tokio::test]

@@ -79,12 +79,12 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-pub fn database(dir: &Path) -> Arc<redb::Database> {
-    Arc::new(redb::Database::create(dir.join("meta.redb")).unwrap())
+pub fn database(dir: &Path) -> Arc<berth_snapshotter::MetaDatabase> {
+    berth_snapshotter::MetaDatabase::open(&dir.join("meta.redb"), 1 << 20).unwrap()
 }
 
 /// Both backends, each under its own root beside the shared database.
-pub fn backends(dir: &Path, db: &Arc<redb::Database>) -> Vec<Box<dyn Snapshotter>> {
+pub fn backends(dir: &Path, db: &Arc<berth_snapshotter::MetaDatabase>) -> Vec<Box<dyn Snapshotter>> {
     vec![
         Box::new(OverlaySnapshotter::open(&dir.join("overlayfs"), db.clone()).unwrap()),
         Box::new(NativeSnapshotter::open(&dir.join("native"), db.clone()).unwrap()),

@@ -63,9 +63,25 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The uncompressed stream of a layer blob.
-pub fn decompressed(blob: std::fs::File, media_type: &str) -> Result<Box<dyn Read + Send>> {
-    let mut buffered = BufReader::with_capacity(1 << 20, blob);
+/// Where a layer's compressed bytes come from: its blob in the content store, or the
+/// download itself as it arrives (the blob is committed beside it).
+pub enum LayerSource<'a> {
+    Content(&'a ContentStore),
+    Stream(Box<dyn Read + Send>),
+}
+
+impl LayerSource<'_> {
+    fn open(self, blob: &Digest) -> Result<Box<dyn Read + Send>> {
+        match self {
+            LayerSource::Content(content) => Ok(Box::new(content.open_blob(blob)?)),
+            LayerSource::Stream(stream) => Ok(stream),
+        }
+    }
+}
+
+/// The uncompressed stream of a layer's compressed bytes.
+pub fn decompressed(compressed: Box<dyn Read + Send>, media_type: &str) -> Result<Box<dyn Read + Send>> {
+    let mut buffered = BufReader::with_capacity(1 << 20, compressed);
     let head = buffered.fill_buf().map_err(|e| Error::io("read layer", e))?.to_vec();
     Ok(match Compression::detect(media_type, &head) {
         Compression::Plain => Box::new(buffered),
@@ -88,18 +104,21 @@ pub fn apply_blob(
     media_type: &str,
     mounts: &[berth_snapshotter::Mount],
 ) -> Result<(Digest, u64)> {
-    apply_blob_with(content, blob, media_type, |tar| berth_snapshotter::apply_layer_to_mounts(tar, mounts))
+    apply_layer_with(LayerSource::Content(content), blob, media_type, |tar| {
+        berth_snapshotter::apply_layer_to_mounts(tar, mounts)
+    })
 }
 
-/// [`apply_blob`] with the applying step given: `apply` reads the uncompressed tar.
-pub fn apply_blob_with(
-    content: &ContentStore,
+/// [`apply_blob`] from any source, with the applying step given: `apply` reads the
+/// uncompressed tar.
+pub fn apply_layer_with(
+    source: LayerSource<'_>,
     blob: &Digest,
     media_type: &str,
     apply: impl FnOnce(&mut dyn Read) -> berth_snapshotter::Result<berth_snapshotter::ApplyStats>,
 ) -> Result<(Digest, u64)> {
-    let file = content.open_blob(blob)?;
-    let mut reader = HashingReader::new(decompressed(file, media_type)?);
+    let compressed = source.open(blob)?;
+    let mut reader = HashingReader::new(decompressed(compressed, media_type)?);
     let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
     let inflater = std::thread::Builder::new()
         .name("berth-inflate".into())
@@ -169,6 +188,34 @@ impl Read for ChannelReader {
     }
 }
 
+/// Reads a download as it arrives: the chunks the download task sends, in order, as one
+/// stream (blocking: it runs on the unpack's own thread). A sender gone without an error is
+/// the end of the stream.
+pub struct DownloadReader {
+    receiver: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl DownloadReader {
+    pub fn new(receiver: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+        Self { receiver, current: bytes::Bytes::new() }
+    }
+}
+
+impl Read for DownloadReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 /// One layer to unpack.
 pub struct LayerUnpack<'a> {
     pub blob: &'a Digest,
@@ -234,7 +281,7 @@ pub struct Detached {
 /// parent later. Returns `None` when the layer's snapshot exists already.
 pub fn unpack_detached(
     snapshotter: &dyn Snapshotter,
-    content: &ContentStore,
+    source: LayerSource<'_>,
     layer: &LayerUnpack<'_>,
 ) -> Result<Option<Detached>> {
     if snapshotter.stat(layer.name).is_ok() {
@@ -244,7 +291,7 @@ pub fn unpack_detached(
     let mounts = snapshotter.prepare(layer.key, None, labels).map_err(snapshot_error)?;
     let target = std::path::PathBuf::from(mounts.first().map(|m| m.source.as_str()).unwrap_or_default());
     let mut implied = Vec::new();
-    let applied = apply_blob_with(content, layer.blob, layer.media_type, |tar| {
+    let applied = apply_layer_with(source, layer.blob, layer.media_type, |tar| {
         let (stats, dirs) = berth_snapshotter::apply_layer_detached(tar, &target)?;
         implied = dirs;
         Ok(stats)
@@ -341,6 +388,25 @@ mod tests {
         let (sender, receiver) = std::sync::mpsc::sync_channel(4);
         sender.send(Err(std::io::Error::other("broken"))).unwrap();
         assert!(ChannelReader::new(receiver).read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn download_reader_joins_chunks_and_passes_errors() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender.try_send(Ok(bytes::Bytes::from_static(b"ab"))).unwrap();
+        sender.try_send(Ok(bytes::Bytes::new())).unwrap();
+        sender.try_send(Ok(bytes::Bytes::from_static(b"cde"))).unwrap();
+        drop(sender);
+        let mut all = String::new();
+        DownloadReader::new(receiver).read_to_string(&mut all).unwrap();
+        assert_eq!(all, "abcde");
+
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        sender.try_send(Ok(bytes::Bytes::from_static(b"ab"))).unwrap();
+        sender.try_send(Err(std::io::Error::other("cut"))).unwrap();
+        let mut all = Vec::new();
+        let err = DownloadReader::new(receiver).read_to_end(&mut all).unwrap_err();
+        assert_eq!(err.to_string(), "cut");
     }
 
     #[test]

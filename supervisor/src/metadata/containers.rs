@@ -4,7 +4,7 @@
 
 use berth_proto::containerd::services::containers::v1::Container;
 use prost::Message;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use super::namespaces::ensure_namespace_in;
 use super::{MetadataStore, validate_identifier, validate_labels};

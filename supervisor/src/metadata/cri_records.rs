@@ -1,7 +1,7 @@
 //! The CRI plugin's own records (sandboxes, containers), opaque bytes by (kind, id), kept in
 //! the one metadata file so they commit with the same guarantees as everything else.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 
 use super::MetadataStore;
 use crate::error::Result;

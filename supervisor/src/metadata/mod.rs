@@ -24,6 +24,8 @@ pub use leases::{EXPIRE_LABEL, LeaseRecord, LeaseResource};
 pub use namespaces::Namespace;
 pub use task_exits::TaskExitRecord;
 
+use berth_snapshotter::MetaDatabase;
+
 use crate::error::{Error, Result};
 
 /// The metadata store. Cheap to clone; every method is synchronous (redb is), so async
@@ -34,20 +36,18 @@ pub const CACHE_SIZE: usize = 16 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct MetadataStore {
-    db: Arc<redb::Database>,
+    db: Arc<MetaDatabase>,
 }
 
 impl MetadataStore {
     /// Opens (or creates) `<root>/meta.redb`.
     pub fn open(root: &Path) -> Result<Self> {
         let path = root.join("meta.redb");
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_SIZE)
-            .create(&path)
+        let db = MetaDatabase::open(&path, CACHE_SIZE)
             .map_err(|e| Error::Metadata(format!("open {}: {e}", path.display())))?;
         // Container specs (environments, secrets included) live here: root's alone.
         crate::modes::set_mode(&path, crate::modes::PRIVATE_FILE)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db })
     }
 
     /// Runs blocking metadata work off the async executor.

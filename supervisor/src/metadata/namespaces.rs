@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::labels::apply_label_update;

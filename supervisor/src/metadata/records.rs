@@ -1,7 +1,7 @@
 //! Namespaced JSON records in redb tables keyed by `(namespace, id)`: the shape every
 //! metadata kind (content, images, leases) shares.
 
-use redb::{ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{ReadableTable, Table, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -87,7 +87,7 @@ impl MetadataStore {
     }
 
     /// The database, for the snapshotters, which keep their records in the same file.
-    pub fn database(&self) -> std::sync::Arc<redb::Database> {
+    pub fn database(&self) -> std::sync::Arc<berth_snapshotter::MetaDatabase> {
         self.db.clone()
     }
 }

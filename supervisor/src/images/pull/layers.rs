@@ -11,7 +11,9 @@ use crate::content::Digest;
 use crate::error::{Error, Result};
 use crate::images::oci::{Descriptor, ImageManifest};
 use crate::images::registry::{BlobBody, EndpointClient};
-use crate::images::unpack::{Detached, LayerUnpack, stack_layer, unpack_detached, unpack_layer};
+use crate::images::unpack::{
+    Detached, DownloadReader, LayerSource, LayerUnpack, stack_layer, unpack_detached, unpack_layer,
+};
 use crate::metadata::LeaseResource;
 
 use super::resolve::FetchedConfig;
@@ -37,24 +39,17 @@ impl PullerInner {
         let mut pending = Vec::new();
         for (i, (layer, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
             let digest: Digest = layer.digest().as_ref().parse()?;
-            let download =
-                self.clone().download(client.clone(), layer.clone(), digest.clone(), downloads.clone());
             let detached = layout.stacking.then(|| DetachedUnpack {
                 puller: self.clone(),
-                blob: digest,
+                blob: digest.clone(),
                 media_type: layer.media_type().to_string(),
                 diff_id: diff_id.clone(),
                 name: layout.snapshot_names[i].clone(),
                 key: format!("{namespace}/{}", layout.extract_keys[i]),
                 slots: unpacks.clone(),
             });
-            let job = async move {
-                download.await?;
-                match detached {
-                    Some(unpack) => unpack.run().await,
-                    None => Ok(None),
-                }
-            };
+            let job =
+                self.clone().fetch_layer(client.clone(), layer.clone(), digest, detached, downloads.clone());
             let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
             pending.push((tokio::spawn(job), labels));
         }
@@ -76,6 +71,14 @@ impl PullerInner {
                 // held by the lease until it goes, then collected.
                 for (_, (job, _)) in pending {
                     job.abort();
+                    let _ = job.await;
+                }
+                if e.is_disk_full() {
+                    // Partial downloads are kept for a retry to resume, but on a full disk they
+                    // hold the space the lease release and everything else needs.
+                    for layer in manifest.layers() {
+                        let _ = self.content.abort(&format!("layer-{}", layer.digest()));
+                    }
                 }
                 return Err(e);
             }
@@ -84,26 +87,140 @@ impl PullerInner {
         Ok(downloaded)
     }
 
-    /// Downloads one blob into the content store, unless it is there. A download of the same
-    /// blob already running elsewhere (its ingest is locked) is waited for instead.
-    async fn download(
+    /// Fetches one layer, and (stacking) unpacks it apart: in the same pass as the download
+    /// when an unpack slot is free and the download starts from its first byte, else from the
+    /// blob once it is downloaded.
+    async fn fetch_layer(
         self: Arc<Self>,
         client: Arc<EndpointClient>,
         layer: Descriptor,
         digest: Digest,
-        slots: Arc<tokio::sync::Semaphore>,
-    ) -> Result<()> {
-        let _slot =
-            slots.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
+        unpack: Option<DetachedUnpack>,
+        downloads: Arc<tokio::sync::Semaphore>,
+    ) -> Result<Option<Detached>> {
+        let download_slot =
+            downloads.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
+        let Some(unpack) = unpack else {
+            self.download(&client, &layer, &digest).await?;
+            return Ok(None);
+        };
+        match self.download_and_unpack(&client, &layer, &digest, &unpack).await? {
+            Streamed::Unpacked(detached) => return Ok(detached),
+            Streamed::NotTried => {}
+            Streamed::Interrupted(error) => {
+                tracing::info!(layer = %digest, error = %error, "a streamed unpack was cut short; resuming the download, then unpacking the blob");
+            }
+        }
+        self.download(&client, &layer, &digest).await?;
+        drop(download_slot);
+        unpack.run().await
+    }
+
+    /// Downloads a layer and unpacks it in one pass: the bytes that arrive are written to the
+    /// ingest and handed to the unpack, which inflates, hashes and applies them on its own
+    /// thread. The snapshot counts only when the blob commits (its digest matches) and the
+    /// unpack saw the config's diffID; either failing removes the other's work.
+    async fn download_and_unpack(
+        &self,
+        client: &EndpointClient,
+        layer: &Descriptor,
+        digest: &Digest,
+        unpack: &DetachedUnpack,
+    ) -> Result<Streamed> {
+        if self.content.has_blob(digest) || self.snapshotter.stat(&unpack.name).is_ok() {
+            return Ok(Streamed::NotTried);
+        }
+        let Ok(unpack_slot) = unpack.slots.clone().try_acquire_owned() else { return Ok(Streamed::NotTried) };
+        let size = layer.size();
+        let mut writer = match self.content.writer(&format!("layer-{digest}"), size, Some(digest.clone())) {
+            Ok(writer) if writer.offset() == 0 => writer,
+            // A partial download to resume, another download of the blob, or the blob itself.
+            Ok(_) | Err(Error::Unavailable(_)) | Err(Error::AlreadyExists(_)) => {
+                return Ok(Streamed::NotTried);
+            }
+            Err(e) => return Err(e),
+        };
+        let what = format!("layer {digest}");
+        let mut response = match client.blob(&digest.to_string(), 0, &what).await {
+            Ok(BlobBody::Full(response)) => response,
+            Ok(BlobBody::Partial(_)) => return Ok(Streamed::NotTried),
+            Err(e @ Error::Unavailable(_)) => return Ok(Streamed::Interrupted(e)),
+            Err(e) => return Err(e),
+        };
+
+        let started = Instant::now();
+        let (chunks, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(STREAM_QUEUE);
+        let (snapshotter, job) = (self.snapshotter.clone(), unpack.job());
+        let unpacking = tokio::task::spawn_blocking(move || {
+            let _slot = unpack_slot;
+            let source = LayerSource::Stream(Box::new(DownloadReader::new(receiver)));
+            unpack_detached(snapshotter.as_ref(), source, &job.layer())
+        });
+        let mut unpack_listening = true;
+        let downloaded = loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(client.transport_error(&e, &what)),
+            };
+            // Page-cache writes are short; the fsync happens once, at commit, off this task.
+            if let Err(e) = writer.write(&chunk) {
+                break Err(e);
+            }
+            self.metrics.bytes.inc_by(chunk.len() as u64);
+            // An unpack that stopped has failed; the download goes on, its error comes below.
+            if unpack_listening && chunks.send(Ok(chunk)).await.is_err() {
+                unpack_listening = false;
+            }
+        };
+        if let Err(error) = &downloaded {
+            let _ = chunks.send(Err(std::io::Error::other(format!("the download stopped: {error}")))).await;
+        }
+        drop(chunks);
+        let committed = match downloaded {
+            Ok(()) => {
+                tokio::task::block_in_place(|| writer.commit(size, None)).map(drop).or_else(|e| match e {
+                    Error::AlreadyExists(_) => Ok(()),
+                    other => Err(other),
+                })
+            }
+            Err(e) => Err(e),
+        };
+        drop(writer);
+        let unpacked = unpacking.await.map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
+        match (committed, unpacked) {
+            (Ok(()), Ok(detached)) => {
+                if detached.is_some() {
+                    self.metrics.unpack_duration.observe(started.elapsed().as_secs_f64());
+                }
+                Ok(Streamed::Unpacked(detached))
+            }
+            (Err(e), unpacked) => {
+                // The unpack saw bytes that are not the layer: its snapshot goes.
+                if let Ok(Some(detached)) = unpacked {
+                    let _ = self.snapshotter.remove(&detached.key);
+                }
+                match e {
+                    Error::Unavailable(_) => Ok(Streamed::Interrupted(e)),
+                    other => Err(other),
+                }
+            }
+            (Ok(()), Err(e)) => Err(e),
+        }
+    }
+
+    /// Downloads one blob into the content store, unless it is there. A download of the same
+    /// blob already running elsewhere (its ingest is locked) is waited for instead.
+    async fn download(&self, client: &EndpointClient, layer: &Descriptor, digest: &Digest) -> Result<()> {
         let size = layer.size();
         let reference = format!("layer-{digest}");
         let mut retries = 0;
         loop {
-            if self.content.has_blob(&digest) {
+            if self.content.has_blob(digest) {
                 return Ok(());
             }
             match self.content.writer(&reference, size, Some(digest.clone())) {
-                Ok(writer) => match self.fetch_into(&client, &layer, writer).await {
+                Ok(writer) => match self.fetch_into(client, layer, writer).await {
                     // A download cut short resumes from the bytes in its ingest. (A token that
                     // expired is fetched anew by the client, on the 401.)
                     Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
@@ -279,23 +396,62 @@ struct DetachedUnpack {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// What a layer's unpack needs on its thread.
+struct DetachedJob {
+    blob: Digest,
+    media_type: String,
+    diff_id: String,
+    name: String,
+    key: String,
+}
+
+impl DetachedJob {
+    fn layer(&self) -> LayerUnpack<'_> {
+        LayerUnpack {
+            blob: &self.blob,
+            media_type: &self.media_type,
+            diff_id: &self.diff_id,
+            parent: None,
+            name: &self.name,
+            key: &self.key,
+        }
+    }
+}
+
+/// How an unpack in the download's pass came out.
+enum Streamed {
+    /// Downloaded and unpacked (`None`: the snapshot appeared meanwhile).
+    Unpacked(Option<Detached>),
+    /// Not tried: no unpack slot free, a download to resume, or nothing to unpack.
+    NotTried,
+    /// The download broke off (a retryable error); the unpack was abandoned and removed.
+    Interrupted(Error),
+}
+
+/// Download chunks queued for a streamed unpack (registry chunks are 8–64 KiB): enough to ride
+/// out the unpack's short stalls without holding the download back for long.
+const STREAM_QUEUE: usize = 64;
+
 impl DetachedUnpack {
-    /// Unpacks the layer; `None` when its snapshot exists already.
+    fn job(&self) -> DetachedJob {
+        DetachedJob {
+            blob: self.blob.clone(),
+            media_type: self.media_type.clone(),
+            diff_id: self.diff_id.clone(),
+            name: self.name.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// Unpacks the layer from its blob; `None` when its snapshot exists already.
     async fn run(self) -> Result<Option<Detached>> {
+        let job = self.job();
         let _slot =
             self.slots.acquire_owned().await.map_err(|_| Error::Internal("unpack slots closed".into()))?;
         let started = Instant::now();
         let puller = self.puller.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
-            let layer = LayerUnpack {
-                blob: &self.blob,
-                media_type: &self.media_type,
-                diff_id: &self.diff_id,
-                parent: None,
-                name: &self.name,
-                key: &self.key,
-            };
-            unpack_detached(puller.snapshotter.as_ref(), &puller.content, &layer)
+            unpack_detached(puller.snapshotter.as_ref(), LayerSource::Content(&puller.content), &job.layer())
         })
         .await
         .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;

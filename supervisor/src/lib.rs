@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod config;
 pub mod content;
 pub mod cri;

@@ -52,6 +52,7 @@ fn init_logging(config: &Config, override_level: Option<&str>) {
 }
 
 fn main() -> std::process::ExitCode {
+    berth_supervisor::allocator::tune();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -43,12 +43,16 @@ struct Args {
     runs: usize,
     logs: Option<PathBuf>,
     image_only: bool,
+    /// Cold pulls on one long-lived daemon per side (0: that scenario is skipped).
+    long_lived: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: berth-bench-pull [--runs N] [--logs DIR] [--image-only]\n\
+        "usage: berth-bench-pull [--runs N] [--long-lived N] [--logs DIR] [--image-only]\n\
          \x20 --runs N    measured cold pulls per daemon, 1 to 20 (default 3)\n\
+         \x20 --long-lived N  then N cold pulls on one long-lived daemon each, the image removed\n\
+         \x20             and collected between them, with CPU seconds and RSS (default 0: skipped)\n\
          \x20 --logs DIR  keep each run's berthd and containerd log in DIR\n\
          \x20 --image-only  generate the image, print its size and stop"
     );
@@ -56,7 +60,7 @@ fn usage() -> ! {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { runs: 3, logs: None, image_only: false };
+    let mut args = Args { runs: 3, logs: None, image_only: false, long_lived: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -65,6 +69,13 @@ fn parse_args() -> Args {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .filter(|n| (1..=20).contains(n))
+                    .unwrap_or_else(|| usage())
+            }
+            "--long-lived" => {
+                args.long_lived = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=100).contains(n))
                     .unwrap_or_else(|| usage())
             }
             "--logs" => args.logs = Some(it.next().map(PathBuf::from).unwrap_or_else(|| usage())),
@@ -576,6 +587,157 @@ async fn run_containerd(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Long-lived daemons: what a node sees after kubelet's image GC removed an image.
+
+/// A daemon's CPU seconds so far (user + system) and resident memory, from /proc.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks: u64 = fields.get(11..13).map_or(0, |t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (ticks as f64 / hz, rss_kb * 1024)
+}
+
+/// One cold pull on a long-lived daemon.
+struct Cycle {
+    wall: Duration,
+    cpu: f64,
+    rss_after: u64,
+}
+
+/// Removes the image through the CRI and waits until the daemon's blob directory is empty,
+/// so the next pull is cold again.
+async fn remove_and_collect(channel: tonic::transport::Channel, image_id: &str, blobs: &Path) {
+    let mut client = ImageServiceClient::new(channel);
+    let request = cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec { image: image_id.to_string(), ..Default::default() }),
+    };
+    client.remove_image(request).await.unwrap_or_else(|status| panic!("RemoveImage: {status}"));
+    let collected = berth_tests::wait_until(Duration::from_secs(60), || async {
+        std::fs::read_dir(blobs).map(|d| d.count() == 0).unwrap_or(true)
+    })
+    .await;
+    assert!(collected, "{} still holds blobs a minute after RemoveImage", blobs.display());
+}
+
+async fn cycles(
+    pid: u32,
+    channel: tonic::transport::Channel,
+    name: &str,
+    blobs: &Path,
+    count: usize,
+    label: &str,
+) -> Vec<Cycle> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        nix::unistd::sync();
+        let (cpu_before, _) = cpu_and_rss(pid);
+        let (wall, image_id) = pull(channel.clone(), name).await;
+        let (cpu_after, rss_after) = cpu_and_rss(pid);
+        eprintln!(
+            "long-lived {label} pull {}: {} wall, {:.2} CPU s, RSS {}",
+            i + 1,
+            secs(wall),
+            cpu_after - cpu_before,
+            mb(rss_after)
+        );
+        out.push(Cycle { wall, cpu: cpu_after - cpu_before, rss_after });
+        remove_and_collect(channel.clone(), &image_id, blobs).await;
+    }
+    out
+}
+
+async fn long_lived_berth(registry: &Registry, name: &str, root: PathBuf, count: usize) -> Vec<Cycle> {
+    let mut berthd = Berthd::start_with_config(|paths| {
+        paths.root = root.clone();
+        paths.config_text("")
+    })
+    .await;
+    berthd.paths.trust_registry(registry);
+    let (_, rss_idle) = cpu_and_rss(berthd.pid());
+    eprintln!("long-lived berth: idle RSS {}", mb(rss_idle));
+    let result = cycles(
+        berthd.pid(),
+        berthd.channel().await,
+        name,
+        &root.join("content/blobs/sha256"),
+        count,
+        "berth",
+    )
+    .await;
+    berthd.stop().await;
+    unmount_under(&berthd.paths.base);
+    unmount_under(&root);
+    result
+}
+
+async fn long_lived_containerd(registry: &Registry, name: &str, dir: PathBuf, count: usize) -> Vec<Cycle> {
+    let mut containerd = Containerd::start(registry, dir.clone()).await;
+    let pid = containerd.child.as_ref().map(Child::id).unwrap_or_default();
+    let (_, rss_idle) = cpu_and_rss(pid);
+    eprintln!("long-lived containerd: idle RSS {}", mb(rss_idle));
+    let blobs = dir.join("root/io.containerd.content.v1.content/blobs/sha256");
+    let result = cycles(pid, containerd.channel().await, name, &blobs, count, "containerd").await;
+    containerd.stop().await;
+    result
+}
+
+/// The long-lived scenario's rows: median wall and CPU per pull, RSS after the first and the
+/// last pull.
+fn long_lived_rows(out: &mut String, berth: &[Cycle], containerd: &[Cycle]) {
+    let _ = writeln!(out, "\n| long-lived daemon, {} cold pulls | berth | containerd | ratio |", berth.len());
+    let _ = writeln!(out, "|---|---|---|---|");
+    let ratio = |b: f64, c: f64| if c > 0.0 { format!("{:.2}", b / c) } else { "–".into() };
+    let median_of = |v: &[Cycle], f: fn(&Cycle) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] }
+    };
+    type Row = (&'static str, fn(&Cycle) -> f64, bool);
+    let rows: [Row; 2] = [
+        ("wall per pull (median)", |c| c.wall.as_secs_f64(), true),
+        ("daemon CPU s per pull (median)", |c| c.cpu, false),
+    ];
+    for (label, f, is_time) in rows {
+        let (b, c) = (median_of(berth, f), median_of(containerd, f));
+        let show = |x: f64, present: bool| match (present, is_time) {
+            (false, _) => "skipped".to_string(),
+            (true, true) => format!("{x:.2} s"),
+            (true, false) => format!("{x:.2}"),
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} |",
+            show(b, true),
+            show(c, !containerd.is_empty()),
+            ratio(b, c)
+        );
+    }
+    for (label, pick) in [("RSS after the first pull", 0usize), ("RSS after the last pull", usize::MAX)] {
+        let at = |v: &[Cycle]| v.get(pick.min(v.len().saturating_sub(1))).map(|c| c.rss_after);
+        let (b, c) = (at(berth), at(containerd));
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} |",
+            b.map(mb).unwrap_or_else(|| "–".into()),
+            c.map(mb).unwrap_or_else(|| "skipped".into()),
+            match (b, c) {
+                (Some(b), Some(c)) => ratio(b as f64, c as f64),
+                _ => "–".into(),
+            }
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reporting.
 
 fn median(values: &[Duration]) -> Duration {
@@ -684,6 +846,15 @@ async fn bench(args: Args) {
         }
     }
 
+    let (mut berth_long, mut containerd_long) = (Vec::new(), Vec::new());
+    if args.long_lived > 0 {
+        berth_long = long_lived_berth(&registry, &name, roots.path("berth-long"), args.long_lived).await;
+        if containerd_present {
+            containerd_long =
+                long_lived_containerd(&registry, &name, roots.path("containerd-long"), args.long_lived).await;
+        }
+    }
+
     let mut out = String::new();
     out.push_str(&report_header("berth-bench-pull"));
     let _ = writeln!(
@@ -745,6 +916,9 @@ async fn bench(args: Args) {
             pick(&containerd, median)
         )
     );
+    if args.long_lived > 0 {
+        long_lived_rows(&mut out, &berth_long, &containerd_long);
+    }
     let _ = writeln!(out, "\nTarget (DESIGN.md): berth ÷ containerd ≤ 0.3.");
     print!("{out}");
 }

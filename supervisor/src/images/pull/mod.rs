@@ -133,6 +133,8 @@ impl Puller {
                         if let Ok(mut in_flight) = inner.in_flight.lock() {
                             in_flight.remove(&cleanup_key);
                         }
+                        // The pull's buffers are free now: give the memory back.
+                        let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
                         result
                     }
                     .boxed()

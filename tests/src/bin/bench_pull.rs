@@ -45,6 +45,8 @@ struct Args {
     image_only: bool,
     /// Cold pulls on one long-lived daemon per side (0: that scenario is skipped).
     long_lived: usize,
+    /// Measure berth alone (while working on it; the report then has no ratios).
+    berth_only: bool,
 }
 
 fn usage() -> ! {
@@ -53,6 +55,7 @@ fn usage() -> ! {
          \x20 --runs N    measured cold pulls per daemon, 1 to 20 (default 3)\n\
          \x20 --long-lived N  then N cold pulls on one long-lived daemon each, the image removed\n\
          \x20             and collected between them, with CPU seconds and RSS (default 0: skipped)\n\
+         \x20 --berth-only  leave containerd out\n\
          \x20 --logs DIR  keep each run's berthd and containerd log in DIR\n\
          \x20 --image-only  generate the image, print its size and stop"
     );
@@ -60,7 +63,7 @@ fn usage() -> ! {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { runs: 3, logs: None, image_only: false, long_lived: 0 };
+    let mut args = Args { runs: 3, logs: None, image_only: false, long_lived: 0, berth_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -80,6 +83,7 @@ fn parse_args() -> Args {
             }
             "--logs" => args.logs = Some(it.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--image-only" => args.image_only = true,
+            "--berth-only" => args.berth_only = true,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -788,7 +792,7 @@ async fn bench(args: Args) {
         return;
     }
     let berthd_bin = berth_tests::berthd::binary("berthd");
-    let containerd_present = Path::new(CONTAINERD).is_file();
+    let containerd_present = !args.berth_only && Path::new(CONTAINERD).is_file();
     let roots = Roots::new();
     // Content plus snapshots, with room to spare, for every pull kept until the end.
     let daemons = if containerd_present { 2 } else { 1 };
@@ -813,7 +817,10 @@ async fn bench(args: Args) {
     let logs = args.logs.as_deref();
 
     if !containerd_present {
-        println!("containerd not installed: skipped ({CONTAINERD} is missing)");
+        println!(
+            "containerd: skipped ({})",
+            if args.berth_only { "--berth-only".to_string() } else { format!("{CONTAINERD} is missing") }
+        );
     }
     let mut berth = Vec::new();
     let mut containerd = Vec::new();

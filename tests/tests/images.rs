@@ -296,6 +296,33 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
 }
 
 #[tokio::test]
+async fn a_layer_two_images_share_is_downloaded_once_when_both_are_pulled_at_once() {
+    skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
+    let (berthd, registry) = berthd_and_registry().await;
+    let noise: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let shared = LayerBuilder::default().file("noise", 0o644, &noise).into_tar();
+    let own = |name: &str| LayerBuilder::default().file(name, 0o644, name.as_bytes()).into_tar();
+    let a = ImageBuilder::busybox().unwrap().layer(shared.clone()).layer(own("a")).build();
+    let b = ImageBuilder::busybox().unwrap().layer(shared).layer(own("b")).build();
+    assert_eq!(a.layers[1].digest, b.layers[1].digest, "the images share their first two layers");
+    registry.push_image("test/a", "v1", &a).await;
+    registry.push_image("test/b", "v1", &b).await;
+    let (name_a, name_b) =
+        (format!("{}/test/a:v1", registry.host()), format!("{}/test/b:v1", registry.host()));
+    let (pulled_a, pulled_b) = tokio::join!(pull(&berthd, &name_a), pull(&berthd, &name_b));
+    assert_eq!(pulled_a.unwrap(), a.id());
+    assert_eq!(pulled_b.unwrap(), b.id());
+    let distinct: usize = a.layers.iter().map(|l| l.bytes.len()).sum::<usize>() + b.layers[2].bytes.len();
+    assert_eq!(
+        berthd.metric("berth_image_pull_bytes_total").await,
+        distinct as f64,
+        "the shared layers were downloaded once"
+    );
+    // Both run: each image's top snapshot is there.
+    assert_eq!(list(&berthd).await.len(), 2);
+}
+
+#[tokio::test]
 async fn bad_references_and_unreachable_registries_get_clear_errors_and_leave_nothing() {
     skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
     let (berthd, registry) = berthd_and_registry().await;

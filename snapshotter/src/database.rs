@@ -43,22 +43,24 @@ impl MetaDatabase {
     }
 
     pub fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
-        let db = self.current()?;
-        match db.begin_write() {
-            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
-                self.reopen(db)?;
-                self.current()?.begin_write()
-            }
-            other => other,
-        }
+        self.begin(redb::Database::begin_write)
     }
 
     pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        self.begin(|db| db.begin_read())
+    }
+
+    /// Begins a transaction on the current instance; one that answers `PreviousIo` is reopened
+    /// and the transaction begun on the new one.
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&redb::Database) -> Result<T, TransactionError>,
+    ) -> Result<T, TransactionError> {
         let db = self.current()?;
-        match db.begin_read() {
+        match begin(&db) {
             Err(TransactionError::Storage(StorageError::PreviousIo)) => {
                 self.reopen(db)?;
-                self.current()?.begin_read()
+                begin(self.current()?.as_ref())
             }
             other => other,
         }

@@ -113,8 +113,8 @@ impl Options {
 
     pub fn save(&self, bundle: &Path) -> Result<()> {
         let json = serde_json::to_vec(self).map_err(|e| crate::error::Error::Other(e.to_string()))?;
-        util::atomic_write(&bundle.join("options.json"), &json)?;
-        util::atomic_write(&bundle.join("runtime"), self.binary().as_bytes())
+        util::replace_file(&bundle.join("options.json"), &json)?;
+        util::replace_file(&bundle.join("runtime"), self.binary().as_bytes())
     }
 
     /// Reads what [`Options::save`] wrote; missing files give the defaults.

@@ -166,7 +166,7 @@ pub fn start(args: &Args) -> Result<String> {
             .ctx(|| format!("create {}", dir.display()))?;
     }
     let Some(listener) = bind(&path)? else {
-        util::atomic_write(&bundle.join("address"), address.as_bytes())?;
+        util::replace_file(&bundle.join("address"), address.as_bytes())?;
         return Ok(address);
     };
     let cleanup = |e: Error| {
@@ -176,7 +176,7 @@ pub fn start(args: &Args) -> Result<String> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .ctx(|| format!("chmod {}", path.display()))
         .map_err(cleanup)?;
-    util::atomic_write(&bundle.join("address"), address.as_bytes()).map_err(cleanup)?;
+    util::replace_file(&bundle.join("address"), address.as_bytes()).map_err(cleanup)?;
 
     let fd: OwnedFd = listener.into();
     fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty())).ctx(|| "clear FD_CLOEXEC".into()).map_err(cleanup)?;
@@ -202,7 +202,7 @@ pub fn start(args: &Args) -> Result<String> {
     // As containerd's shims do: the server's pid beside its address, so a restarted daemon can
     // tell a slow shim (alive) from a dead one before it gives up on it.
     // Not fatal: the daemon asks a shim without one for its pid (Connect).
-    let _ = util::atomic_write(&bundle.join("shim.pid"), pid.to_string().as_bytes());
+    let _ = util::replace_file(&bundle.join("shim.pid"), pid.to_string().as_bytes());
 
     let opts = Options::from_any_bytes(&read_stdin());
     if !opts.shim_cgroup.is_empty() {

@@ -44,33 +44,31 @@ impl Service {
                 return Err(e);
             }
         };
-        let hub = match AttachHub::listen(&bundle.join("attach.sock")) {
-            Ok(h) => h,
-            Err(e) => {
-                cleanup_mounts(false);
-                return Err(e);
-            }
-        };
         let pid_file = bundle.join("init.pid");
-        let spec = container::read_spec(&bundle);
         let stdio = std::mem::take(&mut prepared.stdio);
-        let created = rt
-            .create(
-                id,
-                &CreateOpts {
-                    bundle: &bundle,
-                    pid_file: &pid_file,
-                    console_socket: prepared.console.as_ref().map(|c| c.path()),
-                    no_pivot: opts.no_pivot_root,
-                    no_new_keyring: opts.no_new_keyring,
-                },
-                stdio,
-            )
-            .await;
+        let create_opts = CreateOpts {
+            bundle: &bundle,
+            pid_file: &pid_file,
+            console_socket: prepared.console.as_ref().map(|c| c.path()),
+            no_pivot: opts.no_pivot_root,
+            no_new_keyring: opts.no_new_keyring,
+        };
+        let create = rt.create(id, &create_opts, stdio);
+        // The runtime's `create` (its first poll spawns it) takes tens of milliseconds; what
+        // the shim needs only after it (the attach socket, the spec) is made meanwhile.
+        let after = async { (AttachHub::listen(&bundle.join("attach.sock")), container::read_spec(&bundle)) };
+        let (created, (hub, spec)) = tokio::join!(create, after);
+        let (hub, hub_error) = match hub {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, Some(e)),
+        };
         // Everything after the runtime made the container is undone with it on failure: the
         // container, its rootfs mount and the attach socket.
         let result = async {
             created.map_err(|e| Error::Runtime(format!("OCI runtime create failed: {e}")))?;
+            if let Some(e) = hub_error {
+                return Err(e);
+            }
             let master = match &prepared.console {
                 Some(c) => Some(c.receive_master()?),
                 None => None,
@@ -80,14 +78,16 @@ impl Service {
             if fault::injected(spec.as_ref(), "io-start") {
                 return Err(Error::Other("injected fault: io-start".into()));
             }
-            let io = prepared.start(master, Some(hub.clone()))?;
+            let io = prepared.start(master, hub.clone())?;
             Ok::<_, Error>((io, pid))
         }
         .await;
         let (io, pid) = match result {
             Ok(v) => v,
             Err(e) => {
-                hub.close();
+                if let Some(h) = &hub {
+                    h.close();
+                }
                 if let Err(de) = rt.delete(id, true).await {
                     crate::warn!("cleanup of failed create {id}: {de}");
                 }
@@ -105,7 +105,7 @@ impl Service {
             init,
             execs: HashMap::new(),
             cgroup: cgroup::of_pid(pid),
-            attach: Some(hub),
+            attach: hub,
             oom: None,
             rootfs_mounted: mounted,
             kill_all_on_exit: !spec.as_ref().map(container::has_private_pid_ns).unwrap_or(false),

@@ -870,7 +870,7 @@ fn long_lived_rows(out: &mut String, berth: &[Cycle], containerd: &[Cycle]) {
 
 /// A fresh daemon of either side, on its own root.
 enum Daemon {
-    Berth(Berthd, PathBuf),
+    Berth(Box<Berthd>, PathBuf),
     Containerd(Containerd),
 }
 
@@ -885,7 +885,7 @@ impl Daemon {
             })
             .await;
             berthd.paths.write_hosts_toml(host, &format!("server = \"http://{host}\"\n"));
-            Daemon::Berth(berthd, dir)
+            Daemon::Berth(Box::new(berthd), dir)
         } else {
             Daemon::Containerd(Containerd::start(host, dir).await)
         }

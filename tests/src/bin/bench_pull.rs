@@ -15,6 +15,30 @@
 //! BERTH_BIN_DIR=target/release cargo run --release -p berth-tests --bin berth-bench-pull -- --runs 3
 //! ```
 //!
+//! More scenarios, each behind its flag (`--runs 0` skips the first), each with its table of
+//! wall time, daemon CPU seconds (user + system, from `/proc/PID/stat`) and RSS after
+//! (`/proc/PID/status`), berth ÷ containerd; goal: wall ≤ 0.3, CPU ≤ 0.5, RSS ≤ 0.5:
+//!
+//! - `--long-lived N`: N cold pulls on one long-lived daemon per side, the image removed through
+//!   CRI `RemoveImage` and collected between them.
+//! - `--three-images`: the benchmark image and two half-size variants (other seeds, a base
+//!   layer of their own: no layer is shared) pulled by 3 concurrent `PullImage` on a fresh
+//!   daemon per side.
+//! - `--ten-clients`: 10 concurrent `PullImage` of the benchmark image, each on its own
+//!   connection, on a fresh daemon per side. Both sides pull through a small TCP proxy in front
+//!   of the registry (the registry's access log is off) that counts the GETs of each layer
+//!   blob: the report says whether each side fetched every layer once.
+//! - `--zstd`: the same layer tars compressed with zstd (level 3), and again with gzip, each
+//!   pulled cold on a fresh daemon per side; with uncompressed bytes per second for both.
+//! - `--floor`: the physical floor, measured here without a daemon: one thread, for each layer
+//!   blob already in memory, sha256 of the blob, decompress, sha256 of the tar, and write the
+//!   tar as a single file on the roots' filesystem (no fsync, no network, no extraction into
+//!   files). Each table then shows the floor and each side's wall ÷ floor.
+//!
+//! ```sh
+//! berth-bench-pull --runs 0 --three-images --ten-clients --zstd --floor
+//! ```
+//!
 //! Needs root (both daemons unpack into overlayfs snapshots), `docker-registry` and
 //! `busybox-static`. Without `/usr/bin/containerd` only berth is measured.
 
@@ -38,6 +62,8 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 const CONTAINERD: &str = "/usr/bin/containerd";
 const REPOSITORY: &str = "bench/pull";
 const TAG: &str = "v1";
+/// The benchmark image with zstd layers, in the same repository.
+const ZSTD_TAG: &str = "v1-zstd";
 
 struct Args {
     runs: usize,
@@ -47,23 +73,51 @@ struct Args {
     long_lived: usize,
     /// Measure berth alone (while working on it; the report then has no ratios).
     berth_only: bool,
+    /// Scenario 3: three different images pulled at once on a fresh daemon per side.
+    three_images: bool,
+    /// Scenario 4: ten clients pulling one image at once on a fresh daemon per side, through a
+    /// proxy that counts the registry's blob GETs.
+    ten_clients: bool,
+    /// Scenario 5: the image with zstd layers, and with gzip ones, cold on a fresh daemon each.
+    zstd: bool,
+    /// Scenario 6: the physical floor, measured here without a daemon, as rows of each table.
+    floor: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: berth-bench-pull [--runs N] [--long-lived N] [--logs DIR] [--image-only]\n\
-         \x20 --runs N    measured cold pulls per daemon, 1 to 20 (default 3)\n\
+        "usage: berth-bench-pull [--runs N] [--long-lived N] [--three-images] [--ten-clients] [--zstd]\n\
+         \x20                       [--floor] [--berth-only] [--logs DIR] [--image-only]\n\
+         \x20 --runs N    measured cold pulls per daemon, 0 to 20 (default 3; 0 skips scenario 1)\n\
          \x20 --long-lived N  then N cold pulls on one long-lived daemon each, the image removed\n\
          \x20             and collected between them, with CPU seconds and RSS (default 0: skipped)\n\
+         \x20 --three-images  three images sharing no layer (the benchmark image and two half-size\n\
+         \x20             variants), pulled by 3 concurrent PullImage on a fresh daemon per side\n\
+         \x20 --ten-clients  10 concurrent PullImage of the benchmark image on a fresh daemon per\n\
+         \x20             side, through a proxy counting the registry's blob GETs\n\
+         \x20 --zstd      the benchmark image with zstd layers, and again with gzip ones, cold on a\n\
+         \x20             fresh daemon each: wall, CPU, RSS, uncompressed bytes per second\n\
+         \x20 --floor     measure the physical floor (decompress + sha256 + write the layer tars,\n\
+         \x20             one thread, no daemon) and show it in each table\n\
          \x20 --berth-only  leave containerd out\n\
-         \x20 --logs DIR  keep each run's berthd and containerd log in DIR\n\
+         \x20 --logs DIR  keep each run's berthd and containerd log in DIR (scenario 1)\n\
          \x20 --image-only  generate the image, print its size and stop"
     );
     std::process::exit(2);
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { runs: 3, logs: None, image_only: false, long_lived: 0, berth_only: false };
+    let mut args = Args {
+        runs: 3,
+        logs: None,
+        image_only: false,
+        long_lived: 0,
+        berth_only: false,
+        three_images: false,
+        ten_clients: false,
+        zstd: false,
+        floor: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -71,7 +125,7 @@ fn parse_args() -> Args {
                 args.runs = it
                     .next()
                     .and_then(|n| n.parse().ok())
-                    .filter(|n| (1..=20).contains(n))
+                    .filter(|n| (0..=20).contains(n))
                     .unwrap_or_else(|| usage())
             }
             "--long-lived" => {
@@ -84,6 +138,10 @@ fn parse_args() -> Args {
             "--logs" => args.logs = Some(it.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--image-only" => args.image_only = true,
             "--berth-only" => args.berth_only = true,
+            "--three-images" => args.three_images = true,
+            "--ten-clients" => args.ten_clients = true,
+            "--zstd" => args.zstd = true,
+            "--floor" => args.floor = true,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -181,6 +239,7 @@ impl ContentGen {
 
 /// One generated layer: `small` files of 4–64 KiB spread over directories, `large` files of
 /// `large_size` bytes, under `prefix`.
+#[derive(Clone, Copy)]
 struct LayerSpec {
     prefix: &'static str,
     small: usize,
@@ -240,32 +299,83 @@ struct ImageStats {
     generate: Duration,
 }
 
-fn build_image() -> (OciImage, ImageStats) {
-    let started = Instant::now();
-    let busybox = ImageBuilder::busybox().expect("read /bin/busybox (install busybox-static)");
-    // Layers are generated in parallel; ImageBuilder compresses them in order.
-    let generated: Vec<(Vec<u8>, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = LAYERS.iter().map(|spec| scope.spawn(move || generate_layer(spec))).collect();
-        handles.into_iter().map(|h| h.join().expect("layer generator")).collect()
-    });
-    // busybox, /etc/passwd, /etc/group.
-    let mut files = 3;
-    let mut uncompressed = 0u64;
-    let mut builder = busybox;
-    for (tar, count) in generated {
-        files += count;
-        uncompressed += tar.len() as u64;
-        builder = builder.layer(tar);
-    }
-    let image = builder.build();
-    // The busybox layer's tar stays inside ImageBuilder: measure it by inflating its blob.
-    let busybox_tar = {
+/// An image's layer tars before compression: the base layer (busybox) and the generated ones.
+struct Generated {
+    base: Vec<u8>,
+    layers: Vec<Vec<u8>>,
+    files: usize,
+    generate: Duration,
+}
+
+/// The layers of image `variant`: 0 is the benchmark image; 1 and 2 are the `--three-images`
+/// extras, half its size, with other seeds (so no layer is shared).
+fn layer_specs(variant: u64) -> Vec<LayerSpec> {
+    LAYERS
+        .iter()
+        .map(|spec| {
+            if variant == 0 {
+                *spec
+            } else {
+                LayerSpec {
+                    small: spec.small / 2,
+                    large: spec.large / 2,
+                    seed: spec.seed + 1000 * variant,
+                    ..*spec
+                }
+            }
+        })
+        .collect()
+}
+
+/// The busybox layer's tar, as [`ImageBuilder::busybox`] makes it; variants add a file naming
+/// them, so their base layers differ from the benchmark image's and from each other.
+fn base_layer(variant: u64) -> Vec<u8> {
+    if variant == 0 {
         use std::io::Read as _;
+        let image = ImageBuilder::busybox().expect("read /bin/busybox (install busybox-static)").build();
         let mut tar = Vec::new();
         flate2::read::GzDecoder::new(image.layers[0].bytes.as_slice()).read_to_end(&mut tar).expect("gunzip");
-        tar.len() as u64
-    };
-    uncompressed += busybox_tar;
+        return tar;
+    }
+    let busybox = std::fs::read(berth_tests::image::BUSYBOX_STATIC).expect("read /bin/busybox");
+    LayerBuilder::default()
+        .dir("bin", 0o755)
+        .dir("etc", 0o755)
+        .file("bin/busybox", 0o755, &busybox)
+        .symlink("bin/sh", "busybox")
+        .file("etc/bench-variant", 0o644, format!("{variant}\n").as_bytes())
+        .into_tar()
+}
+
+fn generate(variant: u64) -> Generated {
+    let started = Instant::now();
+    let specs = layer_specs(variant);
+    let generated: Vec<(Vec<u8>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs.iter().map(|spec| scope.spawn(move || generate_layer(spec))).collect();
+        handles.into_iter().map(|h| h.join().expect("layer generator")).collect()
+    });
+    // busybox, /etc/passwd, /etc/group (or the variant's file).
+    let files = 3 + generated.iter().map(|(_, n)| n).sum::<usize>();
+    let layers = generated.into_iter().map(|(tar, _)| tar).collect();
+    Generated { base: base_layer(variant), layers, files, generate: started.elapsed() }
+}
+
+/// Compresses the layers (in order, one thread) into an image: with gzip and variant 0, the
+/// image `ImageBuilder::busybox().layer(…)…` makes.
+fn assemble(
+    generated: &Generated,
+    compression: berth_tests::image::LayerCompression,
+) -> (OciImage, ImageStats) {
+    let started = Instant::now();
+    let mut builder = ImageBuilder::default()
+        .config_field("Cmd", serde_json::json!(["sh"]))
+        .layer_with(generated.base.clone(), compression);
+    let mut uncompressed = generated.base.len() as u64;
+    for tar in &generated.layers {
+        uncompressed += tar.len() as u64;
+        builder = builder.layer_with(tar.clone(), compression);
+    }
+    let image = builder.build();
     let wire_bytes = image.layers.iter().map(|l| l.bytes.len() as u64).sum::<u64>()
         + image.config.bytes.len() as u64
         + image.manifest.bytes.len() as u64;
@@ -273,10 +383,22 @@ fn build_image() -> (OciImage, ImageStats) {
         wire_bytes,
         uncompressed_bytes: uncompressed,
         layers: image.layers.len(),
-        files,
-        generate: started.elapsed(),
+        files: generated.files,
+        generate: generated.generate + started.elapsed(),
     };
     (image, stats)
+}
+
+fn describe(label: &str, image: &OciImage, stats: &ImageStats) {
+    eprintln!(
+        "  {label}: {} layers, {} files, {} uncompressed, {} on the wire, in {:.1} s; id {}",
+        stats.layers,
+        stats.files,
+        mb(stats.uncompressed_bytes),
+        mb(stats.wire_bytes),
+        stats.generate.as_secs_f64(),
+        image.id()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,16 +590,18 @@ disabled_plugins = [
         )
     }
 
-    async fn start(registry: &Registry, dir: PathBuf) -> Self {
+    /// Starts containerd pulling from the plain-HTTP registry at `host` (`127.0.0.1:port`:
+    /// the registry itself or a proxy in front of it).
+    async fn start(host: &str, dir: PathBuf) -> Self {
         let base = dir.as_path();
         for sub in ["cni/bin", "cni/net.d"] {
             std::fs::create_dir_all(base.join(sub)).expect("create containerd dirs");
         }
-        let hosts = base.join("certs.d").join(registry.host());
+        let hosts = base.join("certs.d").join(host);
         std::fs::create_dir_all(&hosts).expect("create certs.d");
         // containerd 1.6 rejects a hosts.toml without a `[host]` table ("invalid `host` tree")
         // and falls back to trying HTTPS first, so the registry is named twice.
-        let url = registry.base_url();
+        let url = format!("http://{host}");
         let text =
             format!("server = \"{url}\"\n\n[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
         std::fs::write(hosts.join("hosts.toml"), text).expect("write hosts.toml");
@@ -580,7 +704,7 @@ async fn run_containerd(
     run: usize,
     logs: Option<&Path>,
 ) -> RunResult {
-    let mut containerd = Containerd::start(registry, dir).await;
+    let mut containerd = Containerd::start(&registry.host(), dir).await;
     let channel = containerd.channel().await;
     let (client, image_ref) = pull(channel, name).await;
     assert_eq!(image_ref, image.id(), "containerd's PullImage returns the image ID");
@@ -684,7 +808,7 @@ async fn long_lived_berth(registry: &Registry, name: &str, root: PathBuf, count:
 }
 
 async fn long_lived_containerd(registry: &Registry, name: &str, dir: PathBuf, count: usize) -> Vec<Cycle> {
-    let mut containerd = Containerd::start(registry, dir.clone()).await;
+    let mut containerd = Containerd::start(&registry.host(), dir.clone()).await;
     let pid = containerd.child.as_ref().map(Child::id).unwrap_or_default();
     let (_, rss_idle) = cpu_and_rss(pid);
     eprintln!("long-lived containerd: idle RSS {}", mb(rss_idle));
@@ -742,6 +866,293 @@ fn long_lived_rows(out: &mut String, berth: &[Cycle], containerd: &[Cycle]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenarios 3–5: concurrent pulls on a fresh daemon, measured as a whole.
+
+/// A fresh daemon of either side, on its own root.
+enum Daemon {
+    Berth(Box<Berthd>, PathBuf),
+    Containerd(Containerd),
+}
+
+impl Daemon {
+    /// Starts berthd (`is_berth`) or containerd on the root `dir`, pulling from the plain-HTTP
+    /// registry at `host`.
+    async fn start(is_berth: bool, host: &str, dir: PathBuf) -> Self {
+        if is_berth {
+            let berthd = Berthd::start_with_config(|paths| {
+                paths.root = dir.clone();
+                paths.config_text("")
+            })
+            .await;
+            berthd.paths.write_hosts_toml(host, &format!("server = \"http://{host}\"\n"));
+            Daemon::Berth(Box::new(berthd), dir)
+        } else {
+            Daemon::Containerd(Containerd::start(host, dir).await)
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Daemon::Berth(berthd, _) => berthd.pid(),
+            Daemon::Containerd(containerd) => containerd.child.as_ref().map(Child::id).unwrap_or_default(),
+        }
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        match self {
+            Daemon::Berth(berthd, _) => berthd.channel().await,
+            Daemon::Containerd(containerd) => containerd.channel().await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Daemon::Berth(mut berthd, root) => {
+                berthd.stop().await;
+                let left = unmount_under(&berthd.paths.base) + unmount_under(&root);
+                if left > 0 {
+                    eprintln!("  note: berthd left {left} mount(s) after a pull");
+                }
+            }
+            Daemon::Containerd(mut containerd) => containerd.stop().await,
+        }
+    }
+}
+
+fn side(is_berth: bool) -> &'static str {
+    if is_berth { "berth" } else { "containerd" }
+}
+
+/// Concurrent pulls on one fresh daemon: wall until the last returns, the daemon's CPU seconds
+/// over that time, its RSS right after.
+#[derive(Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    cpu: f64,
+    rss: u64,
+}
+
+/// Starts a fresh daemon on `dir`, then pulls every reference in `names` at once, each
+/// through its own CRI connection (as separate clients would), and checks each returns
+/// the image ID in `ids` at the same index.
+async fn measure_pulls(is_berth: bool, host: &str, dir: PathBuf, names: &[String], ids: &[&str]) -> Measured {
+    nix::unistd::sync();
+    let daemon = Daemon::start(is_berth, host, dir).await;
+    let pid = daemon.pid();
+    let mut channels = Vec::new();
+    for _ in names {
+        channels.push(daemon.channel().await);
+    }
+    let (cpu_before, _) = cpu_and_rss(pid);
+    let started = Instant::now();
+    let tasks: Vec<_> = names
+        .iter()
+        .zip(channels)
+        .map(|(name, channel)| {
+            let name = name.clone();
+            tokio::spawn(async move { pull(channel, &name).await.1 })
+        })
+        .collect();
+    let mut refs = Vec::new();
+    for task in tasks {
+        refs.push(task.await.expect("a PullImage task panicked"));
+    }
+    let wall = started.elapsed();
+    let (cpu_after, rss) = cpu_and_rss(pid);
+    for (got, want) in refs.iter().zip(ids) {
+        assert_eq!(got, want, "{}'s PullImage returns the image ID", side(is_berth));
+    }
+    daemon.stop().await;
+    let measured = Measured { wall, cpu: cpu_after - cpu_before, rss };
+    eprintln!(
+        "  {}: {} wall, {:.2} CPU s, RSS {}",
+        side(is_berth),
+        secs(measured.wall),
+        measured.cpu,
+        mb(measured.rss)
+    );
+    measured
+}
+
+/// A plain TCP proxy in front of the registry that records the path of every `GET` whose
+/// path holds `/blobs/` (what the daemons download). One HTTP/1.1 request line per `\r\n`;
+/// GET requests have no body, so the client's side of each connection is only headers.
+async fn counting_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let host = listener.local_addr().expect("proxy address").to_string();
+    let gets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = gets.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let gets = recorded.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut buffer = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match client_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        pending.extend_from_slice(&buffer[..n]);
+                        while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+                            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+                            pending.drain(..end + 2);
+                            if let Some(path) = line.strip_prefix("GET ").and_then(|r| r.split(' ').next())
+                                && path.contains("/blobs/")
+                            {
+                                gets.lock().expect("proxy lock").push(path.to_string());
+                            }
+                        }
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buffer = vec![0u8; 256 << 10];
+                loop {
+                    let n = match server_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                requests.abort();
+            });
+        }
+    });
+    (host, gets)
+}
+
+/// How many GETs of each of `image`'s layer blobs the proxy recorded, and the line saying so.
+fn blob_gets(image: &OciImage, gets: &[String]) -> (bool, String) {
+    let counts: Vec<usize> = image
+        .layers
+        .iter()
+        .map(|layer| gets.iter().filter(|path| path.ends_with(&format!("/blobs/{}", layer.digest))).count())
+        .collect();
+    let once = counts.iter().all(|&n| n == 1);
+    let list: Vec<String> = counts.iter().map(usize::to_string).collect();
+    (once, format!("GETs per layer blob: [{}]", list.join(", ")))
+}
+
+/// The physical floor of pulling `image`, without a daemon or the network: in one thread, for
+/// each layer blob (already in memory), sha256 of the compressed bytes, decompress, sha256 of
+/// the tar (its diffID), and write the tar as one file under `dir` (no fsync, no extraction into
+/// files, no metadata). What every daemon must do at least, less the download and the unpack.
+fn physical_floor(image: &OciImage, dir: &Path) -> Duration {
+    use sha2::Digest as _;
+    use std::io::{Read as _, Write as _};
+    std::fs::create_dir_all(dir).expect("create the floor's directory");
+    let started = Instant::now();
+    for (i, layer) in image.layers.iter().enumerate() {
+        let digest = berth_tests::image::sha256_digest(&layer.bytes);
+        assert_eq!(digest, layer.digest);
+        let mut reader: Box<dyn std::io::Read> = if layer.media_type.ends_with("+gzip") {
+            Box::new(flate2::read::GzDecoder::new(layer.bytes.as_slice()))
+        } else if layer.media_type.ends_with("+zstd") {
+            Box::new(zstd::stream::read::Decoder::new(layer.bytes.as_slice()).expect("zstd decoder"))
+        } else {
+            Box::new(layer.bytes.as_slice())
+        };
+        let mut file =
+            std::fs::File::create(dir.join(format!("layer-{i}.tar"))).expect("create a layer file");
+        let mut hasher = sha2::Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buffer).expect("decompress a layer");
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            file.write_all(&buffer[..n]).expect("write a layer file");
+        }
+        std::hint::black_box(hasher.finalize());
+    }
+    started.elapsed()
+}
+
+/// The floor of several images, one after another, and the line saying so.
+fn floor_of(images: &[&OciImage], roots: &Roots, name: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    for (i, image) in images.iter().enumerate() {
+        nix::unistd::sync();
+        total += physical_floor(image, &roots.path(&format!("floor-{name}-{i}")));
+    }
+    eprintln!("  physical floor ({name}): {}", secs(total));
+    total
+}
+
+fn ratio_text(b: f64, c: f64) -> String {
+    if c > 0.0 { format!("{:.2}", b / c) } else { "–".into() }
+}
+
+const GOAL: &str = "Goal, berth ÷ containerd: wall ≤ 0.3, daemon CPU ≤ 0.5, RSS ≤ 0.5.";
+
+/// A scenario's table: wall, CPU seconds and RSS per side, then the floor and each side's wall
+/// over it when measured.
+fn scenario_table(
+    out: &mut String,
+    title: &str,
+    berth: &Measured,
+    containerd: Option<&Measured>,
+    floor: Option<Duration>,
+) {
+    let _ = writeln!(out, "\n| {title} | berth | containerd | ratio |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let skipped = || "skipped".to_string();
+    let c = containerd.copied();
+    let _ = writeln!(
+        out,
+        "| wall, until the last PullImage returns | {} | {} | {} |",
+        secs(berth.wall),
+        c.map(|c| secs(c.wall)).unwrap_or_else(skipped),
+        c.map(|c| ratio_text(berth.wall.as_secs_f64(), c.wall.as_secs_f64())).unwrap_or_else(|| "–".into())
+    );
+    let _ = writeln!(
+        out,
+        "| daemon CPU s (user + system) | {:.2} | {} | {} |",
+        berth.cpu,
+        c.map(|c| format!("{:.2}", c.cpu)).unwrap_or_else(skipped),
+        c.map(|c| ratio_text(berth.cpu, c.cpu)).unwrap_or_else(|| "–".into())
+    );
+    let _ = writeln!(
+        out,
+        "| daemon RSS after | {} | {} | {} |",
+        mb(berth.rss),
+        c.map(|c| mb(c.rss)).unwrap_or_else(skipped),
+        c.map(|c| ratio_text(berth.rss as f64, c.rss as f64)).unwrap_or_else(|| "–".into())
+    );
+    if let Some(floor) = floor {
+        floor_rows(out, floor, berth.wall, c.map(|c| c.wall));
+    }
+    let _ = writeln!(out, "\n{GOAL}");
+}
+
+/// The floor and each side's wall over it.
+fn floor_rows(out: &mut String, floor: Duration, berth: Duration, containerd: Option<Duration>) {
+    let _ = writeln!(
+        out,
+        "| physical floor: decompress + sha256 + write the tars, 1 thread, no daemon | {} | {} | – |",
+        secs(floor),
+        secs(floor)
+    );
+    let f = floor.as_secs_f64();
+    let _ = writeln!(
+        out,
+        "| wall ÷ floor | {} | {} | – |",
+        ratio_text(berth.as_secs_f64(), f),
+        containerd.map(|c| ratio_text(c.as_secs_f64(), f)).unwrap_or_else(|| "skipped".into())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reporting.
 
 fn median(values: &[Duration]) -> Duration {
@@ -774,18 +1185,40 @@ fn main() {
 }
 
 async fn bench(args: Args) {
+    use berth_tests::image::LayerCompression;
     eprintln!("generating the image…");
-    let (image, stats) = build_image();
-    eprintln!(
-        "  {} layers, {} files, {} uncompressed, {} on the wire, in {:.1} s",
-        stats.layers,
-        stats.files,
-        mb(stats.uncompressed_bytes),
-        mb(stats.wire_bytes),
-        stats.generate.as_secs_f64()
-    );
+    let generated = generate(0);
+    let (image, stats) = assemble(&generated, LayerCompression::Gzip);
+    describe("benchmark image", &image, &stats);
     if stats.wire_bytes < TARGET_WIRE_BYTES {
         eprintln!("  warning: the image is smaller than the design's {} reference", mb(TARGET_WIRE_BYTES));
+    }
+    let zstd_image = args.zstd.then(|| {
+        let (zstd_image, zstd_stats) = assemble(&generated, LayerCompression::Zstd);
+        describe("zstd image", &zstd_image, &zstd_stats);
+        (zstd_image, zstd_stats)
+    });
+    drop(generated);
+    let variants: Vec<(OciImage, ImageStats)> = if args.three_images {
+        (1..=2)
+            .map(|variant| {
+                let (image, stats) = assemble(&generate(variant), LayerCompression::Gzip);
+                describe(&format!("variant {variant}"), &image, &stats);
+                (image, stats)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if args.three_images {
+        let mut digests: Vec<&str> = std::iter::once(&image)
+            .chain(variants.iter().map(|(v, _)| v))
+            .flat_map(|i| i.layers.iter().map(|l| l.digest.as_str()))
+            .collect();
+        let all = digests.len();
+        digests.sort_unstable();
+        digests.dedup();
+        assert_eq!(digests.len(), all, "the three images share a layer");
     }
 
     if args.image_only {
@@ -796,12 +1229,18 @@ async fn bench(args: Args) {
     let roots = Roots::new();
     // Content plus snapshots, with room to spare, for every pull kept until the end.
     let daemons = if containerd_present { 2 } else { 1 };
-    let need = (stats.wire_bytes + stats.uncompressed_bytes) * 5 / 4 * daemons * args.runs as u64;
+    let per_pull = (stats.wire_bytes + stats.uncompressed_bytes) * 5 / 4;
+    let pulls = args.runs as u64
+        + u64::from(args.long_lived > 0)
+        + if args.three_images { 2 } else { 0 }
+        + u64::from(args.ten_clients)
+        + if args.zstd { 2 } else { 0 };
+    let floors = if args.floor { 1 + u64::from(args.three_images) * 2 + u64::from(args.zstd) } else { 0 };
+    let need = per_pull * daemons * pulls + stats.uncompressed_bytes * floors;
     let free = roots.free_bytes();
     if free < need {
         eprintln!(
-            "berth-bench-pull: {} runs need about {} free under {}, and {} is: use fewer --runs",
-            args.runs,
+            "berth-bench-pull: these scenarios need about {} free under {}, and {} is: use fewer --runs or scenarios",
             mb(need),
             roots.dir.path().display(),
             mb(free)
@@ -812,6 +1251,12 @@ async fn bench(args: Args) {
     let registry = Registry::start().await;
     let push_started = Instant::now();
     registry.push_image(REPOSITORY, TAG, &image).await;
+    for (i, (variant, _)) in variants.iter().enumerate() {
+        registry.push_image(&format!("{REPOSITORY}-{}", i + 1), TAG, variant).await;
+    }
+    if let Some((zstd_image, _)) = &zstd_image {
+        registry.push_image(REPOSITORY, ZSTD_TAG, zstd_image).await;
+    }
     eprintln!("  pushed to {} in {:.1} s", registry.base_url(), push_started.elapsed().as_secs_f64());
     let name = format!("{}/{REPOSITORY}:{TAG}", registry.host());
     let logs = args.logs.as_deref();
@@ -822,6 +1267,7 @@ async fn bench(args: Args) {
             if args.berth_only { "--berth-only".to_string() } else { format!("{CONTAINERD} is missing") }
         );
     }
+    let floor = args.floor.then(|| floor_of(&[&image], &roots, "image"));
     let mut berth = Vec::new();
     let mut containerd = Vec::new();
     for run in 0..args.runs {
@@ -862,6 +1308,76 @@ async fn bench(args: Args) {
         }
     }
 
+    // The sides of each scenario below: berth first, then containerd when present.
+    let sides: &[bool] = if containerd_present { &[true, false] } else { &[true] };
+
+    let mut three = Vec::new();
+    let mut three_floor = None;
+    if args.three_images {
+        eprintln!("three images at once:");
+        let all: Vec<&OciImage> = std::iter::once(&image).chain(variants.iter().map(|(v, _)| v)).collect();
+        let names: Vec<String> = std::iter::once(name.clone())
+            .chain((1..=variants.len()).map(|i| format!("{}/{REPOSITORY}-{i}:{TAG}", registry.host())))
+            .collect();
+        let ids: Vec<&str> = all.iter().map(|i| i.id()).collect();
+        for &is_berth in sides {
+            let dir = roots.path(&format!("{}-three", side(is_berth)));
+            three.push(measure_pulls(is_berth, &registry.host(), dir, &names, &ids).await);
+        }
+        if args.floor {
+            three_floor = Some(floor_of(&all, &roots, "three images"));
+        }
+    }
+
+    let mut ten = Vec::new();
+    let mut ten_gets = Vec::new();
+    if args.ten_clients {
+        eprintln!("ten clients, one image:");
+        let (proxy, gets) = counting_proxy(registry.host()).await;
+        let proxied = format!("{proxy}/{REPOSITORY}:{TAG}");
+        let names = vec![proxied; 10];
+        let ids = vec![image.id(); 10];
+        for &is_berth in sides {
+            gets.lock().expect("proxy lock").clear();
+            let dir = roots.path(&format!("{}-ten", side(is_berth)));
+            ten.push(measure_pulls(is_berth, &proxy, dir, &names, &ids).await);
+            let recorded = gets.lock().expect("proxy lock").clone();
+            let (once, line) = blob_gets(&image, &recorded);
+            eprintln!("  {}: {line}", side(is_berth));
+            ten_gets.push((once, line));
+        }
+    }
+
+    let mut zstd_runs = Vec::new();
+    let mut zstd_floor = None;
+    if let Some((zstd_image, _)) = &zstd_image {
+        eprintln!("zstd and gzip layers:");
+        let zstd_name = format!("{}/{REPOSITORY}:{ZSTD_TAG}", registry.host());
+        for &is_berth in sides {
+            let label = side(is_berth);
+            let z = measure_pulls(
+                is_berth,
+                &registry.host(),
+                roots.path(&format!("{label}-zstd")),
+                std::slice::from_ref(&zstd_name),
+                &[zstd_image.id()],
+            )
+            .await;
+            let g = measure_pulls(
+                is_berth,
+                &registry.host(),
+                roots.path(&format!("{label}-gzip")),
+                std::slice::from_ref(&name),
+                &[image.id()],
+            )
+            .await;
+            zstd_runs.push((z, g));
+        }
+        if args.floor {
+            zstd_floor = Some(floor_of(&[zstd_image], &roots, "zstd image"));
+        }
+    }
+
     let mut out = String::new();
     out.push_str(&report_header("berth-bench-pull"));
     let _ = writeln!(
@@ -885,47 +1401,136 @@ async fn bench(args: Args) {
     );
     let _ = writeln!(
         out,
-        "- registry: docker-registry on {}; cold pull = fresh daemon and root each run, roots removed only at the end; {} runs each; client-side CRI PullImage wall time\n",
+        "- registry: docker-registry on {}; cold pull = fresh daemon and root each run, roots removed only at the end; {} runs each; client-side CRI PullImage wall time",
         registry.base_url(),
         args.runs
     );
-    let _ = writeln!(out, "| measure | berth | containerd | ratio |");
-    let _ = writeln!(out, "|---|---|---|---|");
-    let row = |label: &str, b: Option<Duration>, c: Option<Duration>| {
-        let ratio = match (b, c) {
-            (Some(b), Some(c)) if !c.is_zero() => format!("{:.2}", b.as_secs_f64() / c.as_secs_f64()),
-            _ => "–".into(),
+    if args.floor {
+        let _ = writeln!(
+            out,
+            "- physical floor: measured here, no daemon and no network, one thread: for each layer blob (in memory) sha256 of it, decompress, sha256 of the tar, write the tar as one file on the roots' filesystem (no fsync, no extraction into files); the benchmark image's: {}",
+            floor.map(secs).unwrap_or_default()
+        );
+    }
+    if args.runs > 0 {
+        let _ = writeln!(out, "\n| measure | berth | containerd | ratio |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        let row = |label: &str, b: Option<Duration>, c: Option<Duration>| {
+            let ratio = match (b, c) {
+                (Some(b), Some(c)) if !c.is_zero() => format!("{:.2}", b.as_secs_f64() / c.as_secs_f64()),
+                _ => "–".into(),
+            };
+            format!(
+                "| {label} | {} | {} | {ratio} |",
+                b.map(secs).unwrap_or_else(|| "–".into()),
+                c.map(secs).unwrap_or_else(|| "skipped".into())
+            )
         };
-        format!(
-            "| {label} | {} | {} | {ratio} |",
-            b.map(secs).unwrap_or_else(|| "–".into()),
-            c.map(secs).unwrap_or_else(|| "skipped".into())
-        )
-    };
-    let pick = |v: &[Duration], f: fn(&[Duration]) -> Duration| (!v.is_empty()).then(|| f(v));
-    for run in 0..args.runs {
+        let pick = |v: &[Duration], f: fn(&[Duration]) -> Duration| (!v.is_empty()).then(|| f(v));
+        for run in 0..args.runs {
+            let _ = writeln!(
+                out,
+                "{}",
+                row(
+                    &format!("cold pull + unpack, run {}", run + 1),
+                    berth.get(run).copied(),
+                    containerd.get(run).copied()
+                )
+            );
+        }
         let _ = writeln!(
             out,
             "{}",
             row(
-                &format!("cold pull + unpack, run {}", run + 1),
-                berth.get(run).copied(),
-                containerd.get(run).copied()
+                &format!("**cold pull + unpack, median of {}**", args.runs),
+                pick(&berth, median),
+                pick(&containerd, median)
             )
         );
+        if let (Some(floor), Some(b)) = (floor, pick(&berth, median)) {
+            floor_rows(&mut out, floor, b, pick(&containerd, median));
+        }
     }
-    let _ = writeln!(
-        out,
-        "{}",
-        row(
-            &format!("**cold pull + unpack, median of {}**", args.runs),
-            pick(&berth, median),
-            pick(&containerd, median)
-        )
-    );
     if args.long_lived > 0 {
         long_lived_rows(&mut out, &berth_long, &containerd_long);
     }
-    let _ = writeln!(out, "\nTarget (DESIGN.md): berth ÷ containerd ≤ 0.3.");
+    if args.runs > 0 || args.long_lived > 0 {
+        let _ = writeln!(out, "\nTarget (DESIGN.md): berth ÷ containerd ≤ 0.3.");
+    }
+    if let Some(b) = three.first() {
+        let sizes: Vec<String> = std::iter::once(&stats)
+            .chain(variants.iter().map(|(_, s)| s))
+            .map(|s| mb(s.wire_bytes))
+            .collect();
+        scenario_table(
+            &mut out,
+            &format!(
+                "three images ({} on the wire, no shared layer), 3 concurrent PullImage, fresh daemon",
+                sizes.join(" + ")
+            ),
+            b,
+            three.get(1),
+            three_floor,
+        );
+    }
+    if let Some(b) = ten.first() {
+        scenario_table(
+            &mut out,
+            "ten clients, 10 concurrent PullImage of the image, fresh daemon (both through a counting proxy)",
+            b,
+            ten.get(1),
+            floor,
+        );
+        for (&is_berth, (once, line)) in sides.iter().zip(&ten_gets) {
+            let verdict = if *once { "each layer blob served once" } else { "NOT each layer blob once" };
+            let _ = writeln!(out, "- registry, {}: {verdict} ({line})", side(is_berth));
+        }
+    }
+    if let (Some((bz, bg)), Some((_, zstd_stats))) = (zstd_runs.first(), &zstd_image) {
+        let cz = zstd_runs.get(1).map(|(z, _)| z);
+        scenario_table(
+            &mut out,
+            &format!(
+                "zstd layers ({} on the wire, same tars), cold pull, fresh daemon",
+                mb(zstd_stats.wire_bytes)
+            ),
+            bz,
+            cz,
+            zstd_floor,
+        );
+        let rate = |m: &Measured| stats.uncompressed_bytes as f64 / m.wall.as_secs_f64();
+        let cg = zstd_runs.get(1).map(|(_, g)| g);
+        let _ = writeln!(
+            out,
+            "\n| uncompressed output per second (higher is better) | berth | containerd | ratio |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|");
+        for (label, b, c) in [("gzip layers", bg, cg), ("zstd layers", bz, cz)] {
+            let _ = writeln!(
+                out,
+                "| {label}: wall | {} | {} | {} |",
+                secs(b.wall),
+                c.map(|c| secs(c.wall)).unwrap_or_else(|| "skipped".into()),
+                c.map(|c| ratio_text(b.wall.as_secs_f64(), c.wall.as_secs_f64()))
+                    .unwrap_or_else(|| "–".into())
+            );
+            let _ = writeln!(
+                out,
+                "| {label}: uncompressed MB/s | {:.0} | {} | {} |",
+                rate(b) / 1e6,
+                c.map(|c| format!("{:.0}", rate(c) / 1e6)).unwrap_or_else(|| "skipped".into()),
+                c.map(|c| ratio_text(rate(b), rate(c))).unwrap_or_else(|| "–".into())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| zstd ÷ gzip wall | {} | {} | – |",
+            ratio_text(bz.wall.as_secs_f64(), bg.wall.as_secs_f64()),
+            match (cz, cg) {
+                (Some(z), Some(g)) => ratio_text(z.wall.as_secs_f64(), g.wall.as_secs_f64()),
+                _ => "skipped".into(),
+            }
+        );
+    }
     print!("{out}");
 }

@@ -1476,7 +1476,11 @@ async fn bench(args: Args) {
     if let Some(b) = ten.first() {
         scenario_table(
             &mut out,
-            "ten clients, 10 concurrent PullImage of the image, fresh daemon (both through a counting proxy)",
+            if ten.len() > 1 {
+                "ten clients, 10 concurrent PullImage of the image, fresh daemon (both through a counting proxy)"
+            } else {
+                "ten clients, 10 concurrent PullImage of the image, fresh daemon (through a counting proxy)"
+            },
             b,
             ten.get(1),
             floor,

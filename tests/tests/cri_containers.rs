@@ -58,6 +58,20 @@ async fn containers_run_exec_log_and_stop() {
     assert_eq!((echo.stdout.as_slice(), echo.exit_code), (b"hello\n".as_slice(), 0));
     let fail = exec_sync(&mut client, &talker, &["sh", "-c", "echo oops >&2; exit 7"], 10).await.unwrap();
     assert_eq!((fail.stderr.as_slice(), fail.exit_code), (b"oops\n".as_slice(), 7));
+    // A command that writes much right before it exits: all of it arrives, every time (the
+    // shim may still be copying the last bytes when the exit is known).
+    // The image's /bin/busybox is this machine's busybox-static.
+    let busybox = std::fs::metadata(berth_tests::image::BUSYBOX_STATIC).unwrap().len();
+    for _ in 0..5 {
+        let big =
+            exec_sync(&mut client, &talker, &["sh", "-c", "cat /bin/busybox; echo END"], 10).await.unwrap();
+        assert!(
+            big.stdout.ends_with(b"END\n"),
+            "the end of the output is missing ({} bytes)",
+            big.stdout.len()
+        );
+        assert_eq!(big.stdout.len() as u64, busybox + 4);
+    }
     let started = std::time::Instant::now();
     let timed_out = exec_sync(&mut client, &talker, &["sleep", "30"], 1).await.unwrap_err();
     assert_eq!(timed_out.code(), tonic::Code::DeadlineExceeded, "{timed_out:?}");

@@ -138,6 +138,19 @@ impl Drop for ExecGuard {
     }
 }
 
+impl CriRuntime {
+    /// Waits until the shim has copied all of an exited exec's output into its FIFOs: the
+    /// shim's Delete of an exec waits (bounded) for its output copies, which end only once the
+    /// process's pipes are drained. Before this, the last bytes a command wrote may still be on
+    /// their way when its exit is known. Failing to delete is fine here: the exec's guard
+    /// tries again.
+    pub async fn await_exec_output(&self, id: &str, exec_id: &str) {
+        if let Err(e) = self.tasks.delete_exec(id, exec_id).await {
+            tracing::debug!(container = %id, exec = %exec_id, error = %e.message(), "deleting an exited exec");
+        }
+    }
+}
+
 async fn clean_up(runtime: Arc<CriRuntime>, container: String, exec_id: String, dir: PathBuf, kill: bool) {
     if kill {
         let _ = runtime.tasks.kill(&container, &exec_id, SIGKILL, false).await;

@@ -90,6 +90,9 @@ impl CriRuntime {
             let _ = self.tasks.kill(&id, &exec_id, SIGKILL, false).await;
             let _ = tokio::time::timeout(KILL_GRACE, self.tasks.wait(&id, &exec_id)).await;
         }
+        if outcome.is_ok() || timed_out {
+            self.await_exec_output(&id, &exec_id).await;
+        }
         let _ = exited_tx.send(true);
         let stdout = stdout.await.unwrap_or_default();
         let stderr = stderr.await.unwrap_or_default();

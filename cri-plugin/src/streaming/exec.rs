@@ -151,6 +151,9 @@ impl CriRuntime {
                 exit.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("the exec did not die")))
             }
         };
+        if exit.is_ok() {
+            self.await_exec_output(&id, &exec_id).await;
+        }
         let _ = exited_tx.send(true);
         for output in outputs {
             let _ = tokio::time::timeout(DRAIN_LIMIT * 2, output).await;

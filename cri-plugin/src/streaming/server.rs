@@ -173,7 +173,8 @@ fn upgrade_spdy(
     let chosen = if offered.is_empty() {
         supported.last().copied()
     } else {
-        offered.iter().find_map(|o| supported.iter().copied().find(|s| s == o))
+        let offers: Vec<&str> = offered.iter().map(String::as_str).collect();
+        spdy::negotiate(&offers, &supported)
     };
     let Some(chosen) = chosen else {
         let mut response = plain(

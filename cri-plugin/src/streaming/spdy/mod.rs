@@ -45,10 +45,11 @@ pub const STREAM_TYPE_HEADER: &str = "streamType";
 pub const PORT_HEADER: &str = "port";
 pub const REQUEST_ID_HEADER: &str = "requestID";
 
-/// The sub-protocol to answer: the first of the server's `supported` (in its order of
-/// preference) that the client offered. `None` when they share none.
+/// The sub-protocol to answer, by kubelet's rule (`httpstream.Handshake`): the first the
+/// client offered, in its order of preference, that the server supports. `None` when they
+/// share none.
 pub fn negotiate<'a>(client_offers: &[&str], supported: &[&'a str]) -> Option<&'a str> {
-    supported.iter().copied().find(|s| client_offers.iter().any(|offer| offer.trim() == *s))
+    client_offers.iter().find_map(|offer| supported.iter().copied().find(|s| offer.trim() == *s))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +77,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn negotiation_prefers_the_servers_order() {
+    fn negotiation_follows_the_clients_order() {
         let supported = ["v4.channel.k8s.io", "v3.channel.k8s.io", "channel.k8s.io"];
+        assert_eq!(negotiate(&["channel.k8s.io", "v4.channel.k8s.io"], &supported), Some("channel.k8s.io"));
         assert_eq!(
-            negotiate(&["channel.k8s.io", "v4.channel.k8s.io"], &supported),
+            negotiate(&["v5.channel.k8s.io", " v4.channel.k8s.io"], &supported),
             Some("v4.channel.k8s.io")
         );
         assert_eq!(negotiate(&["v3.channel.k8s.io"], &supported), Some("v3.channel.k8s.io"));

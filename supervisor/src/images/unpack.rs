@@ -119,7 +119,7 @@ pub fn apply_layer_with(
 ) -> Result<(Digest, u64)> {
     let compressed = source.open(blob)?;
     let mut reader = HashingReader::new(decompressed(compressed, media_type)?);
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
     let inflater = std::thread::Builder::new()
         .name("berth-inflate".into())
         .spawn(move || -> std::io::Result<(Digest, u64)> {
@@ -133,7 +133,7 @@ pub fn apply_layer_with(
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             let kind = e.kind();
-                            let _ = sender.send(Err(e));
+                            let _ = sender.blocking_send(Err(e));
                             return Err(std::io::Error::new(kind, "inflating the layer failed"));
                         }
                     }
@@ -144,65 +144,33 @@ pub fn apply_layer_with(
                 }
                 chunk.truncate(filled);
                 // The applier stopped (it failed): stop inflating.
-                if sender.send(Ok(chunk)).is_err() {
+                if sender.blocking_send(Ok(chunk.into())).is_err() {
                     return Err(std::io::Error::other("the layer apply stopped"));
                 }
             }
         })
         .map_err(|e| Error::io("start the inflate thread", e))?;
-    let applied = apply(&mut ChannelReader::new(receiver));
+    let applied = apply(&mut ChunkReader::new(receiver));
     let inflated = inflater.join().map_err(|_| Error::Internal("the inflate thread panicked".into()))?;
     applied.map_err(snapshot_error)?;
     inflated.map_err(|e| Error::io(format!("read layer {blob}"), e))
 }
 
-/// Reads the chunks another thread sends, in order, as one stream.
-struct ChannelReader {
-    receiver: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    position: usize,
-}
-
-impl ChannelReader {
-    fn new(receiver: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>) -> Self {
-        Self { receiver, current: Vec::new(), position: 0 }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.position == self.current.len() {
-            match self.receiver.recv() {
-                Ok(chunk) => {
-                    self.current = chunk?;
-                    self.position = 0;
-                }
-                // The sender finished: end of stream.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.position);
-        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
-        self.position += n;
-        Ok(n)
-    }
-}
-
-/// Reads a download as it arrives: the chunks the download task sends, in order, as one
-/// stream (blocking: it runs on the unpack's own thread). A sender gone without an error is
-/// the end of the stream.
-pub struct DownloadReader {
+/// Reads the chunks another thread or task sends, in order, as one stream: a download as it
+/// arrives, or a layer as the inflate thread inflates it. Blocking: it runs on a thread of its
+/// own, never on the async executor. A sender gone without an error is the end of the stream.
+pub struct ChunkReader {
     receiver: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
 }
 
-impl DownloadReader {
+impl ChunkReader {
     pub fn new(receiver: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
         Self { receiver, current: bytes::Bytes::new() }
     }
 }
 
-impl Read for DownloadReader {
+impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match self.receiver.blocking_recv() {
@@ -376,36 +344,21 @@ mod tests {
     }
 
     #[test]
-    fn channel_reader_joins_chunks_and_passes_errors() {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
-        sender.send(Ok(b"hello ".to_vec())).unwrap();
-        sender.send(Ok(b"world".to_vec())).unwrap();
-        drop(sender);
-        let mut text = String::new();
-        ChannelReader::new(receiver).read_to_string(&mut text).unwrap();
-        assert_eq!(text, "hello world");
-
-        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
-        sender.send(Err(std::io::Error::other("broken"))).unwrap();
-        assert!(ChannelReader::new(receiver).read_to_end(&mut Vec::new()).is_err());
-    }
-
-    #[test]
-    fn download_reader_joins_chunks_and_passes_errors() {
+    fn chunk_reader_joins_chunks_and_passes_errors() {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         sender.try_send(Ok(bytes::Bytes::from_static(b"ab"))).unwrap();
         sender.try_send(Ok(bytes::Bytes::new())).unwrap();
         sender.try_send(Ok(bytes::Bytes::from_static(b"cde"))).unwrap();
         drop(sender);
         let mut all = String::new();
-        DownloadReader::new(receiver).read_to_string(&mut all).unwrap();
+        ChunkReader::new(receiver).read_to_string(&mut all).unwrap();
         assert_eq!(all, "abcde");
 
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         sender.try_send(Ok(bytes::Bytes::from_static(b"ab"))).unwrap();
         sender.try_send(Err(std::io::Error::other("cut"))).unwrap();
         let mut all = Vec::new();
-        let err = DownloadReader::new(receiver).read_to_end(&mut all).unwrap_err();
+        let err = ChunkReader::new(receiver).read_to_end(&mut all).unwrap_err();
         assert_eq!(err.to_string(), "cut");
     }
 

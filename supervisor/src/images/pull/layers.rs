@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::images::oci::{Descriptor, ImageManifest};
 use crate::images::registry::{BlobBody, EndpointClient};
 use crate::images::unpack::{
-    Detached, DownloadReader, LayerSource, LayerUnpack, stack_layer, unpack_detached, unpack_layer,
+    ChunkReader, Detached, LayerSource, LayerUnpack, stack_layer, unpack_detached, unpack_layer,
 };
 use crate::metadata::LeaseResource;
 
@@ -77,7 +77,9 @@ impl PullerInner {
                     // Partial downloads are kept for a retry to resume, but on a full disk they
                     // hold the space the lease release and everything else needs.
                     for layer in manifest.layers() {
-                        let _ = self.content.abort(&format!("layer-{}", layer.digest()));
+                        if let Ok(digest) = layer.digest().as_ref().parse::<Digest>() {
+                            let _ = self.content.abort(&ingest_ref(&digest));
+                        }
                     }
                 }
                 return Err(e);
@@ -132,7 +134,7 @@ impl PullerInner {
         }
         let Ok(unpack_slot) = unpack.slots.clone().try_acquire_owned() else { return Ok(Streamed::NotTried) };
         let size = layer.size();
-        let mut writer = match self.content.writer(&format!("layer-{digest}"), size, Some(digest.clone())) {
+        let mut writer = match self.content.writer(&ingest_ref(digest), size, Some(digest.clone())) {
             Ok(writer) if writer.offset() == 0 => writer,
             // A partial download to resume, another download of the blob, or the blob itself.
             Ok(_) | Err(Error::Unavailable(_)) | Err(Error::AlreadyExists(_)) => {
@@ -153,37 +155,17 @@ impl PullerInner {
         let (snapshotter, job) = (self.snapshotter.clone(), unpack.job());
         let unpacking = tokio::task::spawn_blocking(move || {
             let _slot = unpack_slot;
-            let source = LayerSource::Stream(Box::new(DownloadReader::new(receiver)));
+            let source = LayerSource::Stream(Box::new(ChunkReader::new(receiver)));
             unpack_detached(snapshotter.as_ref(), source, &job.layer())
         });
-        let mut unpack_listening = true;
-        let downloaded = loop {
-            let chunk = match response.chunk().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(client.transport_error(&e, &what)),
-            };
-            // Page-cache writes are short; the fsync happens once, at commit, off this task.
-            if let Err(e) = writer.write(&chunk) {
-                break Err(e);
-            }
-            self.metrics.bytes.inc_by(chunk.len() as u64);
-            // An unpack that stopped has failed; the download goes on, its error comes below.
-            if unpack_listening && chunks.send(Ok(chunk)).await.is_err() {
-                unpack_listening = false;
-            }
-        };
+        let downloaded = self.receive(client, &what, &mut response, &mut writer, Some(&chunks)).await;
         if let Err(error) = &downloaded {
             let _ = chunks.send(Err(std::io::Error::other(format!("the download stopped: {error}")))).await;
         }
+        // The unpack sees the end of the stream while the blob commits.
         drop(chunks);
         let committed = match downloaded {
-            Ok(()) => {
-                tokio::task::block_in_place(|| writer.commit(size, None)).map(drop).or_else(|e| match e {
-                    Error::AlreadyExists(_) => Ok(()),
-                    other => Err(other),
-                })
-            }
+            Ok(()) => commit_blob(&mut writer, size),
             Err(e) => Err(e),
         };
         drop(writer);
@@ -213,7 +195,7 @@ impl PullerInner {
     /// blob already running elsewhere (its ingest is locked) is waited for instead.
     async fn download(&self, client: &EndpointClient, layer: &Descriptor, digest: &Digest) -> Result<()> {
         let size = layer.size();
-        let reference = format!("layer-{digest}");
+        let reference = ingest_ref(digest);
         let mut retries = 0;
         loop {
             if self.content.has_blob(digest) {
@@ -256,15 +238,33 @@ impl PullerInner {
                 response
             }
         };
-        while let Some(chunk) = response.chunk().await.map_err(|e| client.transport_error(&e, &what))? {
+        self.receive(client, &what, &mut response, &mut writer, None).await?;
+        commit_blob(&mut writer, size)
+    }
+
+    /// Writes a blob's response into its ingest, counting the bytes, and hands each chunk to
+    /// `tee` (a streamed unpack) for as long as it listens: an unpack that stopped has failed,
+    /// and the download goes on without it.
+    async fn receive(
+        &self,
+        client: &EndpointClient,
+        what: &str,
+        response: &mut reqwest::Response,
+        writer: &mut crate::content::Writer,
+        tee: Option<&tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+    ) -> Result<()> {
+        let mut tee = tee;
+        while let Some(chunk) = response.chunk().await.map_err(|e| client.transport_error(&e, what))? {
             // Page-cache writes are short; the fsync happens once, at commit, off this task.
             writer.write(&chunk)?;
             self.metrics.bytes.inc_by(chunk.len() as u64);
+            if let Some(sender) = tee
+                && sender.send(Ok(chunk)).await.is_err()
+            {
+                tee = None;
+            }
         }
-        tokio::task::block_in_place(|| writer.commit(size, None)).map(|_| ()).or_else(|e| match e {
-            Error::AlreadyExists(_) => Ok(()),
-            other => Err(other),
-        })
+        Ok(())
     }
 
     /// Unpacks layer `i` on top of layers `0..i`.
@@ -394,6 +394,21 @@ struct DetachedUnpack {
     /// Namespaced key of the active snapshot it unpacks into.
     key: String,
     slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// The ingest a layer downloads into: one per blob, so a download cut short resumes there and
+/// two pulls of one blob share it.
+fn ingest_ref(digest: &Digest) -> String {
+    format!("layer-{digest}")
+}
+
+/// Commits a downloaded blob (its size and digest checked; the fsync off the async workers). A
+/// blob another pull committed meanwhile is as good.
+fn commit_blob(writer: &mut crate::content::Writer, size: u64) -> Result<()> {
+    match tokio::task::block_in_place(|| writer.commit(size, None)) {
+        Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a layer's unpack needs on its thread.

@@ -46,12 +46,9 @@ impl Dropped {
         let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         crate::warn!("dropping event {topic}: {why} ({total} dropped so far)");
         let Some(file) = &self.file else { return };
-        // Written whole through a rename: berthd never reads half a number.
-        let partial = file.with_extension("partial");
-        if let Err(e) =
-            std::fs::write(&partial, total.to_string()).and_then(|()| std::fs::rename(&partial, file))
-        {
-            crate::warn!("recording dropped events in {}: {e}", file.display());
+        // Replaced whole: berthd never reads half a number.
+        if let Err(e) = util::replace_file(file, total.to_string().as_bytes()) {
+            crate::warn!("recording dropped events: {e}");
         }
     }
 }
@@ -220,7 +217,7 @@ mod tests {
         dropped.add("/tasks/exit", "test");
         dropped.add("/tasks/start", "test");
         assert_eq!(std::fs::read_to_string(dir.join(DROPPED_FILE)).unwrap(), "2");
-        assert!(!dir.join("events-dropped.partial").exists());
+        assert!(!dir.join(".events-dropped.tmp").exists(), "no temporary file is left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -101,6 +101,7 @@ impl CriRuntime {
             exec_id: exec_id.clone(),
             dir: dir.clone(),
             finished: false,
+            deleted: false,
         };
         Ok(PreparedExec { container, exec_id, dir, process, guard })
     }
@@ -113,50 +114,66 @@ pub struct ExecGuard {
     exec_id: String,
     dir: PathBuf,
     finished: bool,
+    /// The shim has forgotten the exec already ([`ExecGuard::await_output`]).
+    deleted: bool,
 }
 
 impl ExecGuard {
+    /// After the exec exited: waits until the shim has copied all of its output into the
+    /// FIFOs. The shim's Delete of an exec waits (bounded) for its output copies, which end
+    /// only once the process's pipes are drained; before, the last bytes a command wrote may
+    /// still be on their way when its exit is known. A failed delete is tried again at the end.
+    pub async fn await_output(&mut self) {
+        match self.runtime.tasks.delete_exec(&self.container, &self.exec_id).await {
+            Ok(()) => self.deleted = true,
+            Err(e) => {
+                tracing::debug!(container = %self.container, exec = %self.exec_id, error = %e.message(), "deleting an exited exec");
+            }
+        }
+    }
+
     /// Forgets the exec (killing it first when `kill`) and removes its FIFOs.
     pub async fn finish(mut self, kill: bool) {
         self.finished = true;
-        clean_up(self.runtime.clone(), self.container.clone(), self.exec_id.clone(), self.dir.clone(), kill)
-            .await;
+        clean_up(self.cleanup(kill)).await;
+    }
+
+    fn cleanup(&self, kill: bool) -> CleanUp {
+        CleanUp {
+            runtime: self.runtime.clone(),
+            container: self.container.clone(),
+            exec_id: self.exec_id.clone(),
+            dir: self.dir.clone(),
+            kill: kill && !self.deleted,
+            delete: !self.deleted,
+        }
     }
 }
 
 impl Drop for ExecGuard {
     fn drop(&mut self) {
         if !self.finished {
-            tokio::spawn(clean_up(
-                self.runtime.clone(),
-                self.container.clone(),
-                self.exec_id.clone(),
-                self.dir.clone(),
-                true,
-            ));
+            tokio::spawn(clean_up(self.cleanup(true)));
         }
     }
 }
 
-impl CriRuntime {
-    /// Waits until the shim has copied all of an exited exec's output into its FIFOs: the
-    /// shim's Delete of an exec waits (bounded) for its output copies, which end only once the
-    /// process's pipes are drained. Before this, the last bytes a command wrote may still be on
-    /// their way when its exit is known. Failing to delete is fine here: the exec's guard
-    /// tries again.
-    pub async fn await_exec_output(&self, id: &str, exec_id: &str) {
-        if let Err(e) = self.tasks.delete_exec(id, exec_id).await {
-            tracing::debug!(container = %id, exec = %exec_id, error = %e.message(), "deleting an exited exec");
-        }
-    }
+/// What is left to do for an exec that is over, or whose caller went away.
+struct CleanUp {
+    runtime: Arc<CriRuntime>,
+    container: String,
+    exec_id: String,
+    dir: PathBuf,
+    kill: bool,
+    delete: bool,
 }
 
-async fn clean_up(runtime: Arc<CriRuntime>, container: String, exec_id: String, dir: PathBuf, kill: bool) {
+async fn clean_up(CleanUp { runtime, container, exec_id, dir, kill, delete }: CleanUp) {
     if kill {
         let _ = runtime.tasks.kill(&container, &exec_id, SIGKILL, false).await;
         let _ = tokio::time::timeout(KILL_GRACE, runtime.tasks.wait(&container, &exec_id)).await;
     }
-    if let Err(e) = runtime.tasks.delete_exec(&container, &exec_id).await {
+    if delete && let Err(e) = runtime.tasks.delete_exec(&container, &exec_id).await {
         tracing::debug!(%container, exec = %exec_id, error = %e.message(), "deleting an exec");
     }
     let _ = tokio::fs::remove_dir_all(&dir).await;

@@ -54,7 +54,7 @@ impl CriRuntime {
         self: &Arc<Self>,
         request: cri::ExecSyncRequest,
     ) -> Result<cri::ExecSyncResponse, Status> {
-        let PreparedExec { container, exec_id, dir, process, guard } =
+        let PreparedExec { container, exec_id, dir, process, mut guard } =
             self.prepare_exec(&request.container_id, &request.cmd, false).await?;
         let id = container.id.clone();
         tracing::Span::current().record("pod", container.sandbox_id.as_str());
@@ -91,7 +91,7 @@ impl CriRuntime {
             let _ = tokio::time::timeout(KILL_GRACE, self.tasks.wait(&id, &exec_id)).await;
         }
         if outcome.is_ok() || timed_out {
-            self.await_exec_output(&id, &exec_id).await;
+            guard.await_output().await;
         }
         let _ = exited_tx.send(true);
         let stdout = stdout.await.unwrap_or_default();

@@ -47,7 +47,7 @@ impl CriRuntime {
         let streams = StdioStreams { stdin, stdout, stderr, resize };
         let (ended, guard) = self.run_exec(&request, &session, started, streams).await;
         tracing::debug!(container = %request.container_id, outcome = ?ended, "exec session ended");
-        // The client learns the outcome first; forgetting the exec is berth's own business.
+        // The client learns the outcome first; removing the exec's FIFOs is berth's own business.
         outcome.report(ended).await;
         if let Some(guard) = guard {
             guard.finish(false).await;
@@ -62,7 +62,7 @@ impl CriRuntime {
         streams: StdioStreams,
     ) -> (CommandOutcome, Option<ExecGuard>) {
         let StdioStreams { stdin, mut stdout, mut stderr, resize } = streams;
-        let PreparedExec { container, exec_id, dir, process, guard } =
+        let PreparedExec { container, exec_id, dir, process, mut guard } =
             match self.prepare_exec(&request.container_id, &request.cmd, request.tty).await {
                 Ok(prepared) => prepared,
                 Err(status) => return (CommandOutcome::Failed(status.message().to_string()), None),
@@ -152,7 +152,7 @@ impl CriRuntime {
             }
         };
         if exit.is_ok() {
-            self.await_exec_output(&id, &exec_id).await;
+            guard.await_output().await;
         }
         let _ = exited_tx.send(true);
         for output in outputs {

@@ -3,13 +3,13 @@
 //! (extensions, runtime options) is lost.
 
 use berth_proto::containerd::services::containers::v1::Container;
+use berth_sys::clock::now_nanos;
 use prost::Message;
 use redb::{ReadableTable, TableDefinition};
 
 use super::namespaces::ensure_namespace_in;
 use super::{MetadataStore, validate_identifier, validate_labels};
 use crate::error::{Error, Result};
-use berth_sys::clock::now_nanos;
 
 /// (namespace, id) → protobuf-encoded [`Container`].
 const CONTAINERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("containers");

@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 
+use berth_sys::clock::now_nanos;
 use serde::{Deserialize, Serialize};
 
 use super::labels::apply_label_update;
 use super::namespaces::ensure_namespace_in;
-use berth_sys::clock::now_nanos;
-
 use super::records::{RecordTable, get_in, put_in};
 use super::{MetadataStore, validate_labels};
 use crate::error::{Error, Result};

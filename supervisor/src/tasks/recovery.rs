@@ -10,11 +10,11 @@ use std::time::Duration;
 use containerd_shim_protos::shim::shim as api;
 use containerd_shim_protos::ttrpc;
 
+use berth_sys::clock::{now_nanos, unix_nanos};
+
 use super::bundle::Bundle;
 use super::shim::{self, context, shim_error};
 use super::shim_client::ShimClient;
-use berth_sys::clock::{now_nanos, unix_nanos};
-
 use super::{Task, TaskManager};
 use crate::error::{Error, Result};
 use crate::events::EventExchange;

@@ -10,15 +10,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_sys::clock::now_nanos;
-
 use berth_snapshotter::Snapshotter;
+use berth_sys::clock::now_nanos;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::gc::GarbageCollector;
-use crate::images::hosts::{self};
+use crate::images::hosts;
 use crate::images::metrics::PullMetrics;
 use crate::images::oci::{self, Descriptor};
 use crate::images::reference::ImageReference;

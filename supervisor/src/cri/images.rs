@@ -39,9 +39,7 @@ struct Resolved {
 
 fn read_json<T: serde::de::DeserializeOwned>(engine: &Engine, digest: &str) -> Result<T> {
     let digest: Digest = digest.parse()?;
-    let bytes = engine.content.read_blob(&digest)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::FailedPrecondition(format!("{digest} is not valid JSON: {e}")))
+    oci::parse(&engine.content.read_blob(&digest)?, &digest.to_string())
 }
 
 fn resolve(engine: &Engine, image: &ImageRecord) -> Result<Resolved> {

@@ -69,6 +69,9 @@ pub struct ImagesConfig {
     pub registry_config_path: PathBuf,
     /// Layers downloaded at once per pull.
     pub max_concurrent_downloads: usize,
+    /// Bytes per ranged GET: a blob with at least two of these left downloads in ranges, several
+    /// at once (its own two, and one per free download slot). 0 turns ranged GETs off.
+    pub range_chunk_size: u64,
 }
 
 impl Default for ImagesConfig {
@@ -77,6 +80,7 @@ impl Default for ImagesConfig {
             snapshotter: "overlayfs".to_string(),
             registry_config_path: PathBuf::from("/etc/berth/certs.d"),
             max_concurrent_downloads: 4,
+            range_chunk_size: 8 * 1024 * 1024,
         }
     }
 }
@@ -214,9 +218,19 @@ impl Config {
                 origin.display()
             )));
         }
+        if self.images.range_chunk_size != 0 && self.images.range_chunk_size < MIN_RANGE_CHUNK {
+            return Err(Error::Config(format!(
+                "{}: images.range_chunk_size = {}: 0 (off) or at least {MIN_RANGE_CHUNK} bytes",
+                origin.display(),
+                self.images.range_chunk_size
+            )));
+        }
         Ok(())
     }
 }
+
+/// The smallest ranged GET worth a request of its own.
+const MIN_RANGE_CHUNK: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -270,6 +284,14 @@ mod tests {
             parse("[metrics]\naddress = \"nowhere\"\n").unwrap_err().to_string().contains("metrics.address")
         );
         assert_eq!(parse("[grpc]\nsocket_mode = \"0600\"\n").unwrap().socket_mode().unwrap(), 0o600);
+    }
+
+    #[test]
+    fn range_chunks_are_off_or_big_enough() {
+        let err = parse("[images]\nrange_chunk_size = 1000\n").unwrap_err().to_string();
+        assert!(err.contains("images.range_chunk_size = 1000"), "{err}");
+        assert_eq!(parse("[images]\nrange_chunk_size = 0\n").unwrap().images.range_chunk_size, 0);
+        assert_eq!(parse("").unwrap().images.range_chunk_size, 8 * 1024 * 1024);
     }
 
     #[test]

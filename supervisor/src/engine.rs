@@ -70,6 +70,7 @@ impl Engine {
             PullConfig {
                 registry_config_path: config.images.registry_config_path.clone(),
                 max_concurrent_downloads: config.images.max_concurrent_downloads,
+                range_chunk_size: config.images.range_chunk_size,
                 snapshotter: config.images.snapshotter.clone(),
             },
             meta.clone(),

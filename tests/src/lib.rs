@@ -10,6 +10,7 @@ pub mod berthd;
 pub mod cri;
 pub mod http_client;
 pub mod image;
+pub mod proxy;
 pub mod registry;
 pub mod skip;
 

@@ -1,4 +1,5 @@
-//! Pull metrics: pulls started, finished and failed, bytes fetched, pull and unpack durations.
+//! Pull metrics: pulls started, finished and failed, bytes fetched, ranged GETs, pull and
+//! unpack durations.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
 
@@ -10,6 +11,7 @@ pub struct PullMetrics {
     pub finished: IntCounter,
     pub failed: IntCounter,
     pub bytes: IntCounter,
+    pub range_requests: IntCounter,
     pub duration: Histogram,
     pub unpack_duration: Histogram,
 }
@@ -34,6 +36,10 @@ impl PullMetrics {
             finished: counter("berth_image_pulls_finished_total", "Image pulls that succeeded")?,
             failed: counter("berth_image_pulls_failed_total", "Image pulls that failed")?,
             bytes: counter("berth_image_pull_bytes_total", "Bytes downloaded from registries")?,
+            range_requests: counter(
+                "berth_image_pull_range_requests_total",
+                "Ranged GETs of large blobs, fetched several at once",
+            )?,
             duration: histogram("berth_image_pull_duration_seconds", "Whole pulls, resolve to image record")?,
             unpack_duration: histogram(
                 "berth_image_unpack_duration_seconds",

@@ -10,7 +10,7 @@ use berth_sys::clock::now_nanos;
 use crate::content::Digest;
 use crate::error::{Error, Result};
 use crate::images::oci::{Descriptor, ImageManifest};
-use crate::images::registry::{BlobBody, EndpointClient};
+use crate::images::registry::{BlobStream, EndpointClient, RangePlan};
 use crate::images::unpack::{
     ChunkReader, Detached, LayerSource, LayerUnpack, stack_layer, unpack_detached, unpack_layer,
 };
@@ -36,6 +36,11 @@ impl PullerInner {
         let downloads = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1)));
         let unpacks = Arc::new(tokio::sync::Semaphore::new(UNPACKS_AT_ONCE));
         let client = Arc::new(client);
+        let ranges = (self.config.range_chunk_size > 0).then(|| RangePlan {
+            chunk: self.config.range_chunk_size,
+            slots: downloads.clone(),
+            requests: self.metrics.range_requests.clone(),
+        });
         let mut pending = Vec::new();
         for (i, (layer, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
             let digest: Digest = layer.digest().as_ref().parse()?;
@@ -48,8 +53,13 @@ impl PullerInner {
                 key: format!("{namespace}/{}", layout.extract_keys[i]),
                 slots: unpacks.clone(),
             });
-            let job =
-                self.clone().fetch_layer(client.clone(), layer.clone(), digest, detached, downloads.clone());
+            let job = self.clone().fetch_layer(
+                client.clone(),
+                layer.clone(),
+                digest,
+                detached,
+                (downloads.clone(), ranges.clone()),
+            );
             let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
             pending.push((tokio::spawn(job), labels));
         }
@@ -98,22 +108,23 @@ impl PullerInner {
         layer: Descriptor,
         digest: Digest,
         unpack: Option<DetachedUnpack>,
-        downloads: Arc<tokio::sync::Semaphore>,
+        (downloads, ranges): (Arc<tokio::sync::Semaphore>, Option<RangePlan>),
     ) -> Result<Option<Detached>> {
+        let ranges = ranges.as_ref();
         let download_slot =
             downloads.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
         let Some(unpack) = unpack else {
-            self.download(&client, &layer, &digest).await?;
+            self.download(&client, &layer, &digest, ranges).await?;
             return Ok(None);
         };
-        match self.download_and_unpack(&client, &layer, &digest, &unpack).await? {
+        match self.download_and_unpack(&client, &layer, &digest, &unpack, ranges).await? {
             Streamed::Unpacked(detached) => return Ok(detached),
             Streamed::NotTried => {}
             Streamed::Interrupted(error) => {
                 tracing::info!(layer = %digest, error = %error, "a streamed unpack was cut short; resuming the download, then unpacking the blob");
             }
         }
-        self.download(&client, &layer, &digest).await?;
+        self.download(&client, &layer, &digest, ranges).await?;
         drop(download_slot);
         unpack.run().await
     }
@@ -124,10 +135,11 @@ impl PullerInner {
     /// unpack saw the config's diffID; either failing removes the other's work.
     async fn download_and_unpack(
         &self,
-        client: &EndpointClient,
+        client: &Arc<EndpointClient>,
         layer: &Descriptor,
         digest: &Digest,
         unpack: &DetachedUnpack,
+        ranges: Option<&RangePlan>,
     ) -> Result<Streamed> {
         if self.content.has_blob(digest) || self.snapshotter.stat(&unpack.name).is_ok() {
             return Ok(Streamed::NotTried);
@@ -143,9 +155,8 @@ impl PullerInner {
             Err(e) => return Err(e),
         };
         let what = format!("layer {digest}");
-        let mut response = match client.blob(&digest.to_string(), 0, &what).await {
-            Ok(BlobBody::Full(response)) => response,
-            Ok(BlobBody::Partial(_)) => return Ok(Streamed::NotTried),
+        let mut body = match client.blob_body(&digest.to_string(), (0, size), &what, ranges).await {
+            Ok((_, body)) => body,
             Err(e @ Error::Unavailable(_)) => return Ok(Streamed::Interrupted(e)),
             Err(e) => return Err(e),
         };
@@ -158,7 +169,7 @@ impl PullerInner {
             let source = LayerSource::Stream(Box::new(ChunkReader::new(receiver)));
             unpack_detached(snapshotter.as_ref(), source, &job.layer())
         });
-        let downloaded = self.receive(client, &what, &mut response, &mut writer, Some(&chunks)).await;
+        let downloaded = self.receive(&mut body, &mut writer, Some(&chunks)).await;
         if let Err(error) = &downloaded {
             let _ = chunks.send(Err(std::io::Error::other(format!("the download stopped: {error}")))).await;
         }
@@ -193,7 +204,13 @@ impl PullerInner {
 
     /// Downloads one blob into the content store, unless it is there. A download of the same
     /// blob already running elsewhere (its ingest is locked) is waited for instead.
-    async fn download(&self, client: &EndpointClient, layer: &Descriptor, digest: &Digest) -> Result<()> {
+    async fn download(
+        &self,
+        client: &Arc<EndpointClient>,
+        layer: &Descriptor,
+        digest: &Digest,
+        ranges: Option<&RangePlan>,
+    ) -> Result<()> {
         let size = layer.size();
         let reference = ingest_ref(digest);
         let mut retries = 0;
@@ -202,7 +219,7 @@ impl PullerInner {
                 return Ok(());
             }
             match self.content.writer(&reference, size, Some(digest.clone())) {
-                Ok(writer) => match self.fetch_into(client, layer, writer).await {
+                Ok(writer) => match self.fetch_into(client, layer, writer, ranges).await {
                     // A download cut short resumes from the bytes in its ingest. (A token that
                     // expired is fetched anew by the client, on the 401.)
                     Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
@@ -221,40 +238,36 @@ impl PullerInner {
 
     async fn fetch_into(
         &self,
-        client: &EndpointClient,
+        client: &Arc<EndpointClient>,
         layer: &Descriptor,
         mut writer: crate::content::Writer,
+        ranges: Option<&RangePlan>,
     ) -> Result<()> {
         let size = layer.size();
         let what = format!("layer {}", layer.digest());
         let offset = writer.offset();
         let resume_from = if offset > 0 && offset < size { offset } else { 0 };
-        let mut response = match client.blob(layer.digest().as_ref(), resume_from, &what).await? {
-            BlobBody::Partial(response) => response,
-            BlobBody::Full(response) => {
-                if offset > 0 {
-                    writer.write_at(0, &[])?;
-                }
-                response
-            }
-        };
-        self.receive(client, &what, &mut response, &mut writer, None).await?;
+        let (start, mut body) =
+            client.blob_body(layer.digest().as_ref(), (resume_from, size), &what, ranges).await?;
+        if start == 0 && offset > 0 {
+            // The registry sends the whole blob: the ingest starts over.
+            writer.write_at(0, &[])?;
+        }
+        self.receive(&mut body, &mut writer, None).await?;
         commit_blob(&mut writer, size)
     }
 
-    /// Writes a blob's response into its ingest, counting the bytes, and hands each chunk to
+    /// Writes a blob's body into its ingest, counting the bytes, and hands each chunk to
     /// `tee` (a streamed unpack) for as long as it listens: an unpack that stopped has failed,
     /// and the download goes on without it.
     async fn receive(
         &self,
-        client: &EndpointClient,
-        what: &str,
-        response: &mut reqwest::Response,
+        body: &mut BlobStream,
         writer: &mut crate::content::Writer,
         tee: Option<&tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
     ) -> Result<()> {
         let mut tee = tee;
-        while let Some(chunk) = response.chunk().await.map_err(|e| client.transport_error(&e, what))? {
+        while let Some(chunk) = body.chunk().await? {
             // Page-cache writes are short; the fsync happens once, at commit, off this task.
             writer.write(&chunk)?;
             self.metrics.bytes.inc_by(chunk.len() as u64);

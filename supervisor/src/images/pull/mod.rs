@@ -59,6 +59,8 @@ pub fn release_dead_pulls(meta: &MetadataStore) -> Result<usize> {
 pub struct PullConfig {
     pub registry_config_path: std::path::PathBuf,
     pub max_concurrent_downloads: usize,
+    /// Bytes per ranged GET of a large blob; 0 downloads each blob in one GET.
+    pub range_chunk_size: u64,
     pub snapshotter: String,
 }
 

@@ -7,14 +7,17 @@
 //! so hosts.toml's `header`, `override_path`, mirrors behind a path prefix and `client` could
 //! not be honoured through it; reqwest (the HTTP client oci-client itself is built on) can.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE,
+};
 use reqwest::{Response, StatusCode};
 
 use super::super::hosts::Endpoint;
 use super::super::reference::ImageReference;
+use super::body::{BlobStream, RangePlan};
 use super::{RegistryAuth, auth, errors};
 use crate::content::Digest;
 use crate::error::{Error, Result};
@@ -49,12 +52,6 @@ pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub digest: String,
     pub content_type: Option<String>,
-}
-
-/// A blob's body: the whole blob, or the rest of it from the offset asked for.
-pub enum BlobBody {
-    Full(Response),
-    Partial(Response),
 }
 
 impl EndpointClient {
@@ -146,20 +143,75 @@ impl EndpointClient {
         Ok(response.bytes().await.map_err(|e| self.transport_error(&e, what))?.to_vec())
     }
 
-    /// Starts a blob's download at `offset` (0: from the start). A registry that ignores the
-    /// range sends the whole blob.
-    pub async fn blob(&self, digest: &str, offset: u64, what: &str) -> Result<BlobBody> {
+    /// Opens a blob of `size` bytes for download from `offset` (0: from the start). Returns
+    /// where the body starts: `offset`, or 0 when the registry ignored the range. With a
+    /// `ranges` plan and at least two chunks left, the body comes in ranged GETs, several at
+    /// once (see [`BlobStream`]); the first asks for one chunk and tells whether the registry
+    /// honours ranges.
+    pub async fn blob_body(
+        self: &Arc<Self>,
+        digest: &str,
+        (offset, size): (u64, u64),
+        what: &str,
+        ranges: Option<&RangePlan>,
+    ) -> Result<(u64, BlobStream)> {
         let url = self.blob_url(digest);
+        let whole = |response| BlobStream::whole(response, self.clone(), what);
+        if let Some(plan) = ranges.filter(|p| p.chunk > 0 && size.saturating_sub(offset) >= 2 * p.chunk) {
+            let first_end = offset + plan.chunk;
+            let range = format!("bytes={offset}-{}", first_end - 1);
+            let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
+            if response.status() != StatusCode::PARTIAL_CONTENT {
+                return Ok((0, whole(response)));
+            }
+            self.check_content_range(&response, offset, first_end, what)?;
+            let body =
+                BlobStream::ranged(self.clone(), digest, what, response, (offset, first_end, size), plan);
+            return Ok((offset, body));
+        }
         if offset == 0 {
-            return Ok(BlobBody::Full(self.get(&url, &[], what).await?));
+            return Ok((0, whole(self.get(&url, &[], what).await?)));
         }
         let range = format!("bytes={offset}-");
         let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
-        Ok(if response.status() == StatusCode::PARTIAL_CONTENT {
-            BlobBody::Partial(response)
-        } else {
-            BlobBody::Full(response)
-        })
+        let start = if response.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+        Ok((start, whole(response)))
+    }
+
+    /// GETs bytes `[start, end)` of a blob; anything but a 206 for that range is an error.
+    pub(super) async fn blob_range(
+        &self,
+        digest: &str,
+        start: u64,
+        end: u64,
+        what: &str,
+    ) -> Result<Response> {
+        let range = format!("bytes={start}-{}", end - 1);
+        let response = self.get(&self.blob_url(digest), &[(RANGE, range.as_str())], what).await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(Error::Unavailable(format!(
+                "registry {} answered {} to a ranged GET of {what}, having honoured ranges before",
+                self.endpoint.host,
+                response.status()
+            )));
+        }
+        self.check_content_range(&response, start, end, what)?;
+        Ok(response)
+    }
+
+    /// A 206 says which bytes it holds (`Content-Range: bytes <first>-<last>/<size>`): they must
+    /// be the ones asked for.
+    fn check_content_range(&self, response: &Response, start: u64, end: u64, what: &str) -> Result<()> {
+        let Some(range) = header(response, CONTENT_RANGE.as_str()) else { return Ok(()) };
+        let expected = format!("bytes {start}-{}/", end - 1);
+        if range.starts_with(&expected) {
+            return Ok(());
+        }
+        Err(Error::FailedPrecondition(format!(
+            "registry {} sent {range:?} of {what} when asked for bytes {start}-{}",
+            self.endpoint.host,
+            end - 1
+        )))
     }
 
     /// The error for a body that broke off.
@@ -340,10 +392,10 @@ mod tests {
         // The token expires (the registry issues another elsewhere): the next request gets a 401
         // and the client fetches a fresh token.
         fake.lock().unwrap().issued += 1;
-        let BlobBody::Partial(rest) = client.blob("sha256:00", 3, "blob").await.unwrap() else {
-            panic!("a range was asked for")
-        };
-        assert_eq!(rest.bytes().await.unwrap().as_ref(), b"defg");
+        let client = Arc::new(client);
+        let (start, mut rest) = client.blob_body("sha256:00", (3, 7), "blob", None).await.unwrap();
+        assert_eq!(start, 3, "a range was asked for");
+        assert_eq!(rest.chunk().await.unwrap().unwrap().as_ref(), b"defg");
         assert_eq!(fake.lock().unwrap().issued, 3);
         assert_eq!(client.blob_bytes("sha256:00", "blob").await.unwrap(), b"abcdefg");
 

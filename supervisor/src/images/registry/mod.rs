@@ -3,12 +3,14 @@
 //! person can act on.
 
 mod auth;
+mod body;
 mod client;
 mod errors;
 
 use base64::Engine as _;
 
-pub use client::{BlobBody, EndpointClient, FetchedManifest};
+pub use body::{BlobStream, RangePlan};
+pub use client::{EndpointClient, FetchedManifest};
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,48 @@
+//! TCP proxies that misbehave on purpose, between berthd and a registry.
+
+/// A TCP proxy to `upstream` that cuts the first connection to pass `cut_after` bytes back to
+/// the client (a download interrupted mid-layer), then lets everything through. Returns its
+/// `host:port` and how many connections it cut.
+pub async fn cutting_proxy(
+    upstream: String,
+    cut_after: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = cuts.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let cuts = counted.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut passed = 0;
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if passed + n > cut_after && cuts.load(Ordering::SeqCst) == 0 {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        let _ = client_write.write_all(&buffer[..cut_after - passed]).await;
+                        break;
+                    }
+                    passed += n;
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                requests.abort();
+            });
+        }
+    });
+    (host, cuts)
+}

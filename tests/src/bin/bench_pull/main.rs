@@ -30,6 +30,10 @@
 //!   blob: the report says whether each side fetched every layer once.
 //! - `--zstd`: the same layer tars compressed with zstd (level 3), and again with gzip, each
 //!   pulled cold on a fresh daemon per side; with uncompressed bytes per second for both.
+//! - `--paced MBPS`: a cold pull on a fresh daemon per side through a proxy that holds each
+//!   connection to MBPS megabytes per second (a registry far away, or a CDN pacing each
+//!   connection): what ranged GETs of large blobs buy. berth runs twice, with its default
+//!   `images.range_chunk_size` and with ranged GETs off.
 //! - `--floor`: the physical floor, measured here without a daemon: one thread, for each layer
 //!   blob already in memory, sha256 of the blob, decompress, sha256 of the tar, and write the
 //!   tar as a single file on the roots' filesystem (no fsync, no network, no extraction into
@@ -84,6 +88,8 @@ struct Args {
     zstd: bool,
     /// Scenario 6: the physical floor, measured here without a daemon, as rows of each table.
     floor: bool,
+    /// A cold pull through a proxy holding each connection to this many MB/s.
+    paced: Option<f64>,
 }
 
 fn usage() -> ! {
@@ -119,6 +125,7 @@ fn parse_args() -> Args {
         ten_clients: false,
         zstd: false,
         floor: false,
+        paced: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -144,6 +151,14 @@ fn parse_args() -> Args {
             "--ten-clients" => args.ten_clients = true,
             "--zstd" => args.zstd = true,
             "--floor" => args.floor = true,
+            "--paced" => {
+                args.paced = Some(
+                    it.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n: &f64| *n >= 1.0 && *n <= 10_000.0)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -230,7 +245,8 @@ async fn bench(args: Args) {
         + u64::from(args.long_lived > 0)
         + if args.three_images { 2 } else { 0 }
         + u64::from(args.ten_clients)
-        + if args.zstd { 2 } else { 0 };
+        + if args.zstd { 2 } else { 0 }
+        + if args.paced.is_some() { 2 } else { 0 };
     let floors = if args.floor { 1 + u64::from(args.three_images) * 2 + u64::from(args.zstd) } else { 0 };
     let need = per_pull * daemons * pulls + stats.uncompressed_bytes * floors;
     let free = roots.free_bytes();
@@ -319,7 +335,7 @@ async fn bench(args: Args) {
         let ids: Vec<&str> = all.iter().map(|i| i.id()).collect();
         for &is_berth in sides {
             let dir = roots.path(&format!("{}-three", side(is_berth)));
-            three.push(measure_pulls(is_berth, &registry.host(), dir, &names, &ids).await);
+            three.push(measure_pulls((is_berth, ""), &registry.host(), dir, &names, &ids).await);
         }
         if args.floor {
             three_floor = Some(floor_of(&all, &roots, "three images"));
@@ -330,14 +346,14 @@ async fn bench(args: Args) {
     let mut ten_gets = Vec::new();
     if args.ten_clients {
         eprintln!("ten clients, one image:");
-        let (proxy, gets) = counting_proxy(registry.host()).await;
+        let (proxy, gets) = recording_proxy(registry.host(), None).await;
         let proxied = format!("{proxy}/{REPOSITORY}:{TAG}");
         let names = vec![proxied; 10];
         let ids = vec![image.id(); 10];
         for &is_berth in sides {
             gets.lock().expect("proxy lock").clear();
             let dir = roots.path(&format!("{}-ten", side(is_berth)));
-            ten.push(measure_pulls(is_berth, &proxy, dir, &names, &ids).await);
+            ten.push(measure_pulls((is_berth, ""), &proxy, dir, &names, &ids).await);
             let recorded = gets.lock().expect("proxy lock").clone();
             let (once, line) = blob_gets(&image, &recorded);
             eprintln!("  {}: {line}", side(is_berth));
@@ -353,7 +369,7 @@ async fn bench(args: Args) {
         for &is_berth in sides {
             let label = side(is_berth);
             let z = measure_pulls(
-                is_berth,
+                (is_berth, ""),
                 &registry.host(),
                 roots.path(&format!("{label}-zstd")),
                 std::slice::from_ref(&zstd_name),
@@ -361,7 +377,7 @@ async fn bench(args: Args) {
             )
             .await;
             let g = measure_pulls(
-                is_berth,
+                (is_berth, ""),
                 &registry.host(),
                 roots.path(&format!("{label}-gzip")),
                 std::slice::from_ref(&name),
@@ -372,6 +388,29 @@ async fn bench(args: Args) {
         }
         if args.floor {
             zstd_floor = Some(floor_of(&[zstd_image], &roots, "zstd image"));
+        }
+    }
+
+    // (side, berthd's [images] lines, label): berth as configured by default, berth without
+    // ranged GETs, containerd.
+    let mut paced = Vec::new();
+    if let Some(rate) = args.paced {
+        eprintln!("paced registry, {rate} MB/s per connection:");
+        let (proxy, gets) = recording_proxy(registry.host(), Some(rate * 1e6)).await;
+        let proxied = format!("{proxy}/{REPOSITORY}:{TAG}");
+        let mut runs = vec![(true, "", "berth"), (true, "range_chunk_size = 0\n", "berth, ranged GETs off")];
+        if containerd_present {
+            runs.push((false, "", "containerd"));
+        }
+        for (i, (is_berth, images, label)) in runs.into_iter().enumerate() {
+            gets.lock().expect("proxy lock").clear();
+            let dir = roots.path(&format!("{}-paced-{i}", side(is_berth)));
+            let measured =
+                measure_pulls((is_berth, images), &proxy, dir, std::slice::from_ref(&proxied), &[image.id()])
+                    .await;
+            let (_, line) = blob_gets(&image, &gets.lock().expect("proxy lock"));
+            eprintln!("  {label}: {line}");
+            paced.push((label, measured, line));
         }
     }
 
@@ -532,6 +571,25 @@ async fn bench(args: Args) {
                 _ => "skipped".into(),
             }
         );
+    }
+    if let (Some(rate), Some((_, berth, _))) = (args.paced, paced.first()) {
+        let containerd = paced.iter().find(|(label, ..)| *label == "containerd").map(|(_, m, _)| m);
+        scenario_table(
+            &mut out,
+            &format!("paced registry ({rate} MB/s per connection), cold pull, fresh daemon"),
+            berth,
+            containerd,
+            None,
+        );
+        for (label, measured, line) in &paced {
+            let _ = writeln!(
+                out,
+                "- {label}: {} wall, {:.2} CPU s, RSS {}; {line}",
+                secs(measured.wall),
+                measured.cpu,
+                mb(measured.rss)
+            );
+        }
     }
     print!("{out}");
 }

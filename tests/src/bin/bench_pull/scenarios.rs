@@ -54,7 +54,7 @@ pub(crate) async fn long_lived(
     count: usize,
 ) -> Vec<Measured> {
     let label = side(is_berth);
-    let daemon = Daemon::start(is_berth, host, dir).await;
+    let daemon = Daemon::start(is_berth, host, dir, "").await;
     let (pid, channel, blobs) = (daemon.pid(), daemon.channel().await, daemon.blobs());
     let (_, rss_idle) = cpu_and_rss(pid);
     eprintln!("long-lived {label}: idle RSS {}", mb(rss_idle));
@@ -136,12 +136,12 @@ pub(crate) enum Daemon {
 
 impl Daemon {
     /// Starts berthd (`is_berth`) or containerd on the root `dir`, pulling from the plain-HTTP
-    /// registry at `host`.
-    pub(crate) async fn start(is_berth: bool, host: &str, dir: PathBuf) -> Self {
+    /// registry at `host`. `berth_images` goes into berthd's `[images]` table.
+    pub(crate) async fn start(is_berth: bool, host: &str, dir: PathBuf, berth_images: &str) -> Self {
         if is_berth {
             let berthd = Berthd::start_with_config(|paths| {
                 paths.root = dir.clone();
-                paths.config_text("")
+                paths.config_text("").replace("[images]\n", &format!("[images]\n{berth_images}"))
             })
             .await;
             berthd.paths.write_hosts_toml(host, &format!("server = \"http://{host}\"\n"));
@@ -202,18 +202,18 @@ pub(crate) struct Measured {
     pub(crate) rss: u64,
 }
 
-/// Starts a fresh daemon on `dir`, then pulls every reference in `names` at once, each
-/// through its own CRI connection (as separate clients would), and checks each returns
-/// the image ID in `ids` at the same index.
+/// Starts a fresh daemon on `dir` (`berth_images` in berthd's `[images]`), then pulls every
+/// reference in `names` at once, each through its own CRI connection (as separate clients
+/// would), and checks each returns the image ID in `ids` at the same index.
 pub(crate) async fn measure_pulls(
-    is_berth: bool,
+    (is_berth, berth_images): (bool, &str),
     host: &str,
     dir: PathBuf,
     names: &[String],
     ids: &[&str],
 ) -> Measured {
     nix::unistd::sync();
-    let daemon = Daemon::start(is_berth, host, dir).await;
+    let daemon = Daemon::start(is_berth, host, dir, berth_images).await;
     let pid = daemon.pid();
     let mut channels = Vec::new();
     for _ in names {
@@ -250,16 +250,25 @@ pub(crate) async fn measure_pulls(
     measured
 }
 
-/// A plain TCP proxy in front of the registry that records the path of every `GET` whose
-/// path holds `/blobs/` (what the daemons download). One HTTP/1.1 request line per `\r\n`;
-/// GET requests have no body, so the client's side of each connection is only headers.
-pub(crate) async fn counting_proxy(
-    upstream: String,
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// A blob GET as the proxy saw it: its path, and the bytes it asked for when it had a `Range`.
+#[derive(Clone)]
+pub(crate) struct BlobGet {
+    path: String,
+    range: Option<(u64, Option<u64>)>,
+}
+
+pub(crate) type BlobGets = std::sync::Arc<std::sync::Mutex<Vec<BlobGet>>>;
+
+/// A plain TCP proxy in front of the registry that records every `GET` whose path holds
+/// `/blobs/` (what the daemons download), with its `Range`. One HTTP/1.1 header line per
+/// `\r\n`; GET requests have no body, so the client's side of each connection is only headers.
+/// With `pace` (bytes per second), each connection's answers are held to that rate, as a
+/// distant registry or a CDN pacing each connection would.
+pub(crate) async fn recording_proxy(upstream: String, pace: Option<f64>) -> (String, BlobGets) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
     let host = listener.local_addr().expect("proxy address").to_string();
-    let gets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gets: BlobGets = std::sync::Arc::default();
     let recorded = gets.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
@@ -271,6 +280,7 @@ pub(crate) async fn counting_proxy(
                 let requests = tokio::spawn(async move {
                     let mut pending: Vec<u8> = Vec::new();
                     let mut buffer = vec![0u8; 16 << 10];
+                    let mut in_blob_get = false;
                     loop {
                         let n = match client_read.read(&mut buffer).await {
                             Ok(0) | Err(_) => break,
@@ -280,10 +290,18 @@ pub(crate) async fn counting_proxy(
                         while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
                             let line = String::from_utf8_lossy(&pending[..end]).into_owned();
                             pending.drain(..end + 2);
-                            if let Some(path) = line.strip_prefix("GET ").and_then(|r| r.split(' ').next())
-                                && path.contains("/blobs/")
+                            let mut gets = gets.lock().expect("proxy lock");
+                            if let Some(path) = line.strip_prefix("GET ").and_then(|r| r.split(' ').next()) {
+                                in_blob_get = path.contains("/blobs/");
+                                if in_blob_get {
+                                    gets.push(BlobGet { path: path.to_string(), range: None });
+                                }
+                            } else if in_blob_get
+                                && let Some(range) = line.to_ascii_lowercase().strip_prefix("range: bytes=")
+                                && let Some((first, last)) = range.trim().split_once('-')
+                                && let Some(get) = gets.last_mut()
                             {
-                                gets.lock().expect("proxy lock").push(path.to_string());
+                                get.range = first.parse().ok().map(|first| (first, last.parse().ok()));
                             }
                         }
                         if server_write.write_all(&buffer[..n]).await.is_err() {
@@ -291,7 +309,8 @@ pub(crate) async fn counting_proxy(
                         }
                     }
                 });
-                let mut buffer = vec![0u8; 256 << 10];
+                let mut buffer = vec![0u8; 64 << 10];
+                let (started, mut sent) = (tokio::time::Instant::now(), 0u64);
                 loop {
                     let n = match server_read.read(&mut buffer).await {
                         Ok(0) | Err(_) => break,
@@ -299,6 +318,10 @@ pub(crate) async fn counting_proxy(
                     };
                     if client_write.write_all(&buffer[..n]).await.is_err() {
                         break;
+                    }
+                    sent += n as u64;
+                    if let Some(rate) = pace {
+                        tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate)).await;
                     }
                 }
                 requests.abort();
@@ -308,16 +331,36 @@ pub(crate) async fn counting_proxy(
     (host, gets)
 }
 
-/// How many GETs of each of `image`'s layer blobs the proxy recorded, and the line saying so.
-pub(crate) fn blob_gets(image: &OciImage, gets: &[String]) -> (bool, String) {
-    let counts: Vec<usize> = image
+/// How many times over each of `image`'s layer blobs was fetched (whole GETs, plus ranged GETs'
+/// bytes over the blob's size), and the line saying so.
+pub(crate) fn blob_gets(image: &OciImage, gets: &[BlobGet]) -> (bool, String) {
+    let times: Vec<f64> = image
         .layers
         .iter()
-        .map(|layer| gets.iter().filter(|path| path.ends_with(&format!("/blobs/{}", layer.digest))).count())
+        .map(|layer| {
+            let size = layer.bytes.len() as u64;
+            let of_layer = gets.iter().filter(|get| get.path.ends_with(&format!("/blobs/{}", layer.digest)));
+            of_layer
+                .map(|get| match get.range {
+                    None => 1.0,
+                    Some((first, last)) => {
+                        (last.map_or(size, |l| (l + 1).min(size)).saturating_sub(first)) as f64 / size as f64
+                    }
+                })
+                .sum()
+        })
         .collect();
-    let once = counts.iter().all(|&n| n == 1);
-    let list: Vec<String> = counts.iter().map(usize::to_string).collect();
-    (once, format!("GETs per layer blob: [{}]", list.join(", ")))
+    let once = times.iter().all(|&n| (n - 1.0).abs() < 1e-9);
+    let list: Vec<String> = times.iter().map(|t| format!("{t:.2}")).collect();
+    let ranged = gets.iter().filter(|get| get.range.is_some()).count();
+    (
+        once,
+        format!(
+            "times each layer blob was fetched: [{}], in {} GETs, {ranged} of them ranged",
+            list.join(", "),
+            gets.len()
+        ),
+    )
 }
 
 /// The physical floor of pulling `image`, without a daemon or the network: in one thread, for

@@ -28,7 +28,7 @@
 //!   connection, on a fresh daemon per side. Both sides pull through a small TCP proxy in front
 //!   of the registry (the registry's access log is off) that counts the GETs of each layer
 //!   blob: the report says whether each side fetched every layer once.
-//! - `--zstd`: the same layer tars compressed with zstd (level 3), and again with gzip, each
+//! - `--zstd`: the same layer tars compressed with zstd (level 3), uncompressed, and with gzip, each
 //!   pulled cold on a fresh daemon per side; with uncompressed bytes per second for both.
 //! - `--paced MBPS`: a cold pull on a fresh daemon per side through a proxy that holds each
 //!   connection to MBPS megabytes per second (a registry far away, or a CDN pacing each
@@ -70,6 +70,8 @@ const REPOSITORY: &str = "bench/pull";
 const TAG: &str = "v1";
 /// The benchmark image with zstd layers, in the same repository.
 const ZSTD_TAG: &str = "v1-zstd";
+/// The benchmark image with uncompressed layers, in the same repository.
+const TAR_TAG: &str = "v1-tar";
 
 struct Args {
     runs: usize,
@@ -84,7 +86,8 @@ struct Args {
     /// Scenario 4: ten clients pulling one image at once on a fresh daemon per side, through a
     /// proxy that counts the registry's blob GETs.
     ten_clients: bool,
-    /// Scenario 5: the image with zstd layers, and with gzip ones, cold on a fresh daemon each.
+    /// Scenario 5: the image with zstd layers, uncompressed ones and gzip ones, cold on a fresh
+    /// daemon each.
     zstd: bool,
     /// Scenario 6: the physical floor, measured here without a daemon, as rows of each table.
     floor: bool,
@@ -209,6 +212,11 @@ async fn bench(args: Args) {
         describe("zstd image", &zstd_image, &zstd_stats);
         (zstd_image, zstd_stats)
     });
+    let tar_image = args.zstd.then(|| {
+        let (tar_image, tar_stats) = assemble(&generated, LayerCompression::None);
+        describe("uncompressed image", &tar_image, &tar_stats);
+        tar_image
+    });
     drop(generated);
     let variants: Vec<(OciImage, ImageStats)> = if args.three_images {
         (1..=2)
@@ -245,7 +253,7 @@ async fn bench(args: Args) {
         + u64::from(args.long_lived > 0)
         + if args.three_images { 2 } else { 0 }
         + u64::from(args.ten_clients)
-        + if args.zstd { 2 } else { 0 }
+        + if args.zstd { 4 } else { 0 }
         + if args.paced.is_some() { 2 } else { 0 };
     let floors = if args.floor { 1 + u64::from(args.three_images) * 2 + u64::from(args.zstd) } else { 0 };
     let need = per_pull * daemons * pulls + stats.uncompressed_bytes * floors;
@@ -268,6 +276,9 @@ async fn bench(args: Args) {
     }
     if let Some((zstd_image, _)) = &zstd_image {
         registry.push_image(REPOSITORY, ZSTD_TAG, zstd_image).await;
+    }
+    if let Some(tar_image) = &tar_image {
+        registry.push_image(REPOSITORY, TAR_TAG, tar_image).await;
     }
     eprintln!("  pushed to {} in {:.1} s", registry.base_url(), push_started.elapsed().as_secs_f64());
     let name = format!("{}/{REPOSITORY}:{TAG}", registry.host());
@@ -363,28 +374,28 @@ async fn bench(args: Args) {
 
     let mut zstd_runs = Vec::new();
     let mut zstd_floor = None;
-    if let Some((zstd_image, _)) = &zstd_image {
-        eprintln!("zstd and gzip layers:");
-        let zstd_name = format!("{}/{REPOSITORY}:{ZSTD_TAG}", registry.host());
+    if let (Some((zstd_image, _)), Some(tar_image)) = (&zstd_image, &tar_image) {
+        eprintln!("zstd, uncompressed and gzip layers:");
         for &is_berth in sides {
             let label = side(is_berth);
-            let z = measure_pulls(
-                (is_berth, ""),
-                &registry.host(),
-                roots.path(&format!("{label}-zstd")),
-                std::slice::from_ref(&zstd_name),
-                &[zstd_image.id()],
-            )
-            .await;
-            let g = measure_pulls(
-                (is_berth, ""),
-                &registry.host(),
-                roots.path(&format!("{label}-gzip")),
-                std::slice::from_ref(&name),
-                &[image.id()],
-            )
-            .await;
-            zstd_runs.push((z, g));
+            let mut cold = Vec::new();
+            for (format, tag, image) in
+                [("zstd", ZSTD_TAG, zstd_image), ("gzip", TAG, &image), ("tar", TAR_TAG, tar_image)]
+            {
+                let name = format!("{}/{REPOSITORY}:{tag}", registry.host());
+                let dir = roots.path(&format!("{label}-{format}"));
+                cold.push(
+                    measure_pulls(
+                        (is_berth, ""),
+                        &registry.host(),
+                        dir,
+                        std::slice::from_ref(&name),
+                        &[image.id()],
+                    )
+                    .await,
+                );
+            }
+            zstd_runs.push((cold[0], cold[1], cold[2]));
         }
         if args.floor {
             zstd_floor = Some(floor_of(&[zstd_image], &roots, "zstd image"));
@@ -526,8 +537,8 @@ async fn bench(args: Args) {
             let _ = writeln!(out, "- registry, {}: {verdict} ({line})", side(is_berth));
         }
     }
-    if let (Some((bz, bg)), Some((_, zstd_stats))) = (zstd_runs.first(), &zstd_image) {
-        let cz = zstd_runs.get(1).map(|(z, _)| z);
+    if let (Some((bz, bg, bt)), Some((_, zstd_stats))) = (zstd_runs.first(), &zstd_image) {
+        let cz = zstd_runs.get(1).map(|(z, _, _)| z);
         scenario_table(
             &mut out,
             &format!(
@@ -539,13 +550,16 @@ async fn bench(args: Args) {
             zstd_floor,
         );
         let rate = |m: &Measured| stats.uncompressed_bytes as f64 / m.wall.as_secs_f64();
-        let cg = zstd_runs.get(1).map(|(_, g)| g);
+        let cg = zstd_runs.get(1).map(|(_, g, _)| g);
+        let ct = zstd_runs.get(1).map(|(_, _, t)| t);
         let _ = writeln!(
             out,
             "\n| uncompressed output per second (higher is better) | berth | containerd | ratio |"
         );
         let _ = writeln!(out, "|---|---|---|---|");
-        for (label, b, c) in [("gzip layers", bg, cg), ("zstd layers", bz, cz)] {
+        for (label, b, c) in
+            [("gzip layers", bg, cg), ("zstd layers", bz, cz), ("uncompressed layers", bt, ct)]
+        {
             let _ = writeln!(
                 out,
                 "| {label}: wall | {} | {} | {} |",
@@ -562,15 +576,17 @@ async fn bench(args: Args) {
                 c.map(|c| ratio_text(rate(b), rate(c))).unwrap_or_else(|| "–".into())
             );
         }
-        let _ = writeln!(
-            out,
-            "| zstd ÷ gzip wall | {} | {} | – |",
-            ratio_text(bz.wall.as_secs_f64(), bg.wall.as_secs_f64()),
-            match (cz, cg) {
-                (Some(z), Some(g)) => ratio_text(z.wall.as_secs_f64(), g.wall.as_secs_f64()),
-                _ => "skipped".into(),
-            }
-        );
+        for (label, b, c) in [("zstd", bz, cz), ("uncompressed", bt, ct)] {
+            let _ = writeln!(
+                out,
+                "| {label} ÷ gzip wall | {} | {} | – |",
+                ratio_text(b.wall.as_secs_f64(), bg.wall.as_secs_f64()),
+                match (c, cg) {
+                    (Some(c), Some(g)) => ratio_text(c.wall.as_secs_f64(), g.wall.as_secs_f64()),
+                    _ => "skipped".into(),
+                }
+            );
+        }
     }
     if let (Some(rate), Some((_, berth, _))) = (args.paced, paced.first()) {
         let containerd = paced.iter().find(|(label, ..)| *label == "containerd").map(|(_, m, _)| m);

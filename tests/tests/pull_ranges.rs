@@ -64,7 +64,8 @@ async fn a_connection_cut_inside_a_range_resumes_and_the_image_is_whole() {
     skip_unless!(root: true, tools: ["docker-registry", "busybox"]);
     let registry = Registry::start().await;
     let image = push_busybox(&registry, "library/busybox", "cut-range").await;
-    // Cut the first connection a little way into its third chunk's worth of bytes.
+    // Cut the first connection to pass this many bytes back: a little way into the layer's
+    // ranges (the manifest and config before them are a few KB).
     let (proxy, cuts) = cutting_proxy(registry.host(), (2 * CHUNK + 1000) as usize).await;
     let berthd = berthd_with_small_ranges().await;
     berthd.paths.write_hosts_toml(&proxy, &format!("server = \"http://{proxy}\"\n"));
@@ -73,4 +74,6 @@ async fn a_connection_cut_inside_a_range_resumes_and_the_image_is_whole() {
     assert_eq!(pull(&berthd, &name).await.unwrap(), image.id());
     assert_eq!(cuts.load(std::sync::atomic::Ordering::SeqCst), 1, "the proxy cut a download");
     assert!(berthd.log().contains("resuming a layer download") || berthd.log().contains("cut short"));
+    // Only whole, in-order bytes reach the ingest, and the download resumed from them.
+    assert_eq!(berthd.metric("berth_image_pull_bytes_total").await, layer_bytes(&image) as f64);
 }

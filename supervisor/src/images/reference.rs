@@ -36,9 +36,13 @@ impl ImageReference {
         let invalid =
             |why: String| Error::InvalidArgument(format!("invalid image reference {text:?}: {why}"));
 
+        // Docker refuses these as names: they read as image IDs.
+        if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(invalid("a 64-character hex string names an image ID, not a repository".to_string()));
+        }
         let (rest, digest) = match trimmed.split_once('@') {
             Some((rest, digest)) => {
-                digest.parse::<crate::content::Digest>()?;
+                digest.parse::<crate::content::Digest>().map_err(|e| invalid(e.to_string()))?;
                 (rest, Some(digest.to_string()))
             }
             None => (trimmed, None),
@@ -55,15 +59,15 @@ impl ImageReference {
         let (registry, repository) = split_registry(name);
         validate_registry(registry).map_err(invalid)?;
         validate_repository(repository).map_err(invalid)?;
-        if registry.len() + 1 + repository.len() > NAME_MAX {
-            return Err(invalid(format!("the name is longer than {NAME_MAX} characters")));
-        }
         // `docker.io/busybox` is `docker.io/library/busybox`.
         let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
             format!("library/{repository}")
         } else {
             repository.to_string()
         };
+        if registry.len() + 1 + repository.len() > NAME_MAX {
+            return Err(invalid(format!("the name is longer than {NAME_MAX} characters")));
+        }
         // Like containerd, a reference with neither tag nor digest means `:latest`.
         let tag = match (tag, &digest) {
             (Some(tag), _) => Some(tag.to_string()),
@@ -173,13 +177,6 @@ fn validate_repository(repository: &str) -> std::result::Result<(), String> {
     if !repository.split('/').all(component_ok) {
         return Err(format!("repository {repository:?} must be lowercase letters, digits and separators"));
     }
-    // Docker refuses these as names: they read as image IDs.
-    if repository.len() == 64 && repository.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
-            "repository {repository:?} is a 64-character hex string, which names an image ID"
-        ));
-    }
     Ok(())
 }
 
@@ -236,12 +233,18 @@ mod tests {
                 "{written:?}"
             );
         }
+        // Only a bare 64-hex name reads as an image ID; with a tag or a host it is a repository.
+        let hex = "b".repeat(64);
+        let r = ImageReference::parse(&format!("{hex}:v1")).unwrap();
+        assert_eq!(r.full(), format!("docker.io/library/{hex}:v1"));
+        assert!(ImageReference::parse(&format!("localhost/{hex}")).is_ok());
     }
 
     #[test]
     fn refuses_malformed() {
         let long_tag = format!("app:{}", "t".repeat(129));
         let long_name = format!("host/{}", "a".repeat(251));
+        let long_official = "a".repeat(240);
         let hex_name = "b".repeat(64);
         for bad in [
             "",
@@ -255,6 +258,7 @@ mod tests {
             "busybox:a/b",
             long_tag.as_str(),
             long_name.as_str(),
+            long_official.as_str(),
             hex_name.as_str(),
             "x@sha256:short",
             "x@",

@@ -170,6 +170,8 @@ impl PullerInner {
             unpack_detached(snapshotter.as_ref(), source, &job.layer())
         });
         let downloaded = self.receive(&mut body, &mut writer, Some(&chunks)).await;
+        // Its ranged GETs still queued stop, and hand their slots back.
+        drop(body);
         if let Err(error) = &downloaded {
             let _ = chunks.send(Err(std::io::Error::other(format!("the download stopped: {error}")))).await;
         }
@@ -213,22 +215,28 @@ impl PullerInner {
     ) -> Result<()> {
         let size = layer.size();
         let reference = ingest_ref(digest);
-        let mut retries = 0;
+        let (mut retries, mut resumed_from) = (0, 0);
         loop {
             if self.content.has_blob(digest) {
                 return Ok(());
             }
             match self.content.writer(&reference, size, Some(digest.clone())) {
-                Ok(writer) => match self.fetch_into(client, layer, writer, ranges).await {
-                    // A download cut short resumes from the bytes in its ingest. (A token that
-                    // expired is fetched anew by the client, on the 401.)
-                    Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
-                        retries += 1;
-                        tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
-                        tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
+                Ok(writer) => {
+                    // A download that got further than the last one earns its retries back.
+                    if writer.offset() > resumed_from {
+                        (retries, resumed_from) = (0, writer.offset());
                     }
-                    done => return done,
-                },
+                    match self.fetch_into(client, layer, writer, ranges).await {
+                        // A download cut short resumes from the bytes in its ingest. (A token that
+                        // expired is fetched anew by the client, on the 401.)
+                        Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
+                            retries += 1;
+                            tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
+                            tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
+                        }
+                        done => return done,
+                    }
+                }
                 Err(Error::AlreadyExists(_)) => return Ok(()),
                 Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => return Err(e),

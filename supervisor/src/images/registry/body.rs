@@ -4,13 +4,14 @@
 //! away, a CDN that paces each connection). For a large blob on a registry that honours
 //! `Range`, berth splits what is left into chunks and keeps several chunk requests in flight,
 //! as containerd 2.1 does, while the bytes still reach the hash and the unpack in order:
-//! - the first chunk in line streams as it arrives; later ones wait in memory, at most one
-//!   chunk each, so a blob holds at most (chunks in flight) × chunk of memory;
-//! - a blob keeps two chunks in flight on its own download slot (the next request is under way
-//!   while the current one streams), and one more for each download slot of the pull that is
-//!   free, taken when free and handed back when that chunk is consumed. A pull so never has more
-//!   requests going than `max_concurrent_downloads` + one per large blob, and the two cores stay
-//!   busy inflating, not juggling connections.
+//! - the first chunk in line streams as it arrives; later ones read ahead a little (a few
+//!   pieces) and then wait, their connections holding the rest, so a slow unpack does not make
+//!   berthd buffer chunks;
+//! - a blob has up to two chunk requests in flight on its own download slot (the next request is
+//!   under way while the current one streams), and one more for each download slot of the pull
+//!   that is free, taken when free and handed back when that chunk is consumed. A pull so never
+//!   has more requests going than `max_concurrent_downloads` + two per large blob, and the two
+//!   cores stay busy inflating, not juggling connections.
 //!
 //! Written by hand: the HTTP client (reqwest) has no ranged, ordered fetch of its own.
 
@@ -35,7 +36,14 @@ pub struct RangePlan {
     pub requests: prometheus::IntCounter,
 }
 
-/// Chunk requests a blob keeps in flight on its own slot: the one streaming and the next.
+/// Pieces (as the connection delivers them, 8–64 KiB) a chunk request holds before it waits
+/// for the consumer. A chunk waiting its turn so holds little memory: the rest stays in the
+/// connection (its TCP window) until the unpack gets there. When the network is the slower
+/// side, as ranges are for, the queues are empty and every request runs at full speed.
+const SEGMENT_QUEUE: usize = 16;
+
+/// Chunk requests a blob may have in flight without a download slot of their own: the one
+/// streaming and the next.
 const OWN_IN_FLIGHT: usize = 2;
 
 /// A blob's body, read chunk by chunk in order.
@@ -74,6 +82,7 @@ impl BlobStream {
             slots: plan.slots.clone(),
             requests: plan.requests.clone(),
             queue: VecDeque::new(),
+            broken: false,
         };
         ranges.requests.inc();
         ranges.queue.push_back(ranges.spawn(Some(first), start, first_end, None));
@@ -91,16 +100,31 @@ impl BlobStream {
                 }
                 Source::Ranged(ranges) => ranges,
             };
+            if ranges.broken {
+                return Err(Error::Unavailable(format!("the download of {} broke off", ranges.what)));
+            }
             let Some(head) = ranges.queue.front_mut() else { return Ok(None) };
-            match head.bytes.recv().await {
-                Some(Ok(bytes)) => return Ok(Some(bytes)),
-                Some(Err(e)) => return Err(e),
-                // That chunk is whole (its task checks the length); its slot is free again.
-                None => {
+            let failed = match head.bytes.recv().await {
+                Some(Ok(bytes)) => {
+                    head.received += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
+                Some(Err(e)) => e,
+                // Its task ended: the chunk is whole (the task checks), unless the task died.
+                None if head.received == head.expected => {
                     ranges.queue.pop_front();
                     self.top_up();
+                    continue;
                 }
-            }
+                None => Error::Unavailable(format!(
+                    "the ranged GET at offset {} of {} stopped after {} of {} bytes",
+                    head.start, ranges.what, head.received, head.expected
+                )),
+            };
+            // Nothing after the gap may follow: the stream ends here, its requests stopped.
+            ranges.broken = true;
+            ranges.queue.clear();
+            return Err(failed);
         }
     }
 
@@ -137,12 +161,17 @@ struct Ranges {
     slots: Arc<Semaphore>,
     requests: prometheus::IntCounter,
     queue: VecDeque<Segment>,
+    /// A chunk failed: the stream is over.
+    broken: bool,
 }
 
 /// One chunk request: its bytes as they arrive, the task fetching them (stopped when the body is
 /// dropped) and the extra download slot it holds, if any.
 struct Segment {
-    bytes: mpsc::UnboundedReceiver<Result<Bytes>>,
+    start: u64,
+    expected: u64,
+    received: u64,
+    bytes: mpsc::Receiver<Result<Bytes>>,
     task: tokio::task::JoinHandle<()>,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -162,7 +191,7 @@ impl Ranges {
         end: u64,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Segment {
-        let (sender, bytes) = mpsc::unbounded_channel();
+        let (sender, bytes) = mpsc::channel(SEGMENT_QUEUE);
         let (client, digest, what) = (self.client.clone(), self.digest.clone(), self.what.clone());
         let task = tokio::spawn(async move {
             let fetched = async {
@@ -181,7 +210,7 @@ impl Ranges {
                             client.endpoint.host
                         )));
                     }
-                    if sender.send(Ok(chunk)).is_err() {
+                    if sender.send(Ok(chunk)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -194,10 +223,10 @@ impl Ranges {
                 Ok(())
             };
             if let Err(e) = fetched.await {
-                let _ = sender.send(Err(e));
+                let _ = sender.send(Err(e)).await;
             }
         });
-        Segment { bytes, task, _slot: slot }
+        Segment { start, expected: end - start, received: 0, bytes, task, _slot: slot }
     }
 }
 
@@ -221,40 +250,63 @@ mod tests {
         Ignore,
         /// Honours the first range; cuts every later one short by 10 bytes.
         CutLater,
+        /// Honours the first range; answers every later one with the whole blob (a 200).
+        IgnoreLater,
     }
 
     struct Fake {
         blob: Vec<u8>,
         ranges: Ranges,
         asked: Vec<String>,
+        /// GETs asked for by the time the late second chunk was answered.
+        asked_while_late: usize,
     }
 
     type Shared = Arc<Mutex<Fake>>;
 
+    /// The blob, or the range asked for. The second chunk (from byte 1000) is answered 100 ms
+    /// late, so the chunks after it finish first.
     async fn serve_blob(State(fake): State<Shared>, headers: HeaderMap) -> AxumResponse {
-        let mut fake = fake.lock().unwrap();
-        let Some(range) = headers.get("range").and_then(|v| v.to_str().ok()).map(str::to_string) else {
-            return fake.blob.clone().into_response();
+        let range = headers.get("range").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (response, late) = {
+            let mut fake = fake.lock().unwrap();
+            match range {
+                None => (fake.blob.clone().into_response(), false),
+                Some(range) => {
+                    fake.asked.push(range.clone());
+                    let later = fake.asked.len() > 1;
+                    let (first, last) = range.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+                    let first: usize = first.parse().unwrap();
+                    let last: usize =
+                        if last.is_empty() { fake.blob.len() - 1 } else { last.parse().unwrap() };
+                    let end = if fake.ranges == Ranges::CutLater && later { last + 1 - 10 } else { last + 1 };
+                    let content_range = format!("bytes {first}-{last}/{}", fake.blob.len());
+                    let response = match fake.ranges {
+                        Ranges::Ignore => fake.blob.clone().into_response(),
+                        Ranges::IgnoreLater if later => fake.blob.clone().into_response(),
+                        _ => (
+                            StatusCode::PARTIAL_CONTENT,
+                            [("content-range", content_range)],
+                            fake.blob[first..end].to_vec(),
+                        )
+                            .into_response(),
+                    };
+                    (response, first == 1000)
+                }
+            }
         };
-        fake.asked.push(range.clone());
-        if fake.ranges == Ranges::Ignore {
-            return fake.blob.clone().into_response();
+        if late {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut fake = fake.lock().unwrap();
+            fake.asked_while_late = fake.asked.len();
         }
-        let (first, last) = range.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
-        let first: usize = first.parse().unwrap();
-        let last: usize = if last.is_empty() { fake.blob.len() - 1 } else { last.parse().unwrap() };
-        let mut end = last + 1;
-        if fake.ranges == Ranges::CutLater && fake.asked.len() > 1 {
-            end -= 10;
-        }
-        let content_range = format!("bytes {first}-{last}/{}", fake.blob.len());
-        (StatusCode::PARTIAL_CONTENT, [("content-range", content_range)], fake.blob[first..end].to_vec())
-            .into_response()
+        response
     }
 
     async fn fake_client(ranges: Ranges) -> (Arc<EndpointClient>, Shared) {
         let blob: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let fake: Shared = Arc::new(Mutex::new(Fake { blob, ranges, asked: Vec::new() }));
+        let fake: Shared =
+            Arc::new(Mutex::new(Fake { blob, ranges, asked: Vec::new(), asked_while_late: 0 }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let app = axum::Router::new()
@@ -294,6 +346,9 @@ mod tests {
         assert_eq!(asked, expected, "ten chunks, each asked for once");
         assert_eq!(plan.requests.get(), 10);
         assert_eq!(plan.slots.available_permits(), 3, "the extra slots are back");
+        // While the second chunk was late, the blob had its own two GETs and one per free slot
+        // going: chunks 1 to 4 after the first, and no more.
+        assert_eq!(fake.lock().unwrap().asked_while_late, 5);
 
         // Resuming from an offset: ranges from there. The last chunk is short.
         fake.lock().unwrap().asked.clear();
@@ -322,6 +377,35 @@ mod tests {
             client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(6_000, 3))).await.unwrap();
         assert_eq!(read_all(&mut body).await.unwrap().len(), 10_000);
         assert!(fake.lock().unwrap().asked.is_empty(), "under two chunks: one plain GET");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_body_dropped_midway_hands_its_slots_back() {
+        let (client, _) = fake_client(Ranges::Honour).await;
+        let plan = range_plan(1000, 3);
+        let (_, mut body) = client.blob_body("sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
+        body.chunk().await.unwrap().unwrap();
+        assert!(plan.slots.available_permits() < 3, "extra slots were taken");
+        drop(body);
+        assert_eq!(plan.slots.available_permits(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_registry_that_stops_honouring_ranges_is_a_retryable_error() {
+        let (client, fake) = fake_client(Ranges::IgnoreLater).await;
+        let (_, mut body) =
+            client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0))).await.unwrap();
+        let mut got = Vec::new();
+        let error = loop {
+            match body.chunk().await {
+                Ok(Some(bytes)) => got.extend_from_slice(&bytes),
+                Ok(None) => panic!("a whole blob in answer to a range went unnoticed"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(&error, Error::Unavailable(m) if m.contains("200")), "{error}");
+        assert_eq!(got, fake.lock().unwrap().blob[..1000], "the first chunk, then the error");
+        assert!(body.chunk().await.is_err(), "the stream stays broken");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -157,28 +157,63 @@ impl EndpointClient {
     ) -> Result<(u64, BlobStream)> {
         let url = self.blob_url(digest);
         let whole = |response| BlobStream::whole(response, self.clone(), what);
-        if let Some(plan) = ranges.filter(|p| p.chunk > 0 && size.saturating_sub(offset) >= 2 * p.chunk) {
+        if let Some(plan) =
+            ranges.filter(|p| p.chunk > 0 && size.saturating_sub(offset) >= p.chunk.saturating_mul(2))
+        {
             let first_end = offset + plan.chunk;
             let range = format!("bytes={offset}-{}", first_end - 1);
             let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
             if response.status() != StatusCode::PARTIAL_CONTENT {
                 return Ok((0, whole(response)));
             }
-            self.check_content_range(&response, offset, first_end, what)?;
-            let body =
-                BlobStream::ranged(self.clone(), digest, what, response, (offset, first_end, size), plan);
-            return Ok((offset, body));
+            return match content_range(&response) {
+                None => {
+                    let body = BlobStream::ranged(
+                        self.clone(),
+                        digest,
+                        what,
+                        response,
+                        (offset, first_end, size),
+                        plan,
+                    );
+                    Ok((offset, body))
+                }
+                Some((first, last)) if (first, last + 1) == (offset, first_end) => {
+                    let body = BlobStream::ranged(
+                        self.clone(),
+                        digest,
+                        what,
+                        response,
+                        (offset, first_end, size),
+                        plan,
+                    );
+                    Ok((offset, body))
+                }
+                // More than asked for, up to the end: the rest of the blob in one answer.
+                Some((first, last)) if first == offset && last + 1 == size => Ok((offset, whole(response))),
+                Some((first, last)) => {
+                    Err(Error::FailedPrecondition(self.wrong_range(first, last, offset, first_end, what)))
+                }
+            };
         }
         if offset == 0 {
             return Ok((0, whole(self.get(&url, &[], what).await?)));
         }
         let range = format!("bytes={offset}-");
         let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
-        let start = if response.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
-        Ok((start, whole(response)))
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Ok((0, whole(response)));
+        }
+        match content_range(&response) {
+            Some((first, last)) if first != offset => {
+                Err(Error::FailedPrecondition(self.wrong_range(first, last, offset, size, what)))
+            }
+            _ => Ok((offset, whole(response))),
+        }
     }
 
-    /// GETs bytes `[start, end)` of a blob; anything but a 206 for that range is an error.
+    /// GETs bytes `[start, end)` of a blob; anything but a 206 for that range is an error, one a
+    /// retry may get past.
     pub(super) async fn blob_range(
         &self,
         digest: &str,
@@ -195,23 +230,21 @@ impl EndpointClient {
                 response.status()
             )));
         }
-        self.check_content_range(&response, start, end, what)?;
-        Ok(response)
+        match content_range(&response) {
+            Some((first, last)) if (first, last + 1) != (start, end) => {
+                Err(Error::Unavailable(self.wrong_range(first, last, start, end, what)))
+            }
+            _ => Ok(response),
+        }
     }
 
-    /// A 206 says which bytes it holds (`Content-Range: bytes <first>-<last>/<size>`): they must
-    /// be the ones asked for.
-    fn check_content_range(&self, response: &Response, start: u64, end: u64, what: &str) -> Result<()> {
-        let Some(range) = header(response, CONTENT_RANGE.as_str()) else { return Ok(()) };
-        let expected = format!("bytes {start}-{}/", end - 1);
-        if range.starts_with(&expected) {
-            return Ok(());
-        }
-        Err(Error::FailedPrecondition(format!(
-            "registry {} sent {range:?} of {what} when asked for bytes {start}-{}",
+    /// What is wrong with a 206 holding other bytes than the ones asked for.
+    fn wrong_range(&self, first: u64, last: u64, start: u64, end: u64, what: &str) -> String {
+        format!(
+            "registry {} sent bytes {first}-{last} of {what} when asked for bytes {start}-{}",
             self.endpoint.host,
             end - 1
-        )))
+        )
     }
 
     /// The error for a body that broke off.
@@ -277,6 +310,13 @@ impl EndpointClient {
     fn current_authorization(&self) -> Option<HeaderValue> {
         self.authorization.lock().ok().and_then(|current| current.clone())
     }
+}
+
+/// Where a 206's bytes are (`Content-Range: bytes <first>-<last>/<size>`), when it says.
+fn content_range(response: &Response) -> Option<(u64, u64)> {
+    let value = header(response, CONTENT_RANGE.as_str())?;
+    let (first, last) = value.strip_prefix("bytes ")?.split('/').next()?.split_once('-')?;
+    Some((first.trim().parse().ok()?, last.trim().parse().ok()?))
 }
 
 fn header(response: &Response, name: &str) -> Option<String> {

@@ -402,14 +402,14 @@ async fn bench(args: Args) {
         }
     }
 
-    // (side, berthd's [images] lines, label): berth as configured by default, berth without
-    // ranged GETs, containerd.
+    // (side, berthd's [images] lines, label): berth without ranged GETs, berth as configured by
+    // default, containerd.
     let mut paced = Vec::new();
     if let Some(rate) = args.paced {
         eprintln!("paced registry, {rate} MB/s per connection:");
         let (proxy, gets) = recording_proxy(registry.host(), Some(rate * 1e6)).await;
         let proxied = format!("{proxy}/{REPOSITORY}:{TAG}");
-        let mut runs = vec![(true, "", "berth"), (true, "range_chunk_size = 0\n", "berth, ranged GETs off")];
+        let mut runs = vec![(true, "range_chunk_size = 0\n", "berth, ranged GETs off"), (true, "", "berth")];
         if containerd_present {
             runs.push((false, "", "containerd"));
         }
@@ -588,7 +588,8 @@ async fn bench(args: Args) {
             );
         }
     }
-    if let (Some(rate), Some((_, berth, _))) = (args.paced, paced.first()) {
+    let paced_berth = paced.iter().find(|(label, ..)| *label == "berth").map(|(_, m, _)| m);
+    if let (Some(rate), Some(berth)) = (args.paced, paced_berth) {
         let containerd = paced.iter().find(|(label, ..)| *label == "containerd").map(|(_, m, _)| m);
         scenario_table(
             &mut out,

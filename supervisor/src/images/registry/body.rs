@@ -36,11 +36,11 @@ pub struct RangePlan {
     pub requests: prometheus::IntCounter,
 }
 
-/// Pieces (as the connection delivers them, 8–64 KiB) a chunk request holds before it waits
-/// for the consumer. A chunk waiting its turn so holds little memory: the rest stays in the
+/// Pieces (what one read of the connection gave: 8 KiB to hyper's 400 KiB read buffer) a chunk
+/// request holds before it waits for the consumer. A chunk waiting its turn so holds little memory: the rest stays in the
 /// connection (its TCP window) until the unpack gets there. When the network is the slower
 /// side, as ranges are for, the queues are empty and every request runs at full speed.
-const SEGMENT_QUEUE: usize = 16;
+const SEGMENT_QUEUE: usize = 8;
 
 /// Chunk requests a blob may have in flight without a download slot of their own: the one
 /// streaming and the next.

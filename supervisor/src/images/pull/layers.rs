@@ -220,26 +220,28 @@ impl PullerInner {
             if self.content.has_blob(digest) {
                 return Ok(());
             }
-            match self.content.writer(&reference, size, Some(digest.clone())) {
-                Ok(writer) => {
-                    // A download that got further than the last one earns its retries back.
-                    if writer.offset() > resumed_from {
-                        (retries, resumed_from) = (0, writer.offset());
-                    }
-                    match self.fetch_into(client, layer, writer, ranges).await {
-                        // A download cut short resumes from the bytes in its ingest. (A token that
-                        // expired is fetched anew by the client, on the 401.)
-                        Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
-                            retries += 1;
-                            tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
-                            tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
-                        }
-                        done => return done,
-                    }
-                }
+            let writer = match self.content.writer(&reference, size, Some(digest.clone())) {
+                Ok(writer) => writer,
                 Err(Error::AlreadyExists(_)) => return Ok(()),
-                Err(Error::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(Error::Unavailable(_)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 Err(e) => return Err(e),
+            };
+            // A download that got further than the last one earns its retries back.
+            if writer.offset() > resumed_from {
+                (retries, resumed_from) = (0, writer.offset());
+            }
+            match self.fetch_into(client, layer, writer, ranges).await {
+                // A download cut short resumes from the bytes in its ingest. (A token that
+                // expired is fetched anew by the client, on the 401.)
+                Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
+                    retries += 1;
+                    tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
+                    tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;
+                }
+                done => return done,
             }
         }
     }

@@ -323,6 +323,18 @@ mod tests {
         RangePlan { chunk, slots: Arc::new(Semaphore::new(slots)), requests }
     }
 
+    /// Reads a body that must fail: the bytes before the error, and the error.
+    async fn read_until_error(body: &mut BlobStream, unnoticed: &str) -> (Vec<u8>, Error) {
+        let mut got = Vec::new();
+        loop {
+            match body.chunk().await {
+                Ok(Some(bytes)) => got.extend_from_slice(&bytes),
+                Ok(None) => panic!("{unnoticed} went unnoticed"),
+                Err(e) => return (got, e),
+            }
+        }
+    }
+
     async fn read_all(body: &mut BlobStream) -> Result<Vec<u8>> {
         let mut all = Vec::new();
         while let Some(bytes) = body.chunk().await? {
@@ -395,14 +407,7 @@ mod tests {
         let (client, fake) = fake_client(Ranges::IgnoreLater).await;
         let (_, mut body) =
             client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0))).await.unwrap();
-        let mut got = Vec::new();
-        let error = loop {
-            match body.chunk().await {
-                Ok(Some(bytes)) => got.extend_from_slice(&bytes),
-                Ok(None) => panic!("a whole blob in answer to a range went unnoticed"),
-                Err(e) => break e,
-            }
-        };
+        let (got, error) = read_until_error(&mut body, "a whole blob in answer to a range").await;
         assert!(matches!(&error, Error::Unavailable(m) if m.contains("200")), "{error}");
         assert_eq!(got, fake.lock().unwrap().blob[..1000], "the first chunk, then the error");
         assert!(body.chunk().await.is_err(), "the stream stays broken");
@@ -413,14 +418,7 @@ mod tests {
         let (client, fake) = fake_client(Ranges::CutLater).await;
         let (_, mut body) =
             client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0))).await.unwrap();
-        let mut got = Vec::new();
-        let error = loop {
-            match body.chunk().await {
-                Ok(Some(bytes)) => got.extend_from_slice(&bytes),
-                Ok(None) => panic!("a cut range went unnoticed"),
-                Err(e) => break e,
-            }
-        };
+        let (got, error) = read_until_error(&mut body, "a cut range").await;
         assert!(matches!(&error, Error::Unavailable(m) if m.contains("after 990 of 1000 bytes")), "{error}");
         // Only whole, in-order bytes came before the error: a resume from there is right.
         assert_eq!(got, fake.lock().unwrap().blob[..got.len()]);

@@ -166,33 +166,19 @@ impl EndpointClient {
             if response.status() != StatusCode::PARTIAL_CONTENT {
                 return Ok((0, whole(response)));
             }
+            // A 206 without `Content-Range`, or with the range asked for, starts the ranged body.
             return match content_range(&response) {
-                None => {
-                    let body = BlobStream::ranged(
-                        self.clone(),
-                        digest,
-                        what,
-                        response,
-                        (offset, first_end, size),
-                        plan,
-                    );
-                    Ok((offset, body))
+                Some((first, last)) if (first, last + 1) != (offset, first_end) => {
+                    if first == offset && last + 1 == size {
+                        // More than asked for, up to the end: the rest of the blob in one answer.
+                        Ok((offset, whole(response)))
+                    } else {
+                        Err(Error::FailedPrecondition(self.wrong_range(first, last, offset, first_end, what)))
+                    }
                 }
-                Some((first, last)) if (first, last + 1) == (offset, first_end) => {
-                    let body = BlobStream::ranged(
-                        self.clone(),
-                        digest,
-                        what,
-                        response,
-                        (offset, first_end, size),
-                        plan,
-                    );
-                    Ok((offset, body))
-                }
-                // More than asked for, up to the end: the rest of the blob in one answer.
-                Some((first, last)) if first == offset && last + 1 == size => Ok((offset, whole(response))),
-                Some((first, last)) => {
-                    Err(Error::FailedPrecondition(self.wrong_range(first, last, offset, first_end, what)))
+                _ => {
+                    let range = (offset, first_end, size);
+                    Ok((offset, BlobStream::ranged(self.clone(), digest, what, response, range, plan)))
                 }
             };
         }

@@ -1,7 +1,15 @@
 //! What the benchmark programs (`src/bin/bench_*.rs`) share: the description of the machine a
-//! table was measured on.
+//! table was measured on, and reading their numeric flags.
 
 use std::fmt::Write as _;
+
+/// A numeric flag's value, when it parses and lies in `allowed`.
+pub fn number_in<T: std::str::FromStr + PartialOrd>(
+    value: Option<String>,
+    allowed: std::ops::RangeInclusive<T>,
+) -> Option<T> {
+    value.and_then(|v| v.parse().ok()).filter(|n| allowed.contains(n))
+}
 
 /// The first line a program prints on stdout, or empty.
 pub fn command_line(program: &str, args: &[&str]) -> String {

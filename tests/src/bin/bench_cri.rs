@@ -60,7 +60,7 @@
 //! default 20), `--pods N` (pods running for the list, exec and memory measures, default 100).
 //! Progress goes to stderr, the report (Markdown) to stdout.
 
-use berth_tests::bench::{command_line, report_header};
+use berth_tests::bench::{command_line, number_in, report_header};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -149,10 +149,8 @@ fn parse_args() -> Args {
         pods: 100,
     };
     let mut it = std::env::args().skip(1);
-    let number = |v: Option<String>| v.and_then(|n| n.parse::<usize>().ok()).unwrap_or_else(|| usage());
-    let pid = |v: Option<String>| {
-        v.and_then(|n| n.parse::<i32>().ok()).filter(|p| *p > 0).unwrap_or_else(|| usage())
-    };
+    let number = |v: Option<String>| number_in(v, 0..=usize::MAX).unwrap_or_else(|| usage());
+    let pid = |v: Option<String>| number_in(v, 1..=i32::MAX).unwrap_or_else(|| usage());
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--berth" => args.berth = Some(it.next().map(PathBuf::from).unwrap_or_else(|| usage())),

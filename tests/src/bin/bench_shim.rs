@@ -31,7 +31,7 @@
 //! `$BERTH_BIN_DIR/containerd-shim-berth-v2` (default `target/release`); without
 //! `/usr/bin/containerd-shim-runc-v2` only berth and bare runc are measured.
 
-use berth_tests::bench::{command_line, report_header};
+use berth_tests::bench::{command_line, number_in, report_header};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
@@ -102,13 +102,7 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--runs" => {
-                args.runs = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| (1..=50).contains(n))
-                    .unwrap_or_else(|| usage())
-            }
+            "--runs" => args.runs = number_in(it.next(), 1..=50).unwrap_or_else(|| usage()),
             "--no-warmup" => args.warmup = false,
             _ => usage(),
         }

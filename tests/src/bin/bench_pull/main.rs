@@ -50,7 +50,7 @@ mod daemons;
 mod image;
 mod scenarios;
 
-use berth_tests::bench::{command_line, report_header};
+use berth_tests::bench::{command_line, number_in, report_header};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -133,20 +133,8 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--runs" => {
-                args.runs = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| (0..=20).contains(n))
-                    .unwrap_or_else(|| usage())
-            }
-            "--long-lived" => {
-                args.long_lived = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| (1..=100).contains(n))
-                    .unwrap_or_else(|| usage())
-            }
+            "--runs" => args.runs = number_in(it.next(), 0..=20).unwrap_or_else(|| usage()),
+            "--long-lived" => args.long_lived = number_in(it.next(), 1..=100).unwrap_or_else(|| usage()),
             "--logs" => args.logs = Some(it.next().map(PathBuf::from).unwrap_or_else(|| usage())),
             "--image-only" => args.image_only = true,
             "--berth-only" => args.berth_only = true,
@@ -154,14 +142,7 @@ fn parse_args() -> Args {
             "--ten-clients" => args.ten_clients = true,
             "--zstd" => args.zstd = true,
             "--floor" => args.floor = true,
-            "--paced" => {
-                args.paced = Some(
-                    it.next()
-                        .and_then(|n| n.parse().ok())
-                        .filter(|n: &f64| *n >= 1.0 && *n <= 10_000.0)
-                        .unwrap_or_else(|| usage()),
-                )
-            }
+            "--paced" => args.paced = Some(number_in(it.next(), 1.0..=10_000.0).unwrap_or_else(|| usage())),
             "-h" | "--help" => usage(),
             _ => usage(),
         }

@@ -1,5 +1,27 @@
 //! TCP proxies that misbehave on purpose, between berthd and a registry.
 
+use std::future::Future;
+
+use tokio::net::TcpStream;
+
+/// A TCP proxy on a loopback port: for each connection it connects to `upstream` and hands the
+/// client's and the server's streams to `relay`, on a task of its own. Returns its `host:port`.
+pub async fn proxy<F, Fut>(upstream: String, relay: F) -> String
+where
+    F: Fn(TcpStream, TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let host = listener.local_addr().expect("proxy address").to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+            tokio::spawn(relay(client, server));
+        }
+    });
+    host
+}
+
 /// A TCP proxy to `upstream` that cuts the first connection to pass `cut_after` bytes back to
 /// the client (a download interrupted mid-layer), then lets everything through. Returns its
 /// `host:port` and how many connections it cut.
@@ -9,40 +31,36 @@ pub async fn cutting_proxy(
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = listener.local_addr().unwrap().to_string();
     let cuts = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = cuts.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
-            let cuts = counted.clone();
-            tokio::spawn(async move {
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let mut passed = 0;
-                let mut buffer = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match server_read.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if passed + n > cut_after && cuts.load(Ordering::SeqCst) == 0 {
-                        cuts.fetch_add(1, Ordering::SeqCst);
-                        let _ = client_write.write_all(&buffer[..cut_after - passed]).await;
-                        break;
-                    }
-                    passed += n;
-                    if client_write.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                requests.abort();
+    let host = proxy(upstream, move |client, server| {
+        let cuts = counted.clone();
+        async move {
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let requests = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
             });
+            let mut passed = 0;
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                let n = match server_read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if passed + n > cut_after && cuts.load(Ordering::SeqCst) == 0 {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    let _ = client_write.write_all(&buffer[..cut_after - passed]).await;
+                    break;
+                }
+                passed += n;
+                if client_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+            requests.abort();
         }
-    });
+    })
+    .await;
     (host, cuts)
 }

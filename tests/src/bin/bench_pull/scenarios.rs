@@ -266,68 +266,64 @@ pub(crate) type BlobGets = std::sync::Arc<std::sync::Mutex<Vec<BlobGet>>>;
 /// distant registry or a CDN pacing each connection would.
 pub(crate) async fn recording_proxy(upstream: String, pace: Option<f64>) -> (String, BlobGets) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-    let host = listener.local_addr().expect("proxy address").to_string();
     let gets: BlobGets = std::sync::Arc::default();
     let recorded = gets.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
-            let gets = recorded.clone();
-            tokio::spawn(async move {
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = tokio::spawn(async move {
-                    let mut pending: Vec<u8> = Vec::new();
-                    let mut buffer = vec![0u8; 16 << 10];
-                    let mut in_blob_get = false;
-                    loop {
-                        let n = match client_read.read(&mut buffer).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        pending.extend_from_slice(&buffer[..n]);
-                        while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
-                            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
-                            pending.drain(..end + 2);
-                            let mut gets = gets.lock().expect("proxy lock");
-                            if let Some(path) = line.strip_prefix("GET ").and_then(|r| r.split(' ').next()) {
-                                in_blob_get = path.contains("/blobs/");
-                                if in_blob_get {
-                                    gets.push(BlobGet { path: path.to_string(), range: None });
-                                }
-                            } else if in_blob_get
-                                && let Some(range) = line.to_ascii_lowercase().strip_prefix("range: bytes=")
-                                && let Some((first, last)) = range.trim().split_once('-')
-                                && let Some(get) = gets.last_mut()
-                            {
-                                get.range = first.parse().ok().map(|first| (first, last.parse().ok()));
-                            }
-                        }
-                        if server_write.write_all(&buffer[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut buffer = vec![0u8; 64 << 10];
-                let (started, mut sent) = (tokio::time::Instant::now(), 0u64);
+    let host = berth_tests::proxy::proxy(upstream, move |client, server| {
+        let gets = recorded.clone();
+        async move {
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let requests = tokio::spawn(async move {
+                let mut pending: Vec<u8> = Vec::new();
+                let mut buffer = vec![0u8; 16 << 10];
+                // This connection's blob GET whose headers are being read (its index in `gets`).
+                let mut current: Option<usize> = None;
                 loop {
-                    let n = match server_read.read(&mut buffer).await {
+                    let n = match client_read.read(&mut buffer).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                    pending.extend_from_slice(&buffer[..n]);
+                    while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+                        let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+                        pending.drain(..end + 2);
+                        let mut gets = gets.lock().expect("proxy lock");
+                        if let Some(path) = line.strip_prefix("GET ").and_then(|r| r.split(' ').next()) {
+                            current = path.contains("/blobs/").then(|| {
+                                gets.push(BlobGet { path: path.to_string(), range: None });
+                                gets.len() - 1
+                            });
+                        } else if let Some(index) = current
+                            && let Some(range) = line.to_ascii_lowercase().strip_prefix("range: bytes=")
+                            && let Some((first, last)) = range.trim().split_once('-')
+                        {
+                            gets[index].range = first.parse().ok().map(|first| (first, last.parse().ok()));
+                        }
+                    }
+                    if server_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
-                    sent += n as u64;
-                    if let Some(rate) = pace {
-                        tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate)).await;
-                    }
                 }
-                requests.abort();
             });
+            let mut buffer = vec![0u8; 64 << 10];
+            let (started, mut sent) = (tokio::time::Instant::now(), 0u64);
+            loop {
+                let n = match server_read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if client_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+                sent += n as u64;
+                if let Some(rate) = pace {
+                    tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate)).await;
+                }
+            }
+            requests.abort();
         }
-    });
+    })
+    .await;
     (host, gets)
 }
 

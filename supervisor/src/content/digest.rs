@@ -31,6 +31,11 @@ impl Digest {
     }
 }
 
+/// Whether `text` is a sha256 in the form digests carry it: 64 lowercase hex characters.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl FromStr for Digest {
     type Err = Error;
 
@@ -43,7 +48,7 @@ impl FromStr for Digest {
                 "digest {text:?}: unsupported algorithm {algorithm:?} (berth stores sha256 content)"
             )));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !is_sha256_hex(hex) {
             return Err(Error::InvalidArgument(format!(
                 "digest {text:?}: expected 64 lowercase hex characters"
             )));

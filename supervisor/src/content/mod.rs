@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use digest::Digest;
+pub use digest::{Digest, is_sha256_hex};
 pub use ingest::{IngestStatus, Writer};
 
 use crate::error::{Error, Result};

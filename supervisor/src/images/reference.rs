@@ -37,7 +37,7 @@ impl ImageReference {
             |why: String| Error::InvalidArgument(format!("invalid image reference {text:?}: {why}"));
 
         // Docker refuses these as names: they read as image IDs.
-        if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if crate::content::is_sha256_hex(trimmed) {
             return Err(invalid("a 64-character hex string names an image ID, not a repository".to_string()));
         }
         let (rest, digest) = match trimmed.split_once('@') {

@@ -6,6 +6,7 @@
 //! ending with a sync flush, so the compressor and decompressor keep state across frames and
 //! must see the blocks in wire order.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -14,6 +15,11 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 /// megabyte is far beyond any real block and small enough that a decompression bomb costs
 /// little.
 pub const MAX_DECOMPRESSED_HEADER_BLOCK: usize = 1 << 20;
+
+/// The most values one header block may carry, counting each NUL-separated part. Kubernetes
+/// sends fewer than ten; the bound keeps a block of a million empty parts from costing a
+/// million allocations.
+pub const MAX_HEADER_VALUES: usize = 1024;
 
 /// Why a header block could not be encoded or decoded. Any of these is fatal to the
 /// connection: the zlib streams are stateful, so one bad block desynchronises every later one.
@@ -31,6 +37,8 @@ pub enum HeaderError {
     NotLowercase(String),
     #[error("header name {0:?} appears twice")]
     DuplicateName(String),
+    #[error("header block carries more than {MAX_HEADER_VALUES} values")]
+    TooManyValues,
     #[error("header {0:?} is not UTF-8")]
     NotUtf8(&'static str),
     #[error("header block compression failed: {0}")]
@@ -39,11 +47,12 @@ pub enum HeaderError {
     WrongDictionary(u32),
 }
 
-/// The headers of a SYN_STREAM, SYN_REPLY or HEADERS frame, in order. Names are lowercase
-/// (SPDY/3 requires it); a name may repeat, and repeats are sent as one NUL-joined value.
+/// The headers of a SYN_STREAM, SYN_REPLY or HEADERS frame: each name once, in first-seen
+/// order, with its values in order. Names are lowercase (SPDY/3 requires it); a name may
+/// repeat, and repeats are sent as one NUL-joined value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderBlock {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, Vec<String>)>,
 }
 
 impl HeaderBlock {
@@ -58,21 +67,31 @@ impl HeaderBlock {
     }
 
     pub fn push(&mut self, name: &str, value: &str) {
-        self.entries.push((name.to_ascii_lowercase(), value.to_owned()));
+        let name = name.to_ascii_lowercase();
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value.to_owned()),
+            None => self.entries.push((name, vec![value.to_owned()])),
+        }
     }
 
     /// The first value of `name`, compared without regard to case (Go canonicalises names,
     /// so a Go peer's `streamType` arrives as `streamtype`).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, values)| values.first())
+            .map(String::as_str)
     }
 
+    /// Every `(name, value)` pair, a repeated name's values together.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.entries.iter().flat_map(|(n, values)| values.iter().map(move |v| (n.as_str(), v.as_str())))
     }
 
+    /// How many values the block holds (a repeated name counts once per value).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.iter().map(|(_, values)| values.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,18 +100,14 @@ impl HeaderBlock {
 
     /// The uncompressed wire form: names grouped in first-seen order, values NUL-joined.
     pub fn serialize(&self) -> Vec<u8> {
-        let mut names: Vec<&str> = Vec::new();
-        for (name, _) in &self.entries {
-            if !names.contains(&name.as_str()) {
-                names.push(name);
-            }
-        }
-        let mut out =
-            Vec::with_capacity(4 + self.entries.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>());
-        put_len(&mut out, names.len());
-        for name in names {
-            let values: Vec<&str> =
-                self.entries.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+        let size: usize = self
+            .entries
+            .iter()
+            .map(|(n, values)| 8 + n.len() + values.iter().map(|v| v.len() + 1).sum::<usize>())
+            .sum();
+        let mut out = Vec::with_capacity(4 + size);
+        put_len(&mut out, self.entries.len());
+        for (name, values) in &self.entries {
             let joined = values.join("\0");
             put_len(&mut out, name.len());
             out.extend_from_slice(name.as_bytes());
@@ -103,7 +118,9 @@ impl HeaderBlock {
     }
 
     /// Parses an uncompressed block, strictly: every byte must belong to a header, names
-    /// must be non-empty, lowercase and unique (Go's framer rejects the same).
+    /// must be non-empty, lowercase and unique (Go's framer rejects the same), and the block
+    /// holds at most [`MAX_HEADER_VALUES`] values. Each name is stored once, whatever the
+    /// number of its values, so the work is linear in the block's size.
     pub fn parse(mut input: &[u8]) -> Result<Self, HeaderError> {
         let count = take_u32(&mut input)? as usize;
         // Each header takes at least 8 bytes, so a count beyond that is a lie; checking
@@ -111,8 +128,9 @@ impl HeaderBlock {
         if count > input.len() / 8 {
             return Err(HeaderError::Truncated);
         }
-        let mut block = HeaderBlock { entries: Vec::with_capacity(count) };
-        let mut seen: Vec<String> = Vec::with_capacity(count);
+        let mut block = HeaderBlock { entries: Vec::with_capacity(count.min(MAX_HEADER_VALUES)) };
+        let mut seen: HashSet<&str> = HashSet::with_capacity(count.min(MAX_HEADER_VALUES));
+        let mut values_left = MAX_HEADER_VALUES;
         for _ in 0..count {
             let name = take_bytes(&mut input)?;
             let name = std::str::from_utf8(name).map_err(|_| HeaderError::NotUtf8("name"))?;
@@ -122,15 +140,17 @@ impl HeaderBlock {
             if name.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Err(HeaderError::NotLowercase(name.to_owned()));
             }
-            if seen.iter().any(|s| s == name) {
+            if !seen.insert(name) {
                 return Err(HeaderError::DuplicateName(name.to_owned()));
             }
-            seen.push(name.to_owned());
             let value = take_bytes(&mut input)?;
             let value = std::str::from_utf8(value).map_err(|_| HeaderError::NotUtf8("value"))?;
+            let mut values = Vec::new();
             for part in value.split('\0') {
-                block.entries.push((name.to_owned(), part.to_owned()));
+                values_left = values_left.checked_sub(1).ok_or(HeaderError::TooManyValues)?;
+                values.push(part.to_owned());
             }
+            block.entries.push((name.to_owned(), values));
         }
         if !input.is_empty() {
             return Err(HeaderError::TrailingBytes(input.len()));
@@ -415,6 +435,47 @@ mod tests {
         let parsed = HeaderBlock::parse(&block.serialize()).unwrap();
         let pairs: Vec<_> = parsed.iter().collect();
         assert_eq!(pairs, vec![("a", "1"), ("a", "3"), ("b", "2")]);
+    }
+
+    /// A raw block of `(name, value)` pairs, written without [`HeaderBlock`]'s grouping.
+    fn raw_block(headers: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_len(&mut out, headers.len());
+        for (name, value) in headers {
+            put_len(&mut out, name.len());
+            out.extend_from_slice(name);
+            put_len(&mut out, value.len());
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    /// The attack that grew berthd to 24 GB: one 512 KiB name whose value is 512 Ki NULs,
+    /// under the inflated-size limit. It used to copy the name once per part.
+    #[test]
+    fn a_long_name_with_many_empty_values_is_refused_cheaply() {
+        let name = vec![b'x'; 512 * 1024 - 16];
+        let value = vec![0u8; 512 * 1024 - 16];
+        let wire = raw_block(&[(&name, &value)]);
+        assert!(wire.len() < MAX_DECOMPRESSED_HEADER_BLOCK);
+        assert_eq!(HeaderBlock::parse(&wire), Err(HeaderError::TooManyValues));
+        // The limit itself is a value count: exactly MAX_HEADER_VALUES parts are accepted.
+        let value = vec![0u8; MAX_HEADER_VALUES - 1];
+        let parsed = HeaderBlock::parse(&raw_block(&[(&name, &value)])).unwrap();
+        assert_eq!(parsed.len(), MAX_HEADER_VALUES);
+    }
+
+    /// Many distinct short names: refused at the value limit, and never compared pairwise.
+    #[test]
+    fn many_names_are_refused_at_the_value_limit() {
+        let names: Vec<Vec<u8>> = (0..100_000u32).map(|i| format!("h{i}").into_bytes()).collect();
+        let headers: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_slice(), &b""[..])).collect();
+        assert_eq!(HeaderBlock::parse(&raw_block(&headers)), Err(HeaderError::TooManyValues));
+        let headers: Vec<(&[u8], &[u8])> =
+            names[..MAX_HEADER_VALUES].iter().map(|n| (n.as_slice(), &b"v"[..])).collect();
+        assert_eq!(HeaderBlock::parse(&raw_block(&headers)).unwrap().len(), MAX_HEADER_VALUES);
+        let duplicate = raw_block(&[(b"a", b"1"), (b"b", b"2"), (b"a", b"3")]);
+        assert_eq!(HeaderBlock::parse(&duplicate), Err(HeaderError::DuplicateName("a".into())));
     }
 
     #[test]

@@ -25,6 +25,14 @@ type FileCache = HashMap<(String, String), Option<Vec<u8>>>;
 /// Longest symlink chain followed inside an image, as the kernel's limit.
 const MAX_LINKS: usize = 40;
 
+/// The largest file read from an image (its `/etc/passwd` and `/etc/group`). Real ones are a
+/// few KiB; an image is untrusted, and a bigger file costs berthd memory for nothing.
+pub const MAX_IMAGE_FILE: u64 = 4 << 20;
+
+/// Options added to every mount of an image view: berthd only reads regular files from it,
+/// so no device node, set-id bit or program in an image may do anything through it.
+const VIEW_MOUNT_OPTIONS: [&str; 3] = ["nodev", "nosuid", "noexec"];
+
 pub struct CriRootfs {
     engine: Arc<Engine>,
     files: Mutex<FileCache>,
@@ -61,7 +69,10 @@ impl CriRootfs {
         let parent = self.top_layer(image_id)?;
         let nonce = berth_sys::clock::now_nanos();
         let key = format!("{CRI_NAMESPACE}/berth-read-{nonce}-{:?}", std::thread::current().id());
-        let mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(snapshot_error)?;
+        let mut mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(snapshot_error)?;
+        for mount in &mut mounts {
+            mount.options.extend(VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()));
+        }
         let target = self
             .engine
             .config
@@ -131,14 +142,79 @@ fn read_in_root(root: &Path, path: &str) -> Result<Option<Vec<u8>>> {
             Err(e) => return Err(Error::io(format!("stat {}", full.display()), e)),
         }
     }
-    let full = root.join(&resolved);
-    match std::fs::read(&full) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => {
-            Ok(None)
-        }
-        Err(e) => Err(Error::io(format!("read {path} in the image"), e)),
+    read_regular_file(&root.join(&resolved), path)
+}
+
+/// Reads a regular file of at most [`MAX_IMAGE_FILE`] bytes. Anything else an image may put
+/// there is refused before a byte is read: a FIFO would block the read forever, a character
+/// device such as `/dev/zero` (1:5) would never end. The open itself neither follows a
+/// symlink nor waits for a FIFO's writer.
+fn read_regular_file(full: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    // The type is checked before the open (a device on the view's nodev mount cannot even be
+    // opened) and again on the open file, which is what is read.
+    match std::fs::symlink_metadata(full) {
+        Ok(meta) => refuse_special_file(&meta, path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("stat {path} in the image"), e)),
     }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(full)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("open {path} in the image"), e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io(format!("stat {path} in the image"), e))?;
+    if meta.is_dir() {
+        return Ok(None);
+    }
+    refuse_special_file(&meta, path)?;
+    if meta.len() > MAX_IMAGE_FILE {
+        return Err(image_file_too_large(path, meta.len()));
+    }
+    // The size is checked again while reading: a file may not be what its inode said.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_IMAGE_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("read {path} in the image"), e))?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE {
+        return Err(image_file_too_large(path, bytes.len() as u64));
+    }
+    Ok(Some(bytes))
+}
+
+/// A FailedPrecondition for anything but a regular file or a directory.
+fn refuse_special_file(meta: &std::fs::Metadata, path: &str) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if !kind.is_file() && !kind.is_dir() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "of an unknown kind"
+        };
+        return Err(Error::FailedPrecondition(format!(
+            "{path} in the image is {what}, not a regular file: berth reads only regular files from images"
+        )));
+    }
+    Ok(())
+}
+
+fn image_file_too_large(path: &str, size: u64) -> Error {
+    Error::FailedPrecondition(format!(
+        "{path} in the image has {size} bytes, more than the {MAX_IMAGE_FILE} berth reads from an image"
+    ))
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, Status> {
@@ -225,5 +301,37 @@ mod tests {
         assert_eq!(read_in_root(&root, "/etc/escape").unwrap(), None);
         assert_eq!(read_in_root(&root, "/etc/absolute").unwrap(), None);
         assert_eq!(read_in_root(&root, "/etc/group").unwrap(), None);
+        assert_eq!(read_in_root(&root, "/etc").unwrap(), None);
+    }
+
+    /// A hostile image's `/etc/group` as a FIFO used to block CreateContainer forever.
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("etc/group"), nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .unwrap();
+        let error = read_in_root(dir.path(), "/etc/group").unwrap_err().to_string();
+        assert!(error.contains("/etc/group in the image is a FIFO"), "{error}");
+    }
+
+    /// A hostile image's `/etc/passwd` as /dev/zero (1:5) used to grow berthd by gigabytes.
+    /// The host's own /dev/zero stands in for the image's node (mknod may be refused here).
+    #[test]
+    fn a_device_is_refused() {
+        let error = read_regular_file(Path::new("/dev/zero"), "/etc/passwd").unwrap_err().to_string();
+        assert!(error.contains("/etc/passwd in the image is a character device"), "{error}");
+    }
+
+    #[test]
+    fn a_file_past_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let passwd = dir.path().join("etc/passwd");
+        std::fs::write(&passwd, vec![b'x'; MAX_IMAGE_FILE as usize]).unwrap();
+        assert_eq!(read_in_root(dir.path(), "/etc/passwd").unwrap().unwrap().len() as u64, MAX_IMAGE_FILE);
+        std::fs::write(&passwd, vec![b'x'; MAX_IMAGE_FILE as usize + 1]).unwrap();
+        let error = read_in_root(dir.path(), "/etc/passwd").unwrap_err().to_string();
+        assert!(error.contains("more than the"), "{error}");
     }
 }

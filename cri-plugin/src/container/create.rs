@@ -43,6 +43,17 @@ pub fn confined_path(dir: &str, relative: &str, what: &str) -> Result<PathBuf, S
     Ok(Path::new(dir).join(relative_path))
 }
 
+/// What a path must have escaped to travel in a URI's path: the shim percent-decodes it, so a
+/// `%` left as it is would let `%2e%2e` become `..` after [`confined_path`] checked it.
+const URI_PATH_ESCAPES: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'%').add(b'?').add(b'#').add(b'"').add(b'<').add(b'>');
+
+/// The shim's `file://` URI of a CRI log at `path`, the path escaped so that the file the
+/// shim opens is exactly the one checked.
+pub fn cri_log_uri(path: &str) -> String {
+    format!("file://{}?format=cri", percent_encoding::utf8_percent_encode(path, URI_PATH_ESCAPES))
+}
+
 /// The signal that asks the container to stop: the CRI's, else the image's, else SIGTERM.
 fn stop_signal(config: &cri::ContainerConfig, image: &oci_spec::image::ImageConfiguration) -> String {
     let requested = config.stop_signal();
@@ -102,22 +113,35 @@ impl CriRuntime {
         let id = new_id()?;
         self.container_names.reserve(&name, &id)?;
         tracing::Span::current().record("container", id.as_str());
-        let created = self
-            .create_reserved(&id, &name, &sandbox, config, &image, &image_config, image_name, log_path)
-            .await;
-        match created {
-            Ok(()) => {
-                self.metrics.pod_phase("container_create", started.elapsed());
-                self.emit_container_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
-                tracing::info!(name = %name, "container created");
-                Ok(id)
+        // The creation runs in its own task, as RunPodSandbox's does: a caller that gives up
+        // (its deadline, a dropped connection) drops this future, and a create cut off
+        // half-way would keep the name reserved with nothing behind it until berthd restarts.
+        // The task finishes: the container is made, or undone and its name released.
+        let this = self.clone();
+        let work = async move {
+            // Held until the container is whole or undone: a RemoveContainer or StartContainer
+            // of the new id (listed once its record is saved) waits for the create to end.
+            let _lock = this.lock(&id).await;
+            let created = this
+                .create_reserved(&id, &name, &sandbox, config, &image, &image_config, image_name, log_path)
+                .await;
+            match created {
+                Ok(()) => {
+                    this.metrics.pod_phase("container_create", started.elapsed());
+                    this.emit_container_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
+                    tracing::info!(name = %name, "container created");
+                    Ok(id)
+                }
+                Err(e) => {
+                    this.container_names.release(&name);
+                    this.forget_lock(&id);
+                    Err(e)
+                }
             }
-            Err(e) => {
-                self.container_names.release(&name);
-                self.forget_lock(&id);
-                Err(e)
-            }
-        }
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(work))
+            .await
+            .map_err(|e| Status::internal(format!("CreateContainer task: {e}")))?
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -214,8 +238,7 @@ impl CriRuntime {
             self.remove_container_files(id).await;
             return Err(e);
         }
-        let log_uri =
-            if log_path.is_empty() { String::new() } else { format!("file://{log_path}?format=cri") };
+        let log_uri = if log_path.is_empty() { String::new() } else { cri_log_uri(&log_path) };
         let task = TaskCreate {
             id: id.to_string(),
             spec,
@@ -329,5 +352,18 @@ mod tests {
             assert_eq!(err, Some(tonic::Code::InvalidArgument), "{bad}");
         }
         assert!(confined_path("/var/log/../x", "c.log", "log path").is_err());
+    }
+
+    /// The shim decodes the URI's path: what it decodes must be the path that was checked.
+    #[test]
+    fn log_uris_keep_percent_signs_literal() {
+        assert_eq!(cri_log_uri("/var/log/pods/x/c/0.log"), "file:///var/log/pods/x/c/0.log?format=cri");
+        let path = confined_path("/var/log/pods/x", "%2e%2e/%2e%2e/etc/x", "log path").unwrap();
+        let uri = cri_log_uri(path.to_str().unwrap());
+        assert_eq!(uri, "file:///var/log/pods/x/%252e%252e/%252e%252e/etc/x?format=cri");
+        let (encoded, _) = uri.trim_start_matches("file://").split_once("?format=cri").unwrap();
+        let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8().unwrap();
+        assert_eq!(decoded, "/var/log/pods/x/%2e%2e/%2e%2e/etc/x");
+        assert_eq!(cri_log_uri("/logs/a?b#c"), "file:///logs/a%3Fb%23c?format=cri");
     }
 }

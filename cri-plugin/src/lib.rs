@@ -17,6 +17,7 @@ pub mod ids;
 pub mod image_service;
 pub mod images;
 pub mod metrics;
+pub mod modes;
 pub mod names;
 pub mod proto_json;
 pub mod records;

@@ -14,6 +14,7 @@ use crate::engine::{Engine, RecordKind, RecordStore, RootfsStore, TaskRuntime};
 use crate::events::ContainerEvents;
 use crate::images::ImageStore;
 use crate::metrics::CriMetrics;
+use crate::modes::{PRIVATE_DIR, TRAVERSABLE_DIR, ensure_dir};
 use crate::names::NameRegistry;
 use crate::records::Records;
 use crate::sandbox::SandboxRecord;
@@ -45,6 +46,25 @@ impl CriPaths {
 
     pub fn exec_dir(&self) -> PathBuf {
         self.state.join("exec")
+    }
+
+    /// Creates the plugin's directories with the modes that keep other local users out, and
+    /// tightens them when an older berth made them looser. The tops are 0711: traversable,
+    /// as the way to a bind source must be for a user-namespaced container's mapped root;
+    /// what holds data (FIFOs, CNI results) is 0700. Each pod's directory is 0700 of its own
+    /// (`sandbox::files`), so no user reaches a pod's shm, hosts or resolv.conf through it.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        for (dir, mode) in [
+            (self.state.clone(), TRAVERSABLE_DIR),
+            (self.state.join("sandboxes"), TRAVERSABLE_DIR),
+            (self.state.join("containers"), PRIVATE_DIR),
+            (self.exec_dir(), PRIVATE_DIR),
+            (self.root.clone(), TRAVERSABLE_DIR),
+            (self.root.join("cni"), PRIVATE_DIR),
+        ] {
+            ensure_dir(&dir, mode)?;
+        }
+        Ok(())
     }
 }
 
@@ -92,6 +112,7 @@ impl CriRuntime {
         backends: CriBackends,
         metrics: CriMetrics,
     ) -> Result<Arc<Self>, Status> {
+        paths.prepare().map_err(|e| Status::internal(format!("the CRI plugin's directories: {e}")))?;
         let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone()).await?;
         let containers = Records::load(RecordKind::Container, backends.records.clone()).await?;
         let streaming = StreamingEndpoint::new(config.streaming.clone());

@@ -69,7 +69,9 @@ pub fn write_pod_files(
     host_network: bool,
     host: &HostFiles,
 ) -> std::io::Result<PodFiles> {
-    std::fs::create_dir_all(dir)?;
+    // The pod's directory holds its shm (a mode-1777 tmpfs), hosts and resolv.conf: private,
+    // so that no local user reaches them by the pod's ID (CVE-2021-41103's class).
+    crate::modes::ensure_dir(dir, crate::modes::PRIVATE_DIR)?;
     let files = PodFiles {
         hostname: dir.join("hostname"),
         hosts: dir.join("hosts"),

@@ -38,6 +38,8 @@ pub async fn open(
 ) -> Result<Arc<CriRuntime>> {
     let config = &engine.config;
     let paths = CriPaths { state: config.state.join("cri"), root: config.root.join("cri") };
+    // Images' files are read through views mounted here: root's alone.
+    crate::modes::ensure_dir(&paths.state.join("image-views"), crate::modes::PRIVATE_DIR)?;
     let cni = CniManager::new(CniConfig {
         conf_dir: config.cri.cni_conf_dir.clone(),
         bin_dirs: config.cri.cni_bin_dirs.clone(),

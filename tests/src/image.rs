@@ -85,6 +85,16 @@ impl LayerBuilder {
         self
     }
 
+    /// A device node or FIFO (`kind` Char, Block or Fifo) with its device numbers, the way a
+    /// hostile image would ship `/etc/passwd` as `/dev/zero` (1:5).
+    pub fn node(mut self, path: &str, kind: tar::EntryType, major: u32, minor: u32) -> Self {
+        let mut header = Self::header(kind, 0o644, 0);
+        header.set_device_major(major).unwrap();
+        header.set_device_minor(minor).unwrap();
+        self.tar.append_data(&mut header, path, std::io::empty()).unwrap();
+        self
+    }
+
     /// An entry written with its name bytes as given, for layers that try what a well-formed
     /// tar never would (`../x`, `/etc/x`): `kind` is the tar type, `link` the link target.
     pub fn raw(mut self, name: &str, kind: tar::EntryType, link: Option<&str>, contents: &[u8]) -> Self {

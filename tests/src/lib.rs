@@ -41,6 +41,29 @@ where
     }
 }
 
+/// Runs `args` as `nobody` (uid and gid 65534, no supplementary groups), the unprivileged
+/// local user of the security tests; returns whether it succeeded and its output.
+pub fn as_nobody(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .expect("run setpriv");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A process's resident memory in KiB (`VmRSS`), 0 when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Pushes the usual busybox image (amd64 and arm64/v8 behind an index) as `repository:tag`,
 /// returning the amd64 image.
 pub async fn push_busybox(registry: &Registry, repository: &str, tag: &str) -> OciImage {

@@ -6,22 +6,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_tests::{Berthd, Registry, push_busybox, skip_unless};
+use berth_tests::{Berthd, Registry, as_nobody, push_busybox, skip_unless};
 
 fn ctr_at(socket: &Path, args: &[&str]) -> (bool, String) {
     let output = Command::new("ctr").arg("--address").arg(socket).args(args).output().expect("run ctr");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
-
-/// Runs `args` as `nobody` (uid and gid 65534, no supplementary groups).
-fn as_nobody(args: &[&str]) -> (bool, String) {
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .args(args)
-        .output()
-        .expect("run setpriv");
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)

@@ -19,13 +19,7 @@ pub(crate) fn cpu_and_rss(pid: u32) -> (f64, u64) {
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
     let ticks: u64 = fields.get(11..13).map_or(0, |t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    (ticks as f64 / hz, rss_kb * 1024)
+    (ticks as f64 / hz, berth_tests::rss_kib(pid) * 1024)
 }
 
 /// Removes the image through the CRI and waits until the daemon's blob directory is empty,

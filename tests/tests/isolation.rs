@@ -1,0 +1,203 @@
+//! What a hostile image, a tenant's CRI config or an unprivileged local user gets from berth's
+//! CRI side: a clear error, and nothing of berthd or of another pod (`docs/security.md`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use berth_proto::runtime::v1 as cri;
+use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_tests::cri::{
+    berthd_with_busybox, container_config, create_container, exec_sync, pod_config, pull, run_pod,
+    start_container, wait_for_state,
+};
+use berth_tests::{ImageBuilder, LayerBuilder, as_nobody, rss_kib, skip_unless, wait_until};
+use tonic::transport::Channel;
+
+/// An image whose `/etc/group` is a FIFO used to hang CreateContainer for ever, and one whose
+/// `/etc/passwd` is `/dev/zero` grew berthd by gigabytes; either way the container's name
+/// stayed reserved. Both are refused at once now, the name is free again, and berthd's memory
+/// stays where it was.
+#[tokio::test]
+async fn hostile_image_files_fail_create_container_at_once_and_free_its_name() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("hostile", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let hostile = [
+        (
+            "fifo-group",
+            LayerBuilder::default().node("etc/group", tar::EntryType::Fifo, 0, 0),
+            "/etc/group in the image is a FIFO",
+        ),
+        (
+            "zero-passwd",
+            LayerBuilder::default().node("etc/passwd", tar::EntryType::Char, 1, 5),
+            "/etc/passwd in the image is a character device",
+        ),
+    ];
+    let rss_before = rss_kib(berthd.pid());
+    for (tag, layer, expected) in hostile {
+        let built = ImageBuilder::busybox()
+            .unwrap()
+            .layer(layer.into_tar())
+            .config_field("User", serde_json::json!("nobody"))
+            .build();
+        registry.push_image("library/hostile", tag, &built).await;
+        let name = format!("{}/library/hostile:{tag}", registry.host());
+        pull(&berthd, &name).await;
+        // Twice: the second attempt must meet the same error, not a name still reserved.
+        for attempt in 0..2 {
+            let config = container_config("c", &name, &["true"]);
+            let created = tokio::time::timeout(
+                Duration::from_secs(30),
+                create_container(&mut client, &pod, &pod_config("hostile", logs.path()), config),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("CreateContainer hung on the {tag} image"));
+            let status = created.expect_err("a hostile image made a container");
+            assert_eq!(
+                status.code(),
+                tonic::Code::FailedPrecondition,
+                "{tag}, attempt {attempt}: {status:?}"
+            );
+            assert!(status.message().contains(expected), "{tag}: {}", status.message());
+        }
+    }
+    let rss_after = rss_kib(berthd.pid());
+    assert!(rss_after < rss_before + 32 * 1024, "berthd grew from {rss_before} KiB to {rss_after} KiB");
+    // The name is free: a well-formed image takes it.
+    let id = create_container(&mut client, &pod, &config, container_config("c", &image, &["true"]))
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer after the hostile ones: {e}"));
+    assert!(!id.is_empty());
+}
+
+/// A CreateContainer whose caller gives up mid-way is finished or undone all the same: the
+/// name never stays reserved with no container behind it.
+#[tokio::test]
+async fn a_create_container_cut_off_by_its_deadline_leaves_no_reserved_name() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("deadline", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let request = cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(container_config("cut", &image, &["sleep", "3600"])),
+        sandbox_config: Some(config.clone()),
+    };
+    // Short enough to end the call while the shim starts, whatever the machine.
+    for timeout_ms in [5, 20, 60, 150] {
+        let mut cut = tonic::Request::new(request.clone());
+        cut.set_timeout(Duration::from_millis(timeout_ms));
+        if client.create_container(cut).await.is_ok() {
+            remove_named(&mut client, "cut").await;
+        }
+        // Whatever the cut left, the name becomes usable: a create either finds the name
+        // free, or finds a listed container holding it, which is removed.
+        let mut client = client.clone();
+        let usable = wait_until(Duration::from_secs(15), || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move {
+                match client.create_container(request).await {
+                    Ok(_) => true,
+                    Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                        remove_named(&mut client, "cut").await;
+                        false
+                    }
+                    Err(status) => panic!("CreateContainer after a cut-off one: {status}"),
+                }
+            }
+        })
+        .await;
+        assert!(usable, "the name stayed reserved after a CreateContainer cut off at {timeout_ms} ms");
+        remove_named(&mut client, "cut").await;
+    }
+}
+
+/// Removes every container whose metadata name is `name`.
+async fn remove_named(client: &mut RuntimeServiceClient<Channel>, name: &str) {
+    let listed =
+        client.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner();
+    for container in listed.containers {
+        if container.metadata.as_ref().is_some_and(|m| m.name == name) {
+            let _ = client.remove_container(cri::RemoveContainerRequest { container_id: container.id }).await;
+        }
+    }
+}
+
+/// A pod's `/dev/shm` is a mode-1777 tmpfs on the host: it, the pod's hosts and resolv.conf
+/// are out of reach of every other local user (CVE-2021-41103's class), while the pod's own
+/// processes use them as before.
+#[tokio::test]
+async fn other_local_users_reach_nothing_of_a_pods_files() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "setpriv"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    // The test's own directory is private; open it the way / and /run are.
+    std::fs::set_permissions(&berthd.paths.base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("shm", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let id =
+        start_container(&mut client, &pod, &config, container_config("c", &image, &["sleep", "3600"])).await;
+    let sandboxes = berthd.paths.state.join("cri/sandboxes");
+    let dir = sandboxes.join(&pod);
+    assert!(dir.join("shm").is_dir() && dir.join("hosts").is_file(), "the pod's files moved");
+    for script in [
+        format!("echo x > {}/shm/x", dir.display()),
+        format!("cat {}/hosts", dir.display()),
+        format!("cat {}/resolv.conf", dir.display()),
+        format!("ls {}", dir.display()),
+        format!("ls {}", sandboxes.display()),
+    ] {
+        let (ok, out) = as_nobody(&["sh", "-c", &script]);
+        assert!(!ok, "nobody could `{script}`: {out}");
+    }
+    assert!(!dir.join("shm/x").exists());
+    // Inside, the pod's processes still share a world-writable, sticky /dev/shm.
+    let reply = exec_sync(
+        &mut client,
+        &id,
+        &["sh", "-c", "ls -ld /dev/shm && echo y > /dev/shm/y && cat /dev/shm/y && cat /etc/hosts"],
+        10,
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&reply.stdout);
+    assert_eq!(reply.exit_code, 0, "{stdout} {}", String::from_utf8_lossy(&reply.stderr));
+    assert!(stdout.starts_with("drwxrwxrwt"), "{stdout}");
+    assert!(stdout.contains("\ny\n") && stdout.contains("localhost"), "{stdout}");
+}
+
+/// The shim percent-decodes its log URI: a log path of `%2e%2e/…` used to make it append, as
+/// root, to a file outside the pod's log directory. The file it writes is now the one named.
+#[tokio::test]
+async fn a_percent_encoded_log_path_stays_in_the_log_directory() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let base = tempfile::tempdir().unwrap();
+    let logs = base.path().join("pods/p");
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = pod_config("logs", &logs);
+    let pod = run_pod(&mut client, &config).await;
+    let mut container = container_config("c", &image, &["echo", "escaped"]);
+    container.log_path = "%2e%2e/%2e%2e/escape.log".to_string();
+    let id = start_container(&mut client, &pod, &config, container).await;
+    wait_for_state(&mut client, &id, cri::ContainerState::ContainerExited, Duration::from_secs(10)).await;
+    let named = logs.join("%2e%2e/%2e%2e/escape.log");
+    assert!(
+        wait_until(Duration::from_secs(5), || async { log_says(&named, "escaped") }).await,
+        "{}",
+        named.display()
+    );
+    assert!(!base.path().join("escape.log").exists(), "the log escaped its directory");
+}
+
+fn log_says(path: &std::path::Path, text: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|log| log.contains(text))
+}

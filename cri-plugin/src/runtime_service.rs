@@ -18,6 +18,7 @@ use crate::config::{CgroupDriver, CriConfig};
 use crate::engine::{Engine, Readiness};
 use crate::events::EventStream;
 use crate::runtime::CriRuntime;
+use crate::spec::AppArmorSupport;
 
 /// Version of the kubelet runtime API that `Version` reports, as containerd does.
 const KUBELET_API_VERSION: &str = "0.1.0";
@@ -92,7 +93,17 @@ impl CriRuntimeService {
             "binDirs": self.config.cni_bin_dirs,
             "networkConfig": first_network_config(&self.config.cni_conf_dir),
         });
-        HashMap::from([("runtime".to_string(), runtime.to_string()), ("cni".to_string(), cni.to_string())])
+        let support = AppArmorSupport::of_this_host();
+        let apparmor = serde_json::json!({
+            "support": support,
+            "defaultProfile": crate::spec::apparmor::DEFAULT_PROFILE,
+            "rules": support.describe(),
+        });
+        HashMap::from([
+            ("runtime".to_string(), runtime.to_string()),
+            ("cni".to_string(), cni.to_string()),
+            ("apparmor".to_string(), apparmor.to_string()),
+        ])
     }
 }
 

@@ -201,3 +201,113 @@ async fn a_percent_encoded_log_path_stays_in_the_log_directory() {
 fn log_says(path: &std::path::Path, text: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|log| log.contains(text))
 }
+
+fn with_apparmor(
+    mut config: cri::ContainerConfig,
+    kind: cri::security_profile::ProfileType,
+    name: &str,
+) -> cri::ContainerConfig {
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile {
+                profile_type: kind as i32,
+                localhost_ref: name.to_string(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+/// On a host whose kernel has AppArmor, RuntimeDefault (and a container that asks for
+/// nothing) runs under `berth-default`, which berthd loads itself, and a Localhost profile
+/// that is not loaded is a clear error.
+#[tokio::test]
+async fn apparmor_confines_containers_where_the_kernel_has_it() {
+    use berth_cri_plugin::spec::AppArmorSupport;
+    use cri::security_profile::ProfileType;
+    skip_unless!(reason: (!AppArmorSupport::detect().is_enabled())
+        .then(|| "the kernel has no AppArmor (securityfs does not list it)".to_string()));
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "apparmor_parser"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("apparmor", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    for (name, requested) in [("default", Some(ProfileType::RuntimeDefault)), ("unset", None)] {
+        let mut container = container_config(name, &image, &["sleep", "3600"]);
+        if let Some(kind) = requested {
+            container = with_apparmor(container, kind, "");
+        }
+        let id = start_container(&mut client, &pod, &config, container).await;
+        let reply = exec_sync(&mut client, &id, &["cat", "/proc/self/attr/current"], 10).await.unwrap();
+        let label = String::from_utf8_lossy(&reply.stdout);
+        assert_eq!(label.trim(), "berth-default (enforce)", "{name}");
+    }
+    let container = with_apparmor(
+        container_config("local", &image, &["true"]),
+        ProfileType::Localhost,
+        "localhost/berth-absent",
+    );
+    let status = create_container(&mut client, &pod, &config, container).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(status.message().contains("apparmor profile not found berth-absent"), "{}", status.message());
+}
+
+/// On a host without AppArmor (this project's VM: its LSMs are lockdown, capability, landlock
+/// and bpf), berth answers as containerd 2.3.4 does: an unset profile and Unconfined run,
+/// anything else is refused with "apparmor is not supported"; Status says which case holds.
+#[tokio::test]
+async fn apparmor_profiles_are_refused_where_the_kernel_has_none() {
+    use berth_cri_plugin::spec::AppArmorSupport;
+    use cri::security_profile::ProfileType;
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    skip_unless!(reason: AppArmorSupport::detect().is_enabled().then(|| "the kernel has AppArmor".to_string()));
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("noapparmor", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    start_container(&mut client, &pod, &config, container_config("unset", &image, &["sleep", "3600"])).await;
+    let unconfined = with_apparmor(
+        container_config("unconfined", &image, &["sleep", "3600"]),
+        ProfileType::Unconfined,
+        "",
+    );
+    start_container(&mut client, &pod, &config, unconfined).await;
+    for (kind, name) in [(ProfileType::RuntimeDefault, ""), (ProfileType::Localhost, "localhost/p")] {
+        for _ in 0..2 {
+            let container = with_apparmor(container_config("refused", &image, &["true"]), kind, name);
+            let status = create_container(&mut client, &pod, &config, container).await.unwrap_err();
+            assert_eq!(status.message(), "apparmor is not supported", "{kind:?}: {status:?}");
+        }
+    }
+    let status = client.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let apparmor: serde_json::Value = serde_json::from_str(&status.info["apparmor"]).unwrap();
+    assert_eq!(apparmor["support"], "unavailable", "{apparmor}");
+}
+
+/// `berth-default` compiles with the host's AppArmor parser, with and without the host's
+/// abstractions, whether or not the kernel has AppArmor (`-Q`: parse, do not load).
+#[tokio::test]
+async fn berths_default_apparmor_profile_compiles() {
+    use berth_cri_plugin::spec::apparmor::{DEFAULT_PROFILE, default_profile, host};
+    use std::io::Write;
+    skip_unless!(root: false, tools: ["apparmor_parser"]);
+    for with_abstractions in [true, false] {
+        let text =
+            default_profile(DEFAULT_PROFILE, |include| with_abstractions && host::include_exists(include));
+        let mut parser = std::process::Command::new("apparmor_parser")
+            .args(["-QK"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let output = parser.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "apparmor_parser refused berth-default: {stderr}\n{text}");
+    }
+}

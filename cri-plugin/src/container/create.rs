@@ -17,7 +17,9 @@ use berth_sys::clock::now_nanos;
 use crate::ids::new_id;
 use crate::runtime::CriRuntime;
 use crate::sandbox::{SandboxRecord, SandboxState};
-use crate::spec::{ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec};
+use crate::spec::{
+    AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec,
+};
 
 /// Label on the engine's container record: what kind of CRI object it is.
 pub const KIND_LABEL: &str = "io.cri-containerd.kind";
@@ -164,12 +166,11 @@ impl CriRuntime {
         let pod = self.pod_context(sandbox);
         let node = NodeContext {
             cgroup_driver: self.config.cgroup_driver,
-            // berth loads no AppArmor profile of its own yet, and runc fails a container whose
-            // profile is not loaded: profiles are not applied, even where the host has AppArmor.
-            apparmor: false,
+            apparmor: AppArmorSupport::of_this_host(),
             seccomp: std::path::Path::new("/proc/self/status").exists(),
         };
-        // Off the executor: the spec reads host files (devices, seccomp profiles).
+        // Off the executor: the spec reads host files (devices, seccomp profiles) and may load
+        // berth's AppArmor profile.
         let spec = {
             let (id, config, image_config) = (id.to_string(), config.clone(), image_config.clone());
             tokio::task::spawn_blocking(move || {

@@ -42,8 +42,13 @@ pub enum SpecError {
     UnsupportedSeccompProfile(String),
     #[error("unsupported apparmor profile {0:?}: expected runtime/default, unconfined or localhost/<name>")]
     UnsupportedApparmorProfile(String),
-    #[error("an apparmor profile is requested but AppArmor is not enabled on this node")]
-    ApparmorNotEnabled,
+    /// containerd's words, which kubelet and operators know.
+    #[error("apparmor is not supported")]
+    ApparmorNotSupported,
+    #[error("apparmor profile not found {0}: load it on the node (apparmor_parser) first")]
+    ApparmorProfileNotLoaded(String),
+    #[error("apparmor: {0}")]
+    Apparmor(String),
     #[error("PID namespace mode TARGET needs the target container's process, and it is not running")]
     NoTargetPid,
     #[error("unsupported namespace option: {0}")]
@@ -57,10 +62,12 @@ pub enum SpecError {
 impl From<SpecError> for tonic::Status {
     fn from(e: SpecError) -> Self {
         match e {
-            SpecError::SeccompProfileNotFound(_) | SpecError::DeviceNotFound(_) => {
-                tonic::Status::not_found(e.to_string())
+            SpecError::SeccompProfileNotFound(_)
+            | SpecError::DeviceNotFound(_)
+            | SpecError::ApparmorProfileNotLoaded(_) => tonic::Status::not_found(e.to_string()),
+            SpecError::NoProcess | SpecError::Apparmor(_) => {
+                tonic::Status::failed_precondition(e.to_string())
             }
-            SpecError::NoProcess => tonic::Status::failed_precondition(e.to_string()),
             _ => tonic::Status::invalid_argument(e.to_string()),
         }
     }

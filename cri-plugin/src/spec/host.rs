@@ -40,6 +40,12 @@ pub trait HostDevices: Send + Sync {
     fn capabilities(&self) -> Vec<Capability> {
         ALL_CAPABILITIES.to_vec()
     }
+    /// The kernel's loaded AppArmor profiles, as its securityfs lists them.
+    fn apparmor_profiles(&self) -> io::Result<String>;
+    /// Whether the host's AppArmor installation has `include` (`abstractions/base`).
+    fn apparmor_include_exists(&self, include: &str) -> bool;
+    /// Loads (or replaces) the AppArmor profile `text`.
+    fn load_apparmor_profile(&self, text: &str) -> io::Result<()>;
 }
 
 /// The capabilities of a `CapBnd:` mask from /proc/<pid>/status.
@@ -129,6 +135,18 @@ impl HostDevices for RealHost {
             .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
         // Unreadable: let runc be the judge rather than grant nothing.
         mask.map_or_else(|| ALL_CAPABILITIES.to_vec(), capabilities_from_mask)
+    }
+
+    fn apparmor_profiles(&self) -> io::Result<String> {
+        super::apparmor::host::profiles()
+    }
+
+    fn apparmor_include_exists(&self, include: &str) -> bool {
+        super::apparmor::host::include_exists(include)
+    }
+
+    fn load_apparmor_profile(&self, text: &str) -> io::Result<()> {
+        super::apparmor::host::load(text)
     }
 }
 

@@ -11,6 +11,7 @@ use berth_proto::runtime::v1 as cri;
 use oci_spec::runtime::{Capability, Linux, Process, Root, Spec};
 
 mod annotations;
+pub mod apparmor;
 mod devices;
 mod error;
 mod host;
@@ -28,6 +29,7 @@ mod tests;
 mod user;
 
 pub use annotations::container_annotations;
+pub use apparmor::AppArmorSupport;
 pub use error::SpecError;
 pub use host::{DeviceInfo, HostDevices, RealHost, capabilities_from_mask};
 pub use process::{DEFAULT_PATH_ENV, exec_process};
@@ -35,8 +37,7 @@ pub use resources::{cgroups_path, linux_resources, oom_score_adj};
 pub use seccomp::SeccompChoice;
 pub use seccomp_default::default_profile as default_seccomp_profile;
 pub use security::{
-    ALL_CAPABILITIES, DEFAULT_APPARMOR_PROFILE, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
-    DEFAULT_READONLY_PATHS, parse_capability,
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, parse_capability,
 };
 pub use user::{IdRef, ResolvedUser, container_user, parse_user, resolve_user};
 
@@ -72,8 +73,8 @@ pub struct PodContext {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NodeContext {
     pub cgroup_driver: crate::config::CgroupDriver,
-    /// The host has AppArmor enabled.
-    pub apparmor: bool,
+    /// Whether the host's kernel has AppArmor.
+    pub apparmor: AppArmorSupport,
     /// The kernel supports seccomp.
     pub seccomp: bool,
 }
@@ -133,7 +134,11 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     // default spec limit is removed there for Kubernetes workloads).
     process.set_rlimits(None);
     process.set_no_new_privileges(Some(sc.is_some_and(|sc| sc.no_new_privs)));
-    process.set_apparmor_profile(security::apparmor_profile(sc, input.node.apparmor)?);
+    let apparmor_profile = apparmor::profile_for(sc, input.node.apparmor)?;
+    if let Some(profile) = &apparmor_profile {
+        apparmor::ensure_loaded(input.host, profile)?;
+    }
+    process.set_apparmor_profile(apparmor_profile);
     process.set_selinux_label(security::selinux_label(sc));
     process.set_oom_score_adj(resources.map(resources::oom_score_adj).transpose()?);
 

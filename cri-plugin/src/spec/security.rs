@@ -1,9 +1,9 @@
-//! Capabilities, privileged mode, masked and read-only paths, AppArmor and SELinux labels.
+//! Capabilities, privileged mode, masked and read-only paths and SELinux labels (AppArmor is
+//! `apparmor.rs`).
 
 use std::collections::HashSet;
 
 use berth_proto::runtime::v1 as cri;
-use cri::security_profile::ProfileType;
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
 
 use super::SpecError;
@@ -90,9 +90,6 @@ pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
 pub const DEFAULT_READONLY_PATHS: [&str; 5] =
     ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/// The AppArmor profile RuntimeDefault names; berthd loads it where AppArmor is enabled.
-pub const DEFAULT_APPARMOR_PROFILE: &str = "berth-default";
-
 /// A capability name as Kubernetes or a person writes it: any case, with or without `CAP_`.
 pub fn parse_capability(name: &str) -> Result<Capability, SpecError> {
     let upper = name.trim().to_ascii_uppercase();
@@ -168,45 +165,6 @@ pub fn masked_and_readonly_paths(
         given(sc.map(|sc| &sc.masked_paths), &DEFAULT_MASKED_PATHS),
         given(sc.map(|sc| &sc.readonly_paths), &DEFAULT_READONLY_PATHS),
     )
-}
-
-/// The AppArmor profile to run under; `None` for unconfined or a node without AppArmor.
-pub fn apparmor_profile(
-    sc: Option<&cri::LinuxContainerSecurityContext>,
-    apparmor_enabled: bool,
-) -> Result<Option<String>, SpecError> {
-    let privileged = sc.is_some_and(|sc| sc.privileged);
-    // The typed field wins; the deprecated string is read only when it is absent.
-    let (kind, name) = match sc.and_then(|sc| sc.apparmor.as_ref()) {
-        Some(p) => {
-            let kind = ProfileType::try_from(p.profile_type)
-                .map_err(|_| SpecError::UnsupportedApparmorProfile(format!("type {}", p.profile_type)))?;
-            (kind, p.localhost_ref.strip_prefix("localhost/").unwrap_or(&p.localhost_ref).to_string())
-        }
-        None => {
-            #[allow(deprecated)]
-            let s = sc.map(|sc| sc.apparmor_profile.as_str()).unwrap_or("");
-            match s {
-                "" | "unconfined" => (ProfileType::Unconfined, String::new()),
-                "runtime/default" => (ProfileType::RuntimeDefault, String::new()),
-                other => match other.strip_prefix("localhost/") {
-                    Some(name) => (ProfileType::Localhost, name.to_string()),
-                    None => return Err(SpecError::UnsupportedApparmorProfile(other.to_string())),
-                },
-            }
-        }
-    };
-    match kind {
-        ProfileType::Unconfined => Ok(None),
-        ProfileType::RuntimeDefault if privileged || !apparmor_enabled => Ok(None),
-        ProfileType::RuntimeDefault => Ok(Some(DEFAULT_APPARMOR_PROFILE.to_string())),
-        // Asked for by name: failing loudly beats running the container unconfined.
-        ProfileType::Localhost if !apparmor_enabled => Err(SpecError::ApparmorNotEnabled),
-        ProfileType::Localhost if name.is_empty() => {
-            Err(SpecError::UnsupportedApparmorProfile("localhost/".into()))
-        }
-        ProfileType::Localhost => Ok(Some(name)),
-    }
 }
 
 /// The SELinux process label, passed through when the context names user, role and type
@@ -346,45 +304,6 @@ mod tests {
         );
         let sc = cri::LinuxContainerSecurityContext { privileged: true, ..sc };
         assert_eq!(masked_and_readonly_paths(Some(&sc)), (vec![], vec![]));
-    }
-
-    fn with_apparmor(kind: ProfileType, name: &str) -> cri::LinuxContainerSecurityContext {
-        cri::LinuxContainerSecurityContext {
-            apparmor: Some(cri::SecurityProfile { profile_type: kind as i32, localhost_ref: name.into() }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn apparmor_only_on_nodes_with_apparmor() {
-        let rd = with_apparmor(ProfileType::RuntimeDefault, "");
-        assert_eq!(apparmor_profile(Some(&rd), true).unwrap().as_deref(), Some(DEFAULT_APPARMOR_PROFILE));
-        assert_eq!(apparmor_profile(Some(&rd), false).unwrap(), None);
-        let local = with_apparmor(ProfileType::Localhost, "localhost/my-profile");
-        assert_eq!(apparmor_profile(Some(&local), true).unwrap().as_deref(), Some("my-profile"));
-        assert!(matches!(apparmor_profile(Some(&local), false), Err(SpecError::ApparmorNotEnabled)));
-        assert_eq!(apparmor_profile(Some(&with_apparmor(ProfileType::Unconfined, "")), true).unwrap(), None);
-        assert_eq!(apparmor_profile(None, true).unwrap(), None);
-    }
-
-    #[test]
-    fn apparmor_deprecated_string_forms() {
-        #[allow(deprecated)]
-        let sc =
-            |s: &str| cri::LinuxContainerSecurityContext { apparmor_profile: s.into(), ..Default::default() };
-        assert_eq!(
-            apparmor_profile(Some(&sc("runtime/default")), true).unwrap().as_deref(),
-            Some("berth-default")
-        );
-        assert_eq!(apparmor_profile(Some(&sc("localhost/p")), true).unwrap().as_deref(), Some("p"));
-        assert!(apparmor_profile(Some(&sc("bogus")), true).is_err());
-    }
-
-    #[test]
-    fn privileged_runtime_default_apparmor_is_unconfined() {
-        let mut sc = with_apparmor(ProfileType::RuntimeDefault, "");
-        sc.privileged = true;
-        assert_eq!(apparmor_profile(Some(&sc), true).unwrap(), None);
     }
 
     #[test]

@@ -3,17 +3,27 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use berth_proto::runtime::v1 as cri;
 use oci_spec::runtime::LinuxDeviceType;
 
 use super::{DeviceInfo, HostDevices, PodContext};
 
-/// A host with a few devices and whatever files a test puts in `files`.
+/// A host with a few devices, whatever files a test puts in `files`, and AppArmor profiles
+/// that [`HostDevices::load_apparmor_profile`] records.
 #[derive(Debug, Clone)]
 pub struct FakeHost {
     pub devices: Vec<DeviceInfo>,
     pub files: HashMap<PathBuf, Vec<u8>>,
+    apparmor_loaded: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeHost {
+    /// The texts of the AppArmor profiles loaded so far.
+    pub fn loaded_apparmor(&self) -> Vec<String> {
+        self.apparmor_loaded.lock().map(|l| l.clone()).unwrap_or_default()
+    }
 }
 
 fn dev(path: &str, kind: LinuxDeviceType, major: i64, minor: i64) -> DeviceInfo {
@@ -29,6 +39,7 @@ impl Default for FakeHost {
                 dev("/dev/loop0", LinuxDeviceType::B, 7, 0),
             ],
             files: HashMap::from([(PathBuf::from("/etc/passwd"), b"root:x:0:0::/root:/bin/sh\n".to_vec())]),
+            apparmor_loaded: Arc::default(),
         }
     }
 }
@@ -54,6 +65,25 @@ impl HostDevices for FakeHost {
 
     fn hostname(&self) -> String {
         "node-1".to_string()
+    }
+
+    fn apparmor_profiles(&self) -> io::Result<String> {
+        // Each loaded text's `profile <name> ` line, listed the way the kernel does.
+        Ok(self
+            .loaded_apparmor()
+            .iter()
+            .filter_map(|text| text.split("profile ").nth(1)?.split_whitespace().next().map(str::to_string))
+            .map(|name| format!("{name} (enforce)\n"))
+            .collect())
+    }
+
+    fn apparmor_include_exists(&self, _include: &str) -> bool {
+        false
+    }
+
+    fn load_apparmor_profile(&self, text: &str) -> io::Result<()> {
+        self.apparmor_loaded.lock().map_err(|_| io::Error::other("poisoned"))?.push(text.to_string());
+        Ok(())
     }
 }
 

@@ -59,8 +59,11 @@ fn config() -> cri::ContainerConfig {
     }
 }
 
-const NODE: NodeContext =
-    NodeContext { cgroup_driver: CgroupDriver::Cgroupfs, apparmor: false, seccomp: true };
+const NODE: NodeContext = NodeContext {
+    cgroup_driver: CgroupDriver::Cgroupfs,
+    apparmor: AppArmorSupport::Unavailable,
+    seccomp: true,
+};
 
 fn build(config: &cri::ContainerConfig, pod: &PodContext) -> Result<Spec, SpecError> {
     let host = FakeHost::default();

@@ -16,16 +16,18 @@ pub fn set_winsize(fd: BorrowedFd<'_>, width: u16, height: u16) -> nix::Result<(
     unsafe { tiocswinsz(std::os::fd::AsRawFd::as_raw_fd(&fd), &ws) }.map(drop)
 }
 
-/// Takes ownership of a descriptor inherited from the parent (the listening socket).
+/// Takes ownership of a descriptor inherited from the parent (the listening socket), and
+/// marks it close-on-exec: it was inherited across one exec on purpose, and must not leak
+/// further into runc, the container or a `binary://` logger.
 ///
 /// Returns `None` unless `fd` is open.
 pub fn adopt_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
-    nix::fcntl::fcntl(
-        // SAFETY: only used for F_GETFD, which is harmless on any descriptor number.
-        unsafe { BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_GETFD,
-    )
-    .ok()?;
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: only used for F_GETFD and F_SETFD, which are harmless on any descriptor number.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = fcntl(borrowed, FcntlArg::F_GETFD).ok()?;
+    let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+    fcntl(borrowed, FcntlArg::F_SETFD(flags)).ok()?;
     // SAFETY: the descriptor is open (F_GETFD succeeded) and was handed to this process for
     // exclusive use by the parent that exec'd us; nothing else in the process owns it.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -61,4 +63,34 @@ pub fn set_extra_files(cmd: &mut Command, mut fds: Vec<OwnedFd>) {
             Ok(())
         })
     };
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::fd::{AsFd, IntoRawFd};
+
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+
+    use super::*;
+
+    /// The listener a shim inherits must not be inherited again by what it runs.
+    #[test]
+    fn adopted_descriptors_close_on_exec() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        fcntl(read.as_fd(), FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        let raw = read.into_raw_fd();
+        let adopted = adopt_inherited_fd(raw).unwrap();
+        let flags = FdFlag::from_bits_truncate(fcntl(adopted.as_fd(), FcntlArg::F_GETFD).unwrap());
+        assert!(flags.contains(FdFlag::FD_CLOEXEC));
+        drop(write);
+    }
+
+    #[test]
+    fn a_closed_descriptor_is_not_adopted() {
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let raw = read.into_raw_fd();
+        nix::unistd::close(raw).unwrap();
+        assert!(adopt_inherited_fd(raw).is_none());
+    }
 }

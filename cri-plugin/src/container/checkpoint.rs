@@ -20,10 +20,24 @@ fn find_criu() -> Option<PathBuf> {
 }
 
 /// Writes `dir` (CRIU's images) and the dumps into a tar archive at `location`, atomically.
+/// The archive holds the container's memory: it is made 0600, never through a symlink left
+/// at its partial name, and symlinks among the images go in as symlinks, not as the files
+/// they point at.
 fn write_archive(location: &Path, images: &Path, config: &[u8], spec: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let partial = location.with_extension("partial");
-    let file = std::fs::File::create(&partial)?;
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&partial)?;
     let mut archive = tar::Builder::new(file);
+    archive.follow_symlinks(false);
     archive.append_dir_all("checkpoint", images)?;
     for (name, bytes) in [("config.dump", config), ("spec.dump", spec)] {
         let mut header = tar::Header::new_gnu();
@@ -111,5 +125,31 @@ mod tests {
         names.sort();
         assert_eq!(names, ["checkpoint/", "checkpoint/core-1.img", "config.dump", "spec.dump"]);
         assert!(!location.with_extension("partial").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&location).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// A symlink planted at the partial name, or among the images, reaches no host file.
+    #[test]
+    fn archive_follows_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"host file").unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        std::os::unix::fs::symlink(&victim, images.join("link.img")).unwrap();
+        let location = dir.path().join("out.tar");
+        std::os::unix::fs::symlink(&victim, location.with_extension("partial")).unwrap();
+        write_archive(&location, &images, b"{}", b"{}").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"host file");
+        let mut archive = tar::Archive::new(std::fs::File::open(&location).unwrap());
+        let link = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().ends_with("link.img"))
+            .unwrap();
+        assert_eq!(link.header().entry_type(), tar::EntryType::Symlink);
+        assert_eq!(link.link_name().unwrap().unwrap(), victim);
     }
 }

@@ -242,9 +242,9 @@ pub async fn run(config: Config) -> Result<()> {
     // Sessions in flight (an attach, a port-forward) do not hold berthd up.
     streaming_task.abort();
     if let Some(task) = metrics_task
-        && let Ok(Err(e)) = task.await
+        && let Err(e) = task.await
     {
-        tracing::warn!(error = %e, "metrics server stopped with an error");
+        tracing::warn!(error = %e, "metrics server task failed");
     }
     remove_socket(&grpc_socket);
     remove_socket(&config.ttrpc.address);

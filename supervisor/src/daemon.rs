@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use berth_cri_plugin::{CriImageService, CriRuntimeService};
+use berth_listen::AcceptBackoff;
 use berth_proto::MAX_MESSAGE_SIZE;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
@@ -19,11 +20,10 @@ use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
 use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
 
 use crate::config::Config;
@@ -101,6 +101,17 @@ macro_rules! sized {
             .max_decoding_message_size($config.grpc.max_recv_message_size)
             .max_encoding_message_size($config.grpc.max_send_message_size)
     };
+}
+
+/// The gRPC socket's connections. tonic retries a failed accept at once, so out of descriptors
+/// it would spin a core; the wait here lets the other servers' connections close meanwhile.
+fn accept_with_backoff(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<UnixStream>> {
+    futures::stream::unfold((listener, AcceptBackoff::new()), |(listener, mut backoff)| async move {
+        let (stream, _) = backoff.accept("gRPC", || listener.accept()).await;
+        Some((Ok(stream), (listener, backoff)))
+    })
 }
 
 /// Runs berthd until SIGTERM or SIGINT.
@@ -185,7 +196,7 @@ pub async fn run(config: Config) -> Result<()> {
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 // C-core, Java and Swift gRPC clients send an :authority h2 refuses.
-                UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
+                accept_with_backoff(listener).map(|conn| conn.map(AuthorityFix::new)),
                 wait_for_stop(stopped.clone()),
             ),
     );
@@ -242,9 +253,9 @@ pub async fn run(config: Config) -> Result<()> {
     // Sessions in flight (an attach, a port-forward) do not hold berthd up.
     streaming_task.abort();
     if let Some(task) = metrics_task
-        && let Ok(Err(e)) = task.await
+        && let Err(e) = task.await
     {
-        tracing::warn!(error = %e, "metrics server stopped with an error");
+        tracing::warn!(error = %e, "metrics server task failed");
     }
     remove_socket(&grpc_socket);
     remove_socket(&config.ttrpc.address);

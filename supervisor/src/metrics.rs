@@ -77,12 +77,13 @@ impl Metrics {
         self.grpc_seconds.with_label_values(&[service, method]).observe(started.elapsed().as_secs_f64());
     }
 
-    /// Serves `/metrics` on `listener` until `shutdown` completes.
+    /// Serves `/metrics` on `listener` until `shutdown` completes, within the limits of a
+    /// port any local user can reach.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) {
         let metrics = Arc::new(self);
         let app = axum::Router::new().route(
             "/metrics",
@@ -96,7 +97,8 @@ impl Metrics {
                 }
             }),
         );
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let limits = berth_listen::HttpLimits::LOCAL;
+        berth_listen::serve_http("metrics", listener, limits, berth_listen::no_handshake, app, shutdown).await
     }
 }
 

@@ -101,6 +101,8 @@ impl Paths {
 pub struct Berthd {
     child: Option<Child>,
     pub paths: Paths,
+    /// The soft RLIMIT_NOFILE berthd starts with (through prlimit(1)); `None`: the test's own.
+    soft_nofile: Option<u64>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -113,11 +115,20 @@ impl Berthd {
     /// Starts berthd with the config `make_config` writes, and waits until it answers.
     /// `make_config` may move paths (the socket, say) before writing them into the config.
     pub async fn start_with_config(make_config: impl FnOnce(&mut Paths) -> String) -> Self {
+        Self::start_with_soft_nofile(None, make_config).await
+    }
+
+    /// As [`Berthd::start_with_config`], with the soft RLIMIT_NOFILE set to `soft_nofile`
+    /// (the hard limit left as it is) when given, as a node's init system might start it.
+    pub async fn start_with_soft_nofile(
+        soft_nofile: Option<u64>,
+        make_config: impl FnOnce(&mut Paths) -> String,
+    ) -> Self {
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir().unwrap();
         let mut paths = Paths::new(dir.path());
         let config = make_config(&mut paths);
         std::fs::write(&paths.config, config).unwrap();
-        let mut berthd = Self { child: None, paths, _dir: Some(dir) };
+        let mut berthd = Self { child: None, paths, soft_nofile, _dir: Some(dir) };
         berthd.launch().await;
         berthd
     }
@@ -131,7 +142,16 @@ impl Berthd {
 
     async fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.paths.log).unwrap();
-        let child = Command::new(binary("berthd"))
+        // prlimit sets the limit and execs berthd: the child's pid is berthd's.
+        let mut command = match self.soft_nofile {
+            Some(soft) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={soft}:")).arg("--").arg(binary("berthd"));
+                prlimit
+            }
+            None => Command::new(binary("berthd")),
+        };
+        let child = command
             .arg("--config")
             .arg(&self.paths.config)
             .stdin(Stdio::null())

@@ -430,3 +430,97 @@ async fn the_streaming_server_serves_https_with_a_configured_certificate() {
     let plain = url.replacen("https://", "http://", 1);
     assert!(spdy::client::exec(&plain, options, Default::default()).await.is_err());
 }
+
+/// A listener on 127.0.0.1:`port` inside the network namespace `netns` that never accepts,
+/// with the smallest backlog: once one connection waits in it, the kernel drops further SYNs,
+/// so connects hang until they time out, as into a pod whose server is stuck.
+fn listener_that_never_accepts(netns: &std::path::Path, port: u16) -> tokio::net::TcpListener {
+    let netns = std::fs::File::open(netns).unwrap();
+    // A socket belongs to the namespace of the thread that made it.
+    let socket = std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tokio::net::TcpSocket::new_v4().unwrap()
+    })
+    .join()
+    .unwrap();
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    socket.listen(0).unwrap()
+}
+
+/// How many threads process `pid` has.
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn port_forward_connects_that_hang_are_bounded_and_hold_no_threads() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    const SESSIONS: usize = 20;
+    const PER_SESSION: usize = 10;
+    /// berth's bound on connects pending across sessions.
+    const PENDING_AT_MOST: usize = 64;
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let (pod, id) = running_busybox(&mut client, &image, "stuck", &["sleep", "3600"], |_| {}).await;
+    let netns = berthd.paths.state.join("cri/sandboxes").join(&pod).join("ns/net");
+    let _stuck = listener_that_never_accepts(&netns, 9000);
+    let threads_before = threads(berthd.pid());
+
+    // 200 connections asked for over 20 sessions, none of which can connect.
+    let mut sessions = Vec::new();
+    let mut answers = tokio::task::JoinSet::new();
+    for _ in 0..SESSIONS {
+        let request = cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![9000] };
+        let url = client.port_forward(request).await.unwrap().into_inner().url;
+        let session = spdy::client::port_forward(&url, Default::default()).await.unwrap();
+        for _ in 0..PER_SESSION {
+            let (data, mut error) = session.forward(9000).await.unwrap();
+            // The error stream's message, if one comes within 2 s.
+            answers.spawn(async move {
+                let _data = data;
+                let mut message = String::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(2), error.read_to_string(&mut message)).await;
+                (read.is_ok() && !message.is_empty()).then_some(message)
+            });
+        }
+        sessions.push(session);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let threads_during = threads(berthd.pid());
+
+    // The rest of berthd answers meanwhile.
+    let probe =
+        cri::ExecSyncRequest { container_id: id.clone(), cmd: vec!["echo".into(), "hi".into()], timeout: 2 };
+    let answered = tokio::time::timeout(Duration::from_secs(2), client.exec_sync(probe)).await;
+    let output = answered.expect("ExecSync took over 2 s").unwrap().into_inner();
+    assert_eq!((output.exit_code, output.stdout.as_slice()), (0, b"hi\n".as_slice()));
+    let listed = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.list_containers(cri::ListContainersRequest::default()),
+    )
+    .await
+    .expect("ListContainers took over 2 s");
+    assert_eq!(listed.unwrap().into_inner().containers.len(), 1);
+
+    let refusals: Vec<String> = answers.join_all().await.into_iter().flatten().collect();
+    // The listener's backlog takes one connection; 64 more may wait; the rest are refused.
+    let expected = SESSIONS * PER_SESSION - 1 - PENDING_AT_MOST;
+    assert!(
+        refusals.len() >= expected,
+        "{} of {} connections were refused at once, not {expected}: {:?}",
+        refusals.len(),
+        SESSIONS * PER_SESSION,
+        refusals.first()
+    );
+    assert!(refusals.iter().all(|m| m.contains("too many")), "{refusals:?}");
+    // A pending connect holds a socket, not a thread (berth used two per connect before).
+    assert!(
+        threads_during <= threads_before + 10,
+        "berthd went from {threads_before} to {threads_during} threads"
+    );
+    for session in sessions {
+        session.close().await;
+    }
+}

@@ -2,10 +2,16 @@
 //! `/dev/shm`. Behind [`PodHost`] so sandbox setup and teardown are unit-tested without root;
 //! [`LinuxPodHost`] does the real thing and is tested end to end as root.
 
+use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc;
+
+use futures::future::BoxFuture;
+use nix::sched::CloneFlags;
+use tokio::net::TcpSocket;
+use tokio::sync::oneshot;
 
 /// A namespace a pod can have of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +45,15 @@ pub trait PodHost: Send + Sync + 'static {
     fn unmount(&self, path: &Path) -> io::Result<()>;
     /// The interface counters (`/proc/net/dev`) inside the pinned network namespace `netns`.
     fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>>;
-    /// Opens a TCP connection to `port` on the loopback of the pinned network namespace
-    /// `netns` (the host's when `None`, for host-network pods): port-forward's way in. IPv4
-    /// first, then IPv6, as a client inside the pod would find `localhost`.
-    fn connect_in_netns(&self, netns: Option<&Path>, port: u16, timeout: Duration) -> io::Result<TcpStream>;
+    /// A new TCP socket for connecting to `address`, not yet connected, made in the pinned
+    /// network namespace `netns` (the host's when `None`, for host-network pods):
+    /// port-forward's way in. A socket keeps the namespace it was made in, so its connect can
+    /// wait on tokio rather than on a thread inside the pod.
+    fn tcp_socket_in_netns(
+        &self,
+        netns: Option<&Path>,
+        address: SocketAddr,
+    ) -> BoxFuture<'static, io::Result<TcpSocket>>;
     /// Starts the process that holds the pod's PID namespace (PID 1 of the pod), in the
     /// pinned namespaces `joined`, chrooted in the empty `root`.
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder>;
@@ -74,16 +85,9 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// `port` on this namespace's loopback, IPv4 first and then IPv6; the IPv4 error is the one
-/// reported when both fail.
-pub fn connect_loopback(port: u16, timeout: Duration) -> io::Result<TcpStream> {
-    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    match TcpStream::connect_timeout(&v4, timeout) {
-        Ok(stream) => Ok(stream),
-        Err(e) => {
-            TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)), timeout).map_err(|_| e)
-        }
-    }
+/// A TCP socket of `address`'s family in the calling thread's network namespace.
+fn tcp_socket_for(address: SocketAddr) -> io::Result<TcpSocket> {
+    if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
 }
 
 /// The host itself (needs root).
@@ -92,11 +96,52 @@ pub struct LinuxPodHost {
     /// The `berth-pause` binary that holds shared PID namespaces (found by the engine, as it
     /// finds its shims).
     pause_binary: PathBuf,
+    /// To the thread that makes sockets in pods' network namespaces.
+    socket_maker: mpsc::Sender<SocketRequest>,
 }
 
 impl LinuxPodHost {
-    pub fn new(pause_binary: PathBuf) -> Self {
-        Self { pause_binary }
+    pub fn new(pause_binary: PathBuf) -> io::Result<Self> {
+        let (socket_maker, requests) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("netns-sockets".to_string())
+            .spawn(move || make_sockets_in_namespaces(requests))?;
+        Ok(Self { pause_binary, socket_maker })
+    }
+}
+
+/// A socket for `address` to be made in the network namespace `netns`.
+#[derive(Debug)]
+struct SocketRequest {
+    netns: File,
+    address: SocketAddr,
+    reply: oneshot::Sender<io::Result<TcpSocket>>,
+}
+
+/// Serves [`SocketRequest`]s on one thread for all of berthd: a socket belongs to the
+/// namespace of the thread that made it, so the thread enters the pod's, makes the socket and
+/// comes back to the host's, which makes a port-forward's socket cost no thread of its own.
+fn make_sockets_in_namespaces(requests: mpsc::Receiver<SocketRequest>) {
+    let home = File::open("/proc/thread-self/ns/net");
+    for SocketRequest { netns, address, reply } in requests {
+        let home = match &home {
+            Ok(home) => home,
+            Err(e) => {
+                let _ = reply
+                    .send(Err(io::Error::new(e.kind(), format!("open the host's network namespace: {e}"))));
+                continue;
+            }
+        };
+        let made = nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
+            .map_err(io::Error::from)
+            .and_then(|()| tcp_socket_for(address));
+        if let Err(e) = nix::sched::setns(home, CloneFlags::CLONE_NEWNET) {
+            // Stranded in a pod's namespace: end, rather than make the next pod's sockets here.
+            tracing::error!(error = %e, "the port-forward socket thread could not return to the host's network namespace");
+            let _ = reply.send(Err(io::Error::other("the port-forward socket thread has stopped")));
+            return;
+        }
+        let _ = reply.send(made);
     }
 }
 
@@ -195,19 +240,24 @@ impl PodHost for LinuxPodHost {
         .map_err(|_| io::Error::other("the network stats thread panicked"))?
     }
 
-    fn connect_in_netns(&self, netns: Option<&Path>, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    fn tcp_socket_in_netns(
+        &self,
+        netns: Option<&Path>,
+        address: SocketAddr,
+    ) -> BoxFuture<'static, io::Result<TcpSocket>> {
         let Some(netns) = netns else {
-            return connect_loopback(port, timeout);
+            return Box::pin(std::future::ready(tcp_socket_for(address)));
         };
-        let file = std::fs::File::open(netns)?;
-        // A socket belongs to the namespace of the thread that made it, so a short-lived
-        // thread enters the pod's and makes it there; the connection then works from anywhere.
-        std::thread::spawn(move || -> io::Result<TcpStream> {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            connect_loopback(port, timeout)
+        let (reply, made) = oneshot::channel();
+        let sent = File::open(netns).and_then(|netns| {
+            self.socket_maker
+                .send(SocketRequest { netns, address, reply })
+                .map_err(|_| io::Error::other("the port-forward socket thread has stopped"))
+        });
+        Box::pin(async move {
+            sent?;
+            made.await.map_err(|_| io::Error::other("the port-forward socket thread has stopped"))?
         })
-        .join()
-        .map_err(|_| io::Error::other("the port-forward connect thread panicked"))?
     }
 
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder> {
@@ -327,14 +377,13 @@ pub mod fake {
         fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>> {
             Ok(Vec::new())
         }
-        fn connect_in_netns(
+        fn tcp_socket_in_netns(
             &self,
             _netns: Option<&Path>,
-            port: u16,
-            timeout: Duration,
-        ) -> io::Result<TcpStream> {
+            address: SocketAddr,
+        ) -> BoxFuture<'static, io::Result<TcpSocket>> {
             // No namespaces here: the test's own loopback stands in for the pod's.
-            connect_loopback(port, timeout)
+            Box::pin(std::future::ready(tcp_socket_for(address)))
         }
         fn start_pid_holder(
             &self,

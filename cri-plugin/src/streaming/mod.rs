@@ -17,8 +17,9 @@ pub mod spdy;
 pub mod tokens;
 pub mod websocket;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use tokio::sync::Semaphore;
 use tonic::Status;
 
 use crate::config::StreamingConfig;
@@ -36,12 +37,15 @@ pub struct StreamingEndpoint {
     pub tokens: TokenCache,
     /// `http://127.0.0.1:40123`, once the server listens.
     base_url: OnceLock<String>,
+    /// Places for port-forward connects into pods that have not finished, across sessions.
+    pub pending_connects: Arc<Semaphore>,
 }
 
 impl StreamingEndpoint {
     pub fn new(config: StreamingConfig) -> Self {
         let tokens = TokenCache::new(config.token_ttl, config.max_pending);
-        Self { config, tokens, base_url: OnceLock::new() }
+        let pending_connects = Arc::new(Semaphore::new(portforward::PENDING_CONNECTS));
+        Self { config, tokens, base_url: OnceLock::new(), pending_connects }
     }
 
     /// The server is listening at `base_url` (scheme, host and port).

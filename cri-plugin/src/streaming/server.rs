@@ -15,6 +15,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_listen::{HttpLimits, no_handshake, serve_http};
 
 use super::session::{PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions};
 use super::tokens::{StreamKind, StreamRequest};
@@ -37,11 +38,11 @@ const SPDY_REMOTE_COMMAND: [RemoteCommandProtocol; 4] = [
 ];
 
 /// Binds the streaming server as `[cri.streaming]` says, records its URL on the runtime, and
-/// serves until `shutdown`.
+/// serves until `shutdown`, within the limits of a port any local user can reach.
 pub async fn start(
     runtime: Arc<CriRuntime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<tokio::task::JoinHandle<io::Result<()>>> {
+) -> io::Result<tokio::task::JoinHandle<()>> {
     let config = runtime.streaming.config.clone();
     let host = config.address.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host.parse().map_err(|e| {
@@ -73,11 +74,13 @@ pub async fn start(
     runtime.streaming.set_base_url(format!("{scheme}://{}", SocketAddr::new(url_ip, bound.port())));
     tracing::info!(address = %bound, tls = tls.is_some(), "streaming server listening");
     let app = axum::Router::new().route("/{kind}/{token}", axum::routing::any(handle)).with_state(runtime);
+    let name = "streaming";
     Ok(tokio::spawn(async move {
         match tls {
-            None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+            None => serve_http(name, listener, HttpLimits::LOCAL, no_handshake, app, shutdown).await,
             Some(acceptor) => {
-                axum::serve(TlsListener::new(listener, acceptor), app).with_graceful_shutdown(shutdown).await
+                let handshake = move |tcp| acceptor.accept(tcp);
+                serve_http(name, listener, HttpLimits::LOCAL, handshake, app, shutdown).await
             }
         }
     }))
@@ -336,57 +339,4 @@ fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<tokio_rustls::TlsAcceptor
         .with_single_cert(chain, key_der)
         .map_err(|e| invalid(cert, &e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// TCP connections after their TLS handshake. Handshakes run apart from the accept loop, so
-/// a client that connects and says nothing holds up no one.
-struct TlsListener {
-    local: SocketAddr,
-    ready: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-}
-
-/// The longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
-        let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, peer)) = listener.accept().await else { continue };
-                if tx.is_closed() {
-                    return;
-                }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "streaming TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "streaming TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Self { local, ready }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(accepted) => accepted,
-            // The accept loop ended: nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

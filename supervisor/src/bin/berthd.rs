@@ -51,6 +51,23 @@ fn init_logging(config: &Config, override_level: Option<&str>) {
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit, as containerd and every Go program do: the
+/// usual soft 1024 is spent by a few hundred shim connections, pod sockets and clients, and
+/// berthd's own servers are capped well below whatever the limit ends up being.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = hard, "raised the soft open-file limit to the hard limit")
+            }
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the soft open-file limit"),
+        },
+        Ok((soft, hard)) => tracing::info!(soft, hard, "the soft open-file limit is already the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     berth_supervisor::allocator::tune();
     match run(Cli::parse()) {
@@ -79,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => {}
     }
     init_logging(&config, cli.log_level.as_deref());
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start tokio")?;
     runtime.block_on(berth_supervisor::daemon::run(config))?;
     Ok(())

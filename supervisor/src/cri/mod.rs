@@ -57,9 +57,12 @@ pub async fn open(
         tasks: Arc::new(tasks::CriTasks::new(engine.clone())),
         records: Arc::new(records::CriRecords::new(engine.meta.clone())),
         network: Arc::new(cni),
-        host: Arc::new(LinuxPodHost::new(
-            find_executable(PAUSE_BINARY).unwrap_or_else(|| std::path::PathBuf::from(PAUSE_BINARY)),
-        )),
+        host: Arc::new(
+            LinuxPodHost::new(
+                find_executable(PAUSE_BINARY).unwrap_or_else(|| std::path::PathBuf::from(PAUSE_BINARY)),
+            )
+            .map_err(|e| Error::io("start the port-forward socket thread", e))?,
+        ),
     };
     let cri_metrics =
         CriMetrics::new(metrics.registry()).map_err(|e| Error::Metadata(format!("CRI metrics: {e}")))?;

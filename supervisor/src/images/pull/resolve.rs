@@ -112,7 +112,8 @@ pub(super) async fn fetch_config(
     manifest: &ImageManifest,
 ) -> Result<FetchedConfig> {
     let digest: Digest = manifest.config().digest().as_ref().parse()?;
-    let bytes = client.blob_bytes(&digest.to_string(), &format!("config {digest}")).await?;
+    let size = manifest.config().size();
+    let bytes = client.blob_bytes(&digest.to_string(), size, &format!("config {digest}")).await?;
     let config: ImageConfiguration = oci::parse(&bytes, &format!("image config {digest}"))?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {

@@ -7,6 +7,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
 use super::RegistryAuth;
+use super::bounded::{self, TOKEN_LIMIT};
 use super::errors;
 use crate::error::{Error, Result};
 
@@ -105,10 +106,11 @@ pub(super) async fn answer(
             }
             let response = request.send().await.map_err(|e| errors::from_transport(&e, host, &what))?;
             let status = response.status();
-            let body = response.bytes().await.map_err(|e| errors::from_transport(&e, host, &what))?;
             if !status.is_success() {
+                let body = bounded::read_error_body(response).await;
                 return Err(errors::from_status(status, &body, host, &what));
             }
+            let body = bounded::read_capped(response, TOKEN_LIMIT, host, &what).await?;
             let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
                 Error::FailedPrecondition(format!("registry {host}: {what} is not a token: {e}"))
             })?;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod bounded;
 mod client;
 mod errors;
 

@@ -21,7 +21,7 @@ use crate::images::hosts;
 use crate::images::metrics::PullMetrics;
 use crate::images::oci::{self, Descriptor};
 use crate::images::reference::ImageReference;
-use crate::images::registry::RegistryAuth;
+use crate::images::registry::PullAuth;
 use crate::metadata::{EXPIRE_LABEL, ImageRecord, LeaseResource, MetadataStore, Target};
 
 mod layers;
@@ -117,7 +117,7 @@ impl Puller {
 
     /// Pulls `reference` into `namespace`. A pull of the same reference already under way is
     /// joined rather than repeated.
-    pub async fn pull(&self, namespace: &str, reference: &str, auth: RegistryAuth) -> Result<PulledImage> {
+    pub async fn pull(&self, namespace: &str, reference: &str, auth: PullAuth) -> Result<PulledImage> {
         let image = ImageReference::parse(reference)?;
         let key = format!("{namespace}\n{}", image.full());
         let shared = {
@@ -161,7 +161,7 @@ impl PullerInner {
         self: &Arc<Self>,
         namespace: &str,
         image: &ImageReference,
-        auth: &RegistryAuth,
+        auth: &PullAuth,
     ) -> Result<PulledImage> {
         let started = Instant::now();
         self.metrics.started.inc();
@@ -197,7 +197,7 @@ impl PullerInner {
         self: &Arc<Self>,
         namespace: &str,
         image: &ImageReference,
-        auth: &RegistryAuth,
+        auth: &PullAuth,
         lease: &str,
     ) -> Result<PulledImage> {
         let endpoints = hosts::endpoints(&self.config.registry_config_path, &image.registry)?;

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::images::hosts::Endpoint;
 use crate::images::oci::{self, Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use crate::images::reference::ImageReference;
-use crate::images::registry::{EndpointClient, FetchedManifest, RegistryAuth};
+use crate::images::registry::{EndpointClient, FetchedManifest, PullAuth};
 
 use super::PullerInner;
 
@@ -18,7 +18,7 @@ impl PullerInner {
         &self,
         image: &ImageReference,
         endpoints: &[Endpoint],
-        auth: &RegistryAuth,
+        auth: &PullAuth,
     ) -> Result<Resolved> {
         let reference =
             image.digest.clone().or_else(|| image.tag.clone()).unwrap_or_else(|| "latest".to_string());
@@ -27,7 +27,8 @@ impl PullerInner {
             if image.digest.is_none() && !endpoint.resolve {
                 continue;
             }
-            let client = EndpointClient::new(endpoint, image, auth.clone())?;
+            // Each endpoint gets the credentials only if they are for its host.
+            let client = EndpointClient::new(endpoint, image, auth.for_host(&endpoint.host))?;
             match client.manifest(&reference, &oci::MANIFEST_MEDIA_TYPES, &image.full()).await {
                 Ok(fetched) => {
                     let media_type = media_type_of(&fetched);

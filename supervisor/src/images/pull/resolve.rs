@@ -70,6 +70,7 @@ pub(super) struct Chosen {
 }
 
 /// The image config: small, fetched whole, tells the layers' diffIDs.
+#[derive(Clone)]
 pub(super) struct FetchedConfig {
     pub(super) digest: Digest,
     pub(super) bytes: Vec<u8>,

@@ -107,6 +107,7 @@ impl ImageService for CriImageService {
                 auth: auth.auth,
                 identity_token: auth.identity_token,
                 registry_token: auth.registry_token,
+                server_address: auth.server_address,
             })
             .unwrap_or_default();
         let image_ref = self.store.pull(&name, credentials).await?;

@@ -34,6 +34,8 @@ pub struct RegistryCredentials {
     pub auth: String,
     pub identity_token: String,
     pub registry_token: String,
+    /// The registry the credentials are for; empty: the image's.
+    pub server_address: String,
 }
 
 /// Disk the image stores use.

@@ -286,13 +286,14 @@ async fn concurrent_pulls_of_one_image_share_one_download() {
         layer_bytes as f64,
         "each layer downloaded once"
     );
-    assert_eq!(berthd.metric("berth_image_pulls_started_total").await, 1.0);
-    assert_eq!(berthd.metric("berth_image_pulls_finished_total").await, 1.0);
-    // A second pull finds everything present and downloads nothing.
+    // Each pull resolved the image itself; they shared the layers.
+    assert_eq!(berthd.metric("berth_image_pulls_started_total").await, 2.0);
+    assert_eq!(berthd.metric("berth_image_pulls_finished_total").await, 2.0);
+    // A third pull finds everything present and downloads nothing.
     pull(&berthd, &name).await.unwrap();
     assert_eq!(berthd.metric("berth_image_pull_bytes_total").await, layer_bytes as f64);
     let text = berthd.metrics().await;
-    assert!(text.contains("berth_image_pull_duration_seconds_count 2"), "{text}");
+    assert!(text.contains("berth_image_pull_duration_seconds_count 3"), "{text}");
     assert!(text.contains("berth_image_unpack_duration_seconds_count 2"), "{text}");
 }
 
@@ -611,17 +612,24 @@ async fn registry_credentials_from_auth_config() {
     let name = format!("{}/private/busybox:1", registry.host());
     let err = pull(&berthd, &name).await.unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok, "anonymous pull of a private image must fail");
-    let request = cri::PullImageRequest {
+    let with_auth = |server_address: String| cri::PullImageRequest {
         image: spec(&name),
         auth: Some(cri::AuthConfig {
             username: "berth".into(),
             password: "s3cret".into(),
+            server_address,
             ..Default::default()
         }),
         sandbox_config: None,
     };
-    let id = berthd.image_client().await.pull_image(request).await.unwrap().into_inner().image_ref;
-    assert_eq!(id, image.id());
+    // Credentials for another registry are not sent to this one.
+    let pulled = berthd.image_client().await.pull_image(with_auth("other.example:5000".into())).await;
+    assert!(pulled.is_err(), "credentials for another host were used");
+    for server_address in [String::new(), format!("http://{}", registry.host())] {
+        let request = with_auth(server_address);
+        let id = berthd.image_client().await.pull_image(request).await.unwrap().into_inner().image_ref;
+        assert_eq!(id, image.id());
+    }
 }
 
 #[tokio::test]

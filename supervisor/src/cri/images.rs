@@ -204,8 +204,9 @@ impl ImageStore for CriImageStore {
             auth: credentials.auth,
             identity_token: credentials.identity_token,
             registry_token: credentials.registry_token,
+            server_address: credentials.server_address,
         }
-        .to_registry_auth()?;
+        .to_pull_auth()?;
         let pulled = self.engine.puller.pull(CRI_NAMESPACE, image, auth).await?;
         Ok(pulled.config_digest)
     }

@@ -3,8 +3,10 @@
 //! bytes arrive, committed only on a size and digest match), unpack each layer into a snapshot
 //! as soon as its turn comes, and only then write the image records. Everything runs under a
 //! lease, so a failed or interrupted pull leaves nothing that garbage collection keeps.
-//! Concurrent pulls of one reference share one pull; concurrent downloads of one blob share
-//! one download.
+//! Each pull resolves the reference, fetches the manifest and the config, with its own
+//! credentials: a pull without access to an image must not ride on one with it. Only then are
+//! concurrent pulls of one manifest's layers shared, by that digest, as are concurrent
+//! downloads of one blob.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,11 +23,13 @@ use crate::images::hosts;
 use crate::images::metrics::PullMetrics;
 use crate::images::oci::{self, Descriptor};
 use crate::images::reference::ImageReference;
-use crate::images::registry::RegistryAuth;
+use crate::images::registry::{EndpointClient, PullAuth};
 use crate::metadata::{EXPIRE_LABEL, ImageRecord, LeaseResource, MetadataStore, Target};
 
 mod layers;
 mod resolve;
+#[cfg(test)]
+mod tests;
 
 use self::resolve::{Chosen, FetchedConfig, Resolved, choose_manifest, fetch_config};
 
@@ -76,7 +80,9 @@ pub struct PulledImage {
     pub config_digest: String,
 }
 
-type SharedPull = Shared<BoxFuture<'static, Result<PulledImage, Arc<Error>>>>;
+/// The layers of one manifest, downloaded and unpacked once for every pull that wants them:
+/// their digests, in order.
+type SharedLayers = Shared<BoxFuture<'static, Result<Vec<String>, Arc<Error>>>>;
 
 #[derive(Clone)]
 pub struct Puller {
@@ -90,7 +96,8 @@ struct PullerInner {
     snapshotter: Arc<dyn Snapshotter>,
     gc: GarbageCollector,
     metrics: PullMetrics,
-    in_flight: Mutex<HashMap<String, SharedPull>>,
+    /// Layers being fetched, by namespace and manifest digest.
+    layers_in_flight: Mutex<HashMap<String, SharedLayers>>,
 }
 
 impl Puller {
@@ -110,49 +117,27 @@ impl Puller {
                 snapshotter,
                 gc,
                 metrics,
-                in_flight: Mutex::default(),
+                layers_in_flight: Mutex::default(),
             }),
         }
     }
 
-    /// Pulls `reference` into `namespace`. A pull of the same reference already under way is
-    /// joined rather than repeated.
-    pub async fn pull(&self, namespace: &str, reference: &str, auth: RegistryAuth) -> Result<PulledImage> {
+    /// Pulls `reference` into `namespace`. A pull of the same image already under way is not
+    /// joined: this one authenticates and fetches the manifest itself, and shares only the
+    /// layers.
+    pub async fn pull(&self, namespace: &str, reference: &str, auth: PullAuth) -> Result<PulledImage> {
         let image = ImageReference::parse(reference)?;
-        let key = format!("{namespace}\n{}", image.full());
-        let shared = {
-            let mut in_flight =
-                self.inner.in_flight.lock().map_err(|_| Error::Internal("pull table poisoned".into()))?;
-            match in_flight.get(&key) {
-                Some(shared) => shared.clone(),
-                None => {
-                    let inner = self.inner.clone();
-                    let namespace = namespace.to_string();
-                    let cleanup_key = key.clone();
-                    let future = async move {
-                        let result = inner.pull_once(&namespace, &image, &auth).await.map_err(Arc::new);
-                        if let Ok(mut in_flight) = inner.in_flight.lock() {
-                            in_flight.remove(&cleanup_key);
-                        }
-                        // The pull's buffers are free now: give the memory back.
-                        let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
-                        result
-                    }
-                    .boxed()
-                    .shared();
-                    in_flight.insert(key, future.clone());
-                    future
-                }
-            }
-        };
-        // Run the shared pull on its own task, so a caller that goes away (a cancelled RPC)
-        // does not cancel it for the others.
-        let task = tokio::spawn(shared);
-        match task.await {
-            Ok(Ok(image)) => Ok(image),
-            Ok(Err(e)) => Err(e.duplicate()),
-            Err(e) => Err(Error::Internal(format!("pull task failed: {e}"))),
-        }
+        let inner = self.inner.clone();
+        let namespace = namespace.to_string();
+        // The pull runs on its own task, so a caller that goes away (a cancelled RPC) does not
+        // stop it halfway, with its lease held and layers other pulls wait for abandoned.
+        let task = tokio::spawn(async move {
+            let result = inner.pull_once(&namespace, &image, &auth).await;
+            // The pull's buffers are free now: give the memory back.
+            let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
+            result
+        });
+        task.await.map_err(|e| Error::Internal(format!("pull task failed: {e}")))?
     }
 }
 
@@ -161,7 +146,7 @@ impl PullerInner {
         self: &Arc<Self>,
         namespace: &str,
         image: &ImageReference,
-        auth: &RegistryAuth,
+        auth: &PullAuth,
     ) -> Result<PulledImage> {
         let started = Instant::now();
         self.metrics.started.inc();
@@ -197,7 +182,7 @@ impl PullerInner {
         self: &Arc<Self>,
         namespace: &str,
         image: &ImageReference,
-        auth: &RegistryAuth,
+        auth: &PullAuth,
         lease: &str,
     ) -> Result<PulledImage> {
         let endpoints = hosts::endpoints(&self.config.registry_config_path, &image.registry)?;
@@ -205,10 +190,54 @@ impl PullerInner {
         let chosen = choose_manifest(image, &resolved).await?;
         let config = fetch_config(image, &resolved.client, &chosen.manifest).await?;
         let layout = self.hold(namespace, lease, &resolved, &chosen, &config).await?;
-        let layers = self
-            .fetch_and_unpack(namespace, lease, resolved.client, &chosen.manifest, &config, &layout)
-            .await?;
+        let layers = self.layers_once(namespace, lease, resolved.client, &chosen, &config, &layout).await?;
         self.write_records(namespace, lease, image, &resolved.top, &chosen, &config, &layout, &layers).await
+    }
+
+    /// Downloads and unpacks the layers of the chosen manifest, or waits for the pull doing so
+    /// already in this namespace: a manifest's digest fixes its layers' digests and the
+    /// config's diffIDs, so the work is the same. The layers are fetched with the credentials
+    /// of the pull that started first; every pull here has shown the registry lets it read
+    /// this manifest and config. What this pull uses is held by its own lease ([`Self::hold`]).
+    async fn layers_once(
+        self: &Arc<Self>,
+        namespace: &str,
+        lease: &str,
+        client: EndpointClient,
+        chosen: &Chosen,
+        config: &FetchedConfig,
+        layout: &Layout,
+    ) -> Result<Vec<String>> {
+        let key = format!("{namespace}\n{}", chosen.descriptor.digest());
+        let shared = {
+            let mut in_flight =
+                self.layers_in_flight.lock().map_err(|_| Error::Internal("pull table poisoned".into()))?;
+            match in_flight.get(&key) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let inner = self.clone();
+                    let (namespace, lease) = (namespace.to_string(), lease.to_string());
+                    let (manifest, config, layout) =
+                        (chosen.manifest.clone(), config.clone(), layout.clone());
+                    let cleanup_key = key.clone();
+                    let future = async move {
+                        let result = inner
+                            .fetch_and_unpack(&namespace, &lease, client, &manifest, &config, &layout)
+                            .await
+                            .map_err(Arc::new);
+                        if let Ok(mut in_flight) = inner.layers_in_flight.lock() {
+                            in_flight.remove(&cleanup_key);
+                        }
+                        result
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(key, future.clone());
+                    future
+                }
+            }
+        };
+        shared.await.map_err(|e| e.duplicate())
     }
 
     /// Holds everything the pull will use in its lease before looking at what is already
@@ -325,6 +354,7 @@ impl PullerInner {
 
 /// Where the layers go: chainIDs, their namespaced snapshot names, and the active snapshots
 /// they unpack into when the snapshotter stacks.
+#[derive(Clone)]
 struct Layout {
     chain: Vec<String>,
     snapshot_names: Vec<String>,

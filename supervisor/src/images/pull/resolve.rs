@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::images::hosts::Endpoint;
 use crate::images::oci::{self, Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use crate::images::reference::ImageReference;
-use crate::images::registry::{EndpointClient, FetchedManifest, RegistryAuth};
+use crate::images::registry::{EndpointClient, FetchedManifest, PullAuth};
 
 use super::PullerInner;
 
@@ -18,7 +18,7 @@ impl PullerInner {
         &self,
         image: &ImageReference,
         endpoints: &[Endpoint],
-        auth: &RegistryAuth,
+        auth: &PullAuth,
     ) -> Result<Resolved> {
         let reference =
             image.digest.clone().or_else(|| image.tag.clone()).unwrap_or_else(|| "latest".to_string());
@@ -27,7 +27,8 @@ impl PullerInner {
             if image.digest.is_none() && !endpoint.resolve {
                 continue;
             }
-            let client = EndpointClient::new(endpoint, image, auth.clone())?;
+            // Each endpoint gets the credentials only if they are for its host.
+            let client = EndpointClient::new(endpoint, image, auth.for_host(&endpoint.host))?;
             match client.manifest(&reference, &oci::MANIFEST_MEDIA_TYPES, &image.full()).await {
                 Ok(fetched) => {
                     let media_type = media_type_of(&fetched);
@@ -69,6 +70,7 @@ pub(super) struct Chosen {
 }
 
 /// The image config: small, fetched whole, tells the layers' diffIDs.
+#[derive(Clone)]
 pub(super) struct FetchedConfig {
     pub(super) digest: Digest,
     pub(super) bytes: Vec<u8>,
@@ -112,7 +114,8 @@ pub(super) async fn fetch_config(
     manifest: &ImageManifest,
 ) -> Result<FetchedConfig> {
     let digest: Digest = manifest.config().digest().as_ref().parse()?;
-    let bytes = client.blob_bytes(&digest.to_string(), &format!("config {digest}")).await?;
+    let size = manifest.config().size();
+    let bytes = client.blob_bytes(&digest.to_string(), size, &format!("config {digest}")).await?;
     let config: ImageConfiguration = oci::parse(&bytes, &format!("image config {digest}"))?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {

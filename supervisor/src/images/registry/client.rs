@@ -18,6 +18,7 @@ use reqwest::{Response, StatusCode};
 use super::super::hosts::Endpoint;
 use super::super::reference::ImageReference;
 use super::body::{BlobStream, RangePlan};
+use super::bounded::{self, CONFIG_LIMIT, MANIFEST_LIMIT};
 use super::{RegistryAuth, auth, errors};
 use crate::content::Digest;
 use crate::error::{Error, Result};
@@ -26,8 +27,6 @@ use crate::error::{Error, Result};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a response may stall between reads.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most of an error body worth reading.
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// A client for one endpoint and one repository.
 pub struct EndpointClient {
@@ -121,11 +120,39 @@ impl EndpointClient {
         let response = self.get(&url, &[(ACCEPT, accept.as_str())], what).await?;
         let claimed = header(&response, "docker-content-digest");
         let content_type = header(&response, CONTENT_TYPE.as_str());
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e, what))?.to_vec();
-        let digest = Digest::of(&bytes).to_string();
-        for expected in
-            [claimed.as_deref(), reference.starts_with("sha256:").then_some(reference)].into_iter().flatten()
-        {
+        let bytes = bounded::read_capped(response, MANIFEST_LIMIT, &self.endpoint.host, what).await?;
+        let digest = self.check_digest(
+            &bytes,
+            [claimed.as_deref(), reference.starts_with("sha256:").then_some(reference)],
+            what,
+        )?;
+        Ok(FetchedManifest { bytes, digest, content_type })
+    }
+
+    /// Fetches a small blob (an image config) of `size` bytes, as its descriptor says, whole.
+    /// A size over [`CONFIG_LIMIT`] is refused before asking; more bytes than `size` are
+    /// refused as they arrive.
+    pub async fn blob_bytes(&self, digest: &str, size: u64, what: &str) -> Result<Vec<u8>> {
+        if size > CONFIG_LIMIT {
+            return Err(Error::FailedPrecondition(format!(
+                "{what} is {size} bytes, over the limit of {CONFIG_LIMIT} bytes"
+            )));
+        }
+        let response = self.get(&self.blob_url(digest), &[], what).await?;
+        let bytes = bounded::read_capped(response, size, &self.endpoint.host, what).await?;
+        self.check_digest(&bytes, [Some(digest)], what)?;
+        Ok(bytes)
+    }
+
+    /// The digest of `bytes`, checked against each sha256 digest `expected` names.
+    fn check_digest<'a>(
+        &self,
+        bytes: &[u8],
+        expected: impl IntoIterator<Item = Option<&'a str>>,
+        what: &str,
+    ) -> Result<String> {
+        let digest = Digest::of(bytes).to_string();
+        for expected in expected.into_iter().flatten() {
             if expected.starts_with("sha256:") && expected != digest {
                 return Err(Error::FailedPrecondition(format!(
                     "registry {} sent {what} whose bytes hash to {digest}, not {expected}",
@@ -133,14 +160,7 @@ impl EndpointClient {
                 )));
             }
         }
-        Ok(FetchedManifest { bytes, digest, content_type })
-    }
-
-    /// Fetches a small blob (an image config) whole.
-    pub async fn blob_bytes(&self, digest: &str, what: &str) -> Result<Vec<u8>> {
-        let url = self.blob_url(digest);
-        let response = self.get(&url, &[], what).await?;
-        Ok(response.bytes().await.map_err(|e| self.transport_error(&e, what))?.to_vec())
+        Ok(digest)
     }
 
     /// Opens a blob of `size` bytes for download from `offset` (0: from the start). Returns
@@ -288,7 +308,7 @@ impl EndpointClient {
             if status.is_success() {
                 return Ok(response);
             }
-            let body = read_limited(response).await;
+            let body = bounded::read_error_body(response).await;
             return Err(errors::from_status(status, &body, host, what));
         }
     }
@@ -307,18 +327,6 @@ fn content_range(response: &Response) -> Option<(u64, u64)> {
 
 fn header(response: &Response, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
-}
-
-/// The start of an error body; what does not arrive is left out.
-async fn read_limited(mut response: Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < ERROR_BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body
 }
 
 #[cfg(test)]
@@ -423,7 +431,8 @@ mod tests {
         assert_eq!(start, 3, "a range was asked for");
         assert_eq!(rest.chunk().await.unwrap().unwrap().as_ref(), b"defg");
         assert_eq!(fake.lock().unwrap().issued, 3);
-        assert_eq!(client.blob_bytes("sha256:00", "blob").await.unwrap(), b"abcdefg");
+        let whole = Digest::of(b"abcdefg").to_string();
+        assert_eq!(client.blob_bytes(&whole, 7, "blob").await.unwrap(), b"abcdefg");
 
         // Without the password the token service refuses: denied, with the host named.
         let anonymous = EndpointClient::new(&endpoint, &image, RegistryAuth::Anonymous).unwrap();

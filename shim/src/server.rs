@@ -39,6 +39,9 @@ pub fn run(args: Args) -> Result<()> {
     // own session: survive the daemon, no controlling terminal
     let _ = nix::unistd::setsid();
     nix::sys::prctl::set_child_subreaper(true).ctx(|| "PR_SET_CHILD_SUBREAPER".into())?;
+    // berthd raised its own open-file limit; runc and the container get the node's back.
+    berth_sys::open_files::restore_soft_limit_from_env()
+        .map_err(|e| Error::io("set the open-file limit", e.into()))?;
     let std_listener = listener(&args)?;
     std_listener.set_nonblocking(true).ctx(|| "listener".into())?;
     let rt = tokio::runtime::Builder::new_current_thread()

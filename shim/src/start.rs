@@ -10,11 +10,11 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use berth_sys::socket_path::bind_unix;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
@@ -97,15 +97,17 @@ pub fn grouping(spec: Option<&serde_json::Value>, id: &str) -> String {
     id.to_string()
 }
 
+/// The shim's socket, born 0600 (only berthd, as root, connects); `None` when a live shim
+/// already owns it.
 fn bind(path: &Path) -> Result<Option<UnixListener>> {
-    match UnixListener::bind(path) {
+    match bind_unix(path, 0o600) {
         Ok(l) => Ok(Some(l)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             if UnixStream::connect(path).is_ok() {
                 return Ok(None); // a live shim owns it
             }
             std::fs::remove_file(path).ctx(|| format!("remove stale socket {}", path.display()))?;
-            UnixListener::bind(path).map(Some).ctx(|| format!("listen on {}", path.display()))
+            bind_unix(path, 0o600).map(Some).ctx(|| format!("listen on {}", path.display()))
         }
         Err(e) => Err(Error::io(format!("listen on {}", path.display()), e)),
     }
@@ -173,9 +175,6 @@ pub fn start(args: &Args) -> Result<String> {
         let _ = std::fs::remove_file(&path);
         e
     };
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .ctx(|| format!("chmod {}", path.display()))
-        .map_err(cleanup)?;
     util::replace_file(&bundle.join("address"), address.as_bytes()).map_err(cleanup)?;
 
     let fd: OwnedFd = listener.into();

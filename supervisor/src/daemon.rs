@@ -49,7 +49,7 @@ use crate::native::unserved::unserved;
 use crate::native::version::VersionService;
 use crate::node_facts::NodeFacts;
 use crate::root_lock::RootLock;
-use crate::socket::{prepare_socket_path, remove_socket, set_socket_mode, set_socket_owner};
+use crate::socket::{prepare_socket_path, remove_socket, set_socket_owner};
 use crate::tasks::shim::DaemonAddresses;
 
 /// How often garbage collection runs even when nothing asks for it (expiring leases and
@@ -169,9 +169,12 @@ pub async fn run(config: Config) -> Result<()> {
     // gRPC: CRI and the native API on one socket.
     let grpc_socket = config.grpc.address.clone();
     prepare_socket_path(&grpc_socket)?;
-    let listener = UnixListener::bind(&grpc_socket)
+    let listener = berth_sys::socket_path::bind_unix(&grpc_socket, socket_mode)
+        .and_then(|std| {
+            std.set_nonblocking(true)?;
+            UnixListener::from_std(std)
+        })
         .map_err(|e| Error::io(format!("listen on {}", grpc_socket.display()), e))?;
-    set_socket_mode(&grpc_socket, socket_mode)?;
     set_socket_owner(&grpc_socket, config.grpc.uid, config.grpc.gid)?;
 
     let routes = Routes::new(sized!(RuntimeServiceServer::new(CriRuntimeService::new(cri.clone())), config))

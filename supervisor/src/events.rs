@@ -173,14 +173,14 @@ impl EventsTtrpcServer {
         crate::socket::prepare_socket_path(socket)?;
         let address = format!("unix://{}", socket.display());
         let service = create_events(Arc::new(ForwardService { exchange }));
-        let mut server = ttrpc::r#async::Server::new()
-            .bind(&address)
-            .map_err(|e| Error::io(format!("listen on {address}"), std::io::Error::other(e.to_string())))?
-            .register_service(service);
+        // Born with its mode: shims connect as root, nobody else before the mode is set.
+        let listener = berth_sys::socket_path::bind_unix(socket, mode)
+            .and_then(ttrpc::r#async::transport::Listener::try_from)
+            .map_err(|e| Error::io(format!("listen on {address}"), e))?;
+        let mut server = ttrpc::r#async::Server::new().add_listener(listener).register_service(service);
         server.start().await.map_err(|e| {
             Error::io(format!("serve ttrpc on {address}"), std::io::Error::other(e.to_string()))
         })?;
-        crate::socket::set_socket_mode(socket, mode)?;
         Ok(Self { server })
     }
 

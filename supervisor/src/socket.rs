@@ -1,6 +1,7 @@
-//! Unix socket files: make their directory, clear a stale file, set their mode.
+//! Unix socket files: make their directory, clear a stale file, set their owner (their mode
+//! is set as they are bound: `berth_sys::socket_path::bind_unix`).
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -22,11 +23,6 @@ pub fn prepare_socket_path(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("inspect {}", path.display()), e)),
     }
-}
-
-pub fn set_socket_mode(path: &Path, mode: u32) -> Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
 }
 
 /// Gives the socket to `uid`:`gid`, when that is not already who owns it (so an unprivileged

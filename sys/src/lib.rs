@@ -9,4 +9,5 @@
 pub mod clock;
 pub mod executable;
 pub mod mount;
+pub mod open_files;
 pub mod socket_path;

@@ -38,10 +38,69 @@ impl SocketPath {
     }
 }
 
+/// Binds a unix socket at `path` that nobody but its owner can reach before it has `mode`:
+/// it is bound in a fresh private (0700) directory beside `path`, given `mode` there, and only
+/// then renamed into place, so no umask and no chmod-after-bind window applies. An existing
+/// file at `path` is left alone and reported as `AddrInUse`, as `bind` itself would.
+pub fn bind_unix(path: &Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let stage = dir.join(format!(".bind-{}-{nanos}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&stage)?;
+    let staged = stage.join("s");
+    let bound = (|| {
+        let listener = std::os::unix::net::UnixListener::bind(SocketPath::new(&staged)?.as_path())?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &staged,
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::EEXIST => std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            e => std::io::Error::from(e),
+        })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&stage);
+    bound
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::net::{UnixListener, UnixStream};
+
+    #[test]
+    fn sockets_are_born_with_their_mode_and_never_replace_a_file() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.sock");
+        // Even under a umask that takes nothing away, the socket is never looser than asked.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let listener = bind_unix(&path, 0o600);
+        nix::sys::stat::umask(old);
+        let listener = listener.unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        UnixStream::connect(&path).unwrap();
+        drop(listener);
+        assert_eq!(bind_unix(&path, 0o600).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, [std::ffi::OsString::from("berth.sock")], "the staging directory is gone");
+        // Long paths bind through the directory alias.
+        let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let long = deep.join("attach.sock");
+        let _listener = bind_unix(&long, 0o600).unwrap();
+        UnixStream::connect(SocketPath::new(&long).unwrap().as_path()).unwrap();
+    }
 
     #[test]
     fn long_paths_bind_and_connect_through_the_alias() {

@@ -162,9 +162,25 @@ async fn thousands_of_idle_connections_leave_the_cri_answering() {
     .await;
     assert!(served, "the metrics page did not come back after the flood");
 
-    // berthd raised its soft limit to the hard one at start.
+    // berthd raised its soft limit to the hard one at start; its shim, which runc inherits
+    // from, got 1024 back. (What runc then gives the container is runc's: Debian's 1.1.5,
+    // a Go program, passes on the hard limit it raised itself.)
     let (soft, hard) = nofile_limits(berthd.pid());
     assert_eq!(soft, hard, "berthd's soft open-file limit");
+    let shim = shim_of(&container).expect("the container's shim process");
+    assert_eq!(nofile_limits(shim).0, "1024", "the shim's soft open-file limit");
+}
+
+/// The pid of the shim serving `container` (its `-id` argument), found through /proc.
+fn shim_of(container: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(
+        |pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"containerd-shim-berth-v2"))
+                && args.windows(2).any(|w| w[0] == b"-id" && w[1] == container.as_bytes())
+        },
+    )
 }
 
 /// The metrics page, or `None` when the server does not answer within 2 s.

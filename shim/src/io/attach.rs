@@ -57,9 +57,12 @@ struct Inner {
     done: bool,
 }
 
-/// Binds a unix socket at `path`, even one longer than a socket address holds.
+/// Binds the attach socket at `path` (even one longer than a socket address holds), born
+/// 0600: only berthd, as root, attaches.
 fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
-    UnixListener::bind(berth_sys::socket_path::SocketPath::new(path)?.as_path())
+    let listener = berth_sys::socket_path::bind_unix(path, 0o600)?;
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
 }
 
 pub struct AttachHub {

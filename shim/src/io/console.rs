@@ -23,7 +23,9 @@ impl ConsoleSocket {
         for _ in 0..16 {
             let n: u64 = rand_u64();
             let dir = base.join(format!("pty{n}"));
-            match std::fs::create_dir(&dir) {
+            // Private: runc alone connects, to hand over the terminal's master end.
+            match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir)
+            {
                 Ok(()) => {
                     let path = dir.join("pty.sock");
                     let listener =

@@ -53,18 +53,20 @@ fn init_logging(config: &Config, override_level: Option<&str>) {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit, as containerd and every Go program do: the
 /// usual soft 1024 is spent by a few hundred shim connections, pod sockets and clients, and
-/// berthd's own servers are capped well below whatever the limit ends up being.
+/// berthd's own servers are capped well below whatever the limit ends up being. Shims are
+/// handed the original soft limit back (`berth_sys::open_files`).
 fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => {
-                tracing::info!(from = soft, to = hard, "raised the soft open-file limit to the hard limit")
-            }
-            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the soft open-file limit"),
-        },
-        Ok((soft, hard)) => tracing::info!(soft, hard, "the soft open-file limit is already the hard limit"),
-        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    match berth_sys::open_files::raise_soft_limit() {
+        Ok(raised) => {
+            berth_supervisor::tasks::shim::remember_original_open_file_limit(raised.original_soft);
+            tracing::info!(
+                from = raised.original_soft,
+                to = raised.soft,
+                hard = raised.hard,
+                "open-file limit"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the soft open-file limit"),
     }
 }
 

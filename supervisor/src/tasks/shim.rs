@@ -32,8 +32,19 @@ fn args<'a>(namespace: &'a str, id: &'a str, daemon: &'a DaemonAddresses) -> Vec
     vec!["-namespace", namespace, "-address", &daemon.grpc, "-publish-binary", &daemon.binary, "-id", id]
 }
 
+/// The soft open-file limit berthd started with, before it raised its own.
+static ORIGINAL_OPEN_FILE_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Records the soft open-file limit berthd started with: shims set it back for the containers.
+pub fn remember_original_open_file_limit(soft: u64) {
+    let _ = ORIGINAL_OPEN_FILE_LIMIT.set(soft);
+}
+
 fn command(shim: &Path, bundle: &Path, namespace: &str, daemon: &DaemonAddresses) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(shim);
+    if let Some(soft) = ORIGINAL_OPEN_FILE_LIMIT.get() {
+        command.env(berth_sys::open_files::SHIM_SOFT_LIMIT_ENV, soft.to_string());
+    }
     command
         .current_dir(bundle)
         .env("TTRPC_ADDRESS", &daemon.ttrpc)

@@ -328,7 +328,7 @@ impl CriRuntime {
             netns: sandbox.netns.clone(),
             ipc_ns: sandbox.ipc_ns.clone(),
             uts_ns: sandbox.uts_ns.clone(),
-            pid_ns: sandbox.pid_holder.as_ref().map(|h| h.pid_namespace()),
+            pid_ns: sandbox.pid_ns.clone(),
             hostname_file: Some(files.hostname),
             hosts_file: Some(files.hosts),
             resolv_conf_file: Some(files.resolv_conf),

@@ -14,9 +14,7 @@ use super::{SandboxRecord, namespace_options};
 use crate::container::create::{KIND_LABEL, SANDBOX_LABEL};
 use crate::engine::{SIGKILL, TaskCreate, TaskIo, TaskStatus};
 use crate::runtime::CriRuntime;
-use crate::spec::{
-    AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, RealHost, container_spec,
-};
+use crate::spec::{ContainerSpecInput, ImageUserFiles, RealHost, container_spec};
 
 /// How long the infra process has to go after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -65,11 +63,7 @@ impl CriRuntime {
         };
         let mut pod = self.pod_context(record);
         pod.pid_ns = None;
-        let node = NodeContext {
-            cgroup_driver: self.config.cgroup_driver,
-            apparmor: AppArmorSupport::of_this_host(),
-            seccomp: true,
-        };
+        let node = self.node_context();
         let id = record.id.clone();
         let spec = tokio::task::spawn_blocking(move || {
             container_spec(&ContainerSpecInput {

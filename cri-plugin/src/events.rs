@@ -38,14 +38,19 @@ pub type EventStream =
     Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
 
 impl CriRuntime {
-    /// Tells subscribers what happened to container `id`, and refreshes the state gauges.
+    /// Tells subscribers what happened to container (or sandbox) `id`, and refreshes the
+    /// state gauges.
     pub fn emit_container_event(&self, id: &str, kind: cri::ContainerEventType) {
         self.refresh_state_gauges();
         if self.events.sender.receiver_count() == 0 {
             return;
         }
         let container = self.containers.get(id);
-        let sandbox_id = container.as_ref().map(|c| c.sandbox_id.clone());
+        // A sandbox's own events (its holder exited) carry its id, as containerd's do.
+        let sandbox_id = match &container {
+            Some(c) => Some(c.sandbox_id.clone()),
+            None => self.sandboxes.get(id).map(|s| s.id),
+        };
         let sandbox = sandbox_id.as_deref().and_then(|s| self.sandboxes.get(s));
         let containers_statuses = match &sandbox_id {
             Some(sandbox_id) => self

@@ -374,3 +374,152 @@ async fn a_configured_sandbox_image_runs_as_each_pods_infra_container() {
     let left = std::process::Command::new("pgrep").args(["-f", "sleep 7777"]).output().unwrap();
     assert!(left.stdout.is_empty(), "the infra process outlived its pod");
 }
+
+/// The pid of the pod's PID holder, from verbose status (containerd's `info.pid`).
+async fn holder_pid(
+    client: &mut berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    pod: &str,
+) -> nix::unistd::Pid {
+    let verbose = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.to_string(), verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
+    let pid = info["pid"].as_i64().unwrap_or_else(|| panic!("no PID holder in {info}"));
+    nix::unistd::Pid::from_raw(pid as i32)
+}
+
+/// Waits up to `timeout` for the pod to reach `state`; returns its last status.
+async fn wait_for_pod_state(
+    client: &mut berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+    pod: &str,
+    state: cri::PodSandboxState,
+    timeout: Duration,
+) -> cri::PodSandboxStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = pod_status(client, pod).await;
+        if status.state == state as i32 || tokio::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sigkill(pid: nix::unistd::Pid) {
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// A pod whose PID holder dies (killed, OOM) is NotReady, as containerd reports a pod whose
+/// sandbox container exited, so kubelet recreates it. That outlives a berthd restart, a holder
+/// that dies while berthd is down is found at its start, and the holders of the pods that
+/// survived a restart are watched again.
+#[tokio::test]
+async fn a_pod_whose_pid_holder_dies_is_not_ready() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let (mut berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let shared = cri::NamespaceOption { pid: cri::NamespaceMode::Pod as i32, ..Default::default() };
+    let shared_pid_pod = |name: &str| {
+        let mut config = pod_config(name, logs.path());
+        config.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(shared.clone()),
+            ..Default::default()
+        });
+        config
+    };
+    let killed_config = shared_pid_pod("holder-killed");
+    let killed = run_pod(&mut client, &killed_config).await;
+    let container = start_container(
+        &mut client,
+        &killed,
+        &killed_config,
+        container_config("c", &image, &["sleep", "3600"]),
+    )
+    .await;
+    wait_for_state(&mut client, &container, cri::ContainerState::ContainerRunning, Duration::from_secs(10))
+        .await;
+
+    sigkill(holder_pid(&mut client, &killed).await);
+    let status = wait_for_pod_state(
+        &mut client,
+        &killed,
+        cri::PodSandboxState::SandboxNotready,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32, "{status:?}");
+    // The container died with its PID namespace's init.
+    let exited = wait_for_state(
+        &mut client,
+        &container,
+        cri::ContainerState::ContainerExited,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(exited.state, cri::ContainerState::ContainerExited as i32, "{exited:?}");
+
+    let offline = run_pod(&mut client, &shared_pid_pod("holder-killed-offline")).await;
+    let survivor = run_pod(&mut client, &shared_pid_pod("holder-survives")).await;
+    let offline_holder = holder_pid(&mut client, &offline).await;
+    berthd.stop().await;
+    sigkill(offline_holder);
+    berthd.restart().await;
+    let mut client = berthd.runtime_client().await;
+    for (pod, state) in [
+        (&killed, cri::PodSandboxState::SandboxNotready),
+        (&offline, cri::PodSandboxState::SandboxNotready),
+        (&survivor, cri::PodSandboxState::SandboxReady),
+    ] {
+        assert_eq!(pod_status(&mut client, pod).await.state, state as i32, "pod {pod} after the restart");
+    }
+    sigkill(holder_pid(&mut client, &survivor).await);
+    let status = wait_for_pod_state(
+        &mut client,
+        &survivor,
+        cri::PodSandboxState::SandboxNotready,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32, "{status:?}");
+    remove_all_pods(&mut client).await;
+}
+
+/// The same for a pod run with an infra container (`sandbox_image`): its exit, through its
+/// task, makes the pod NotReady.
+#[tokio::test]
+async fn a_pod_whose_infra_container_exits_is_not_ready() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "iptables"]);
+    let registry = berth_tests::Registry::start().await;
+    let host = registry.host();
+    let pause = berth_tests::ImageBuilder::busybox()
+        .unwrap()
+        .config_field("Cmd", serde_json::json!(["sleep", "7778"]))
+        .build();
+    registry.push_image("pause", "test", &pause).await;
+    let berthd = berth_tests::Berthd::start_with_config(|paths| {
+        paths.trust_registry(&registry);
+        paths.config_text(&format!("sandbox_image = \"{host}/pause:test\""))
+    })
+    .await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pod = run_pod(&mut client, &pod_config("infra-killed", logs.path())).await;
+    assert_eq!(pod_status(&mut client, &pod).await.state, cri::PodSandboxState::SandboxReady as i32);
+    let infra = holder_pid(&mut client, &pod).await;
+    let cmdline = std::fs::read_to_string(format!("/proc/{infra}/cmdline")).unwrap();
+    assert_eq!(cmdline.replace('\0', " ").trim(), "sleep 7778", "the holder is not the infra process");
+
+    sigkill(infra);
+    let status =
+        wait_for_pod_state(&mut client, &pod, cri::PodSandboxState::SandboxNotready, Duration::from_secs(5))
+            .await;
+    assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32, "{status:?}");
+    remove_all_pods(&mut client).await;
+}

@@ -143,3 +143,42 @@ async fn security_context_is_applied() {
     assert_eq!(output(&mut client, &id, "ls /dev/ | busybox grep -c -x -e null -e loop0 -e tty").await.2, 0);
     remove_all_pods(&mut client).await;
 }
+
+/// A container gets a cgroup namespace of its own where containerd gives one: unprivileged on
+/// a unified (v2) host, where it sees its cgroup as `/`. A privileged container, and any
+/// container on a v1 or hybrid host, sees its real path, which names it.
+#[tokio::test]
+async fn containers_get_a_private_cgroup_namespace_on_cgroup_v2_unless_privileged() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut config = pod_config("cgroupns", logs.path());
+    config.linux.as_mut().unwrap().security_context =
+        Some(cri::LinuxSandboxSecurityContext { privileged: true, ..Default::default() });
+    let pod = run_pod(&mut client, &config).await;
+    let plain =
+        start_container(&mut client, &pod, &config, container_config("plain", &image, &["sleep", "3600"]))
+            .await;
+    let mut privileged = container_config("privileged", &image, &["sleep", "3600"]);
+    privileged.linux =
+        security(cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() });
+    let privileged = start_container(&mut client, &pod, &config, privileged).await;
+    for id in [&plain, &privileged] {
+        wait_for_state(&mut client, id, cri::ContainerState::ContainerRunning, Duration::from_secs(10)).await;
+    }
+
+    let seen_by_plain = output(&mut client, &plain, "cat /proc/self/cgroup").await.0;
+    if cgroup_v2 {
+        assert_eq!(seen_by_plain, "0::/", "no private cgroup namespace on cgroup v2");
+    } else {
+        assert!(
+            seen_by_plain.contains(plain.as_str()),
+            "a v1 or hybrid host's path expected: {seen_by_plain}"
+        );
+    }
+    let seen_by_privileged = output(&mut client, &privileged, "cat /proc/self/cgroup").await.0;
+    assert!(seen_by_privileged.contains(privileged.as_str()), "{seen_by_privileged}");
+    remove_all_pods(&mut client).await;
+}

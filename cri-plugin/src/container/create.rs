@@ -164,11 +164,7 @@ impl CriRuntime {
         };
         let target_pid = self.target_pid(&config, sandbox)?;
         let pod = self.pod_context(sandbox);
-        let node = NodeContext {
-            cgroup_driver: self.config.cgroup_driver,
-            apparmor: AppArmorSupport::of_this_host(),
-            seccomp: std::path::Path::new("/proc/self/status").exists(),
-        };
+        let node = self.node_context();
         // Off the executor: the spec reads host files (devices, seccomp profiles) and may load
         // berth's AppArmor profile.
         let spec = {
@@ -319,6 +315,17 @@ impl CriRuntime {
         Ok(Some(target.pid))
     }
 
+    /// The node's facts a container's spec depends on, detected once (the engine's at its
+    /// start, AppArmor's at first use).
+    pub(crate) fn node_context(&self) -> NodeContext {
+        NodeContext {
+            cgroup_driver: self.config.cgroup_driver,
+            apparmor: AppArmorSupport::of_this_host(),
+            seccomp: std::path::Path::new("/proc/self/status").exists(),
+            cgroup_v2: self.engine.facts().cgroup_layout == "v2",
+        }
+    }
+
     /// What a pod gives its containers.
     pub fn pod_context(&self, sandbox: &SandboxRecord) -> PodContext {
         let files = sandbox.files();
@@ -328,7 +335,7 @@ impl CriRuntime {
             netns: sandbox.netns.clone(),
             ipc_ns: sandbox.ipc_ns.clone(),
             uts_ns: sandbox.uts_ns.clone(),
-            pid_ns: sandbox.pid_holder.as_ref().map(|h| h.pid_namespace()),
+            pid_ns: sandbox.pid_ns.clone(),
             hostname_file: Some(files.hostname),
             hosts_file: Some(files.hosts),
             resolv_conf_file: Some(files.resolv_conf),

@@ -13,6 +13,8 @@ use nix::sched::CloneFlags;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
+use super::pidfd;
+
 /// A namespace a pod can have of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodNamespace {
@@ -57,24 +59,25 @@ pub trait PodHost: Send + Sync + 'static {
     /// Starts the process that holds the pod's PID namespace (PID 1 of the pod), in the
     /// pinned namespaces `joined`, chrooted in the empty `root`.
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder>;
-    /// Whether the holder still runs (the same process: its start time matches).
+    /// Whether the holder still runs (the same process, not another with its pid).
     fn pid_holder_alive(&self, holder: &PidHolder) -> bool;
+    /// Pins the holder's PID namespace with a bind mount at `path` (created), so containers
+    /// join it by a path that can only ever be this pod's. A holder that has exited, or whose
+    /// pid names another process now, is an error (`NotFound`).
+    fn pin_pid_namespace(&self, holder: &PidHolder, path: &Path) -> io::Result<()>;
+    /// Resolves once the holder has exited, at once if it is gone already.
+    fn wait_for_pid_holder_exit(&self, holder: &PidHolder) -> BoxFuture<'static, io::Result<()>>;
     /// Kills the holder, and with it every process left in the pod's PID namespace.
     fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()>;
 }
 
-/// The process holding a pod's PID namespace.
+/// The process holding a pod's PID namespace. Reached only through `pidfd.rs`, which proves
+/// the pid still names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PidHolder {
     pub pid: u32,
     /// Its start time (`/proc/<pid>/stat` field 22), so a reused pid is never mistaken for it.
     pub start_time: u64,
-}
-
-impl PidHolder {
-    pub fn pid_namespace(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/pid", self.pid))
-    }
 }
 
 /// A process's start time in clock ticks since boot, from `/proc/<pid>/stat`.
@@ -261,6 +264,7 @@ impl PodHost for LinuxPodHost {
     }
 
     fn start_pid_holder(&self, root: &Path, joined: &[(PodNamespace, PathBuf)]) -> io::Result<PidHolder> {
+        use std::io::BufRead;
         std::fs::create_dir_all(root)?;
         let binary = &self.pause_binary;
         let mut command = std::process::Command::new(binary);
@@ -268,10 +272,24 @@ impl PodHost for LinuxPodHost {
         for (kind, path) in joined {
             command.arg(format!("--{}", kind.proc_name())).arg(path);
         }
-        let output = command
-            .stdin(std::process::Stdio::null())
-            .output()
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("run {}: {e}", binary.display())))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            io::BufReader::new(stdout).read_line(&mut line)?;
+        }
+        // berth-pause waits for its stdin to close before exiting: until then the init is its
+        // unreaped child, so even a dead init keeps its pid and the start time read here is
+        // the init's, never that of a process that got the pid afterwards.
+        let holder = line.trim().parse::<u32>().ok().map(|pid| (pid, process_start_time(pid)));
+        drop(child.stdin.take());
+        let output = child
+            .wait_with_output()
+            .map_err(|e| io::Error::new(e.kind(), format!("wait for {}: {e}", binary.display())))?;
         if !output.status.success() {
             return Err(io::Error::other(format!(
                 "{} failed: {}",
@@ -279,28 +297,48 @@ impl PodHost for LinuxPodHost {
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
-        let pid: u32 = String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .map_err(|e| io::Error::other(format!("{} printed no pid: {e}", binary.display())))?;
-        let start_time = process_start_time(pid)
-            .ok_or_else(|| io::Error::other(format!("the PID holder {pid} died at once")))?;
-        Ok(PidHolder { pid, start_time })
+        match holder {
+            Some((pid, Some(start_time))) => Ok(PidHolder { pid, start_time }),
+            Some((pid, None)) => Err(io::Error::other(format!("the PID holder {pid} died at once"))),
+            None => Err(io::Error::other(format!("{} printed no pid: {line:?}", binary.display()))),
+        }
     }
 
     fn pid_holder_alive(&self, holder: &PidHolder) -> bool {
-        process_start_time(holder.pid) == Some(holder.start_time)
+        pidfd::open_holder(holder).is_ok()
+    }
+
+    fn pin_pid_namespace(&self, holder: &PidHolder, path: &Path) -> io::Result<()> {
+        let namespace = pidfd::open_pid_namespace(holder)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::File::create(path)?;
+        // The bind source is the open namespace file, not /proc/<pid>: the pid may have been
+        // reused since, the file cannot have.
+        let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&namespace));
+        nix::mount::mount(
+            Some(source.as_str()),
+            path,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("pin the PID namespace of {} at {}: {e}", holder.pid, path.display()),
+            )
+        })
+    }
+
+    fn wait_for_pid_holder_exit(&self, holder: &PidHolder) -> BoxFuture<'static, io::Result<()>> {
+        Box::pin(pidfd::wait_for_exit(*holder))
     }
 
     fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()> {
-        if !self.pid_holder_alive(holder) {
-            return Ok(());
-        }
-        let pid = nix::unistd::Pid::from_raw(holder.pid as i32);
-        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(e) => Err(io::Error::from(e)),
-        }
+        pidfd::kill(holder)
     }
 
     fn unmount(&self, path: &Path) -> io::Result<()> {
@@ -325,6 +363,8 @@ pub mod fake {
     pub struct FakePodHost {
         pub calls: Mutex<Vec<String>>,
         pub fail_pin: bool,
+        /// The PID holder has exited (or its pid names another process now).
+        pub holder_gone: std::sync::atomic::AtomicBool,
     }
 
     impl FakePodHost {
@@ -394,7 +434,25 @@ pub mod fake {
             Ok(PidHolder { pid: 4242, start_time: 1 })
         }
         fn pid_holder_alive(&self, _holder: &PidHolder) -> bool {
-            true
+            !self.holder_gone.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn pin_pid_namespace(&self, holder: &PidHolder, path: &Path) -> io::Result<()> {
+            self.record(format!("pin_pid_namespace {} {}", holder.pid, path.display()));
+            if !self.pid_holder_alive(holder) {
+                return Err(pidfd::holder_gone(holder));
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, b"")
+        }
+        fn wait_for_pid_holder_exit(&self, _holder: &PidHolder) -> BoxFuture<'static, io::Result<()>> {
+            // Only a holder already gone ends the wait: the fake's holders never die later.
+            if self.holder_gone.load(std::sync::atomic::Ordering::SeqCst) {
+                Box::pin(std::future::ready(Ok(())))
+            } else {
+                Box::pin(std::future::pending())
+            }
         }
         fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()> {
             self.record(format!("stop_pid_holder {}", holder.pid));

@@ -12,11 +12,9 @@ use tonic::Status;
 use super::host::{PidHolder, process_start_time};
 use super::{SandboxRecord, namespace_options};
 use crate::container::create::{KIND_LABEL, SANDBOX_LABEL};
-use crate::engine::{SIGKILL, TaskCreate, TaskIo};
+use crate::engine::{SIGKILL, TaskCreate, TaskIo, TaskStatus};
 use crate::runtime::CriRuntime;
-use crate::spec::{
-    AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, RealHost, container_spec,
-};
+use crate::spec::{ContainerSpecInput, ImageUserFiles, RealHost, container_spec};
 
 /// How long the infra process has to go after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -65,11 +63,7 @@ impl CriRuntime {
         };
         let mut pod = self.pod_context(record);
         pod.pid_ns = None;
-        let node = NodeContext {
-            cgroup_driver: self.config.cgroup_driver,
-            apparmor: AppArmorSupport::of_this_host(),
-            seccomp: true,
-        };
+        let node = self.node_context();
         let id = record.id.clone();
         let spec = tokio::task::spawn_blocking(move || {
             container_spec(&ContainerSpecInput {
@@ -104,11 +98,18 @@ impl CriRuntime {
             })
             .await?;
         let pid = self.tasks.start(&record.id).await?;
-        let start_time = process_start_time(pid).ok_or_else(|| {
-            Status::internal(format!("the infra process {pid} of {} exited at once", record.id))
-        })?;
+        let id = record.id.clone();
+        let exited_at_once = || Status::internal(format!("the infra process {pid} of {id} exited at once"));
+        let start_time = process_start_time(pid).ok_or_else(exited_at_once)?;
         record.pid_holder = Some(PidHolder { pid, start_time });
-        Ok(())
+        self.pin_pid_namespace(record).await?;
+        // The shim reaps the infra process, so its pid is free for reuse as soon as it exits.
+        // Still running now with the same pid, it ran throughout: the start time read and the
+        // namespace pinned above were its own.
+        match self.tasks.state(&id).await? {
+            Some(state) if state.status == TaskStatus::Running && state.pid == pid => Ok(()),
+            _ => Err(exited_at_once()),
+        }
     }
 
     /// Kills and deletes the infra task and its snapshot; safe to repeat.

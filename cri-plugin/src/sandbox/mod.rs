@@ -8,10 +8,12 @@ pub mod files;
 pub mod host;
 pub mod infra;
 pub mod network;
+pub mod pidfd;
 pub mod run;
 pub mod starts;
 pub mod status;
 pub mod stop;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -46,6 +48,10 @@ pub struct SandboxRecord {
     /// The process holding the pod's PID namespace, when its containers share one.
     #[serde(default)]
     pub pid_holder: Option<host::PidHolder>,
+    /// The holder's PID namespace, pinned: containers join it by this path, never by the
+    /// holder's pid.
+    #[serde(default)]
+    pub pid_ns: Option<PathBuf>,
     /// The pod runs an infra container from the configured `sandbox_image` (a task whose id
     /// is the sandbox's); its process is then the `pid_holder`.
     #[serde(default)]

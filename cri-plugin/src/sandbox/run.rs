@@ -92,7 +92,7 @@ impl CriRuntime {
     }
 
     async fn create_sandbox(
-        &self,
+        self: &Arc<Self>,
         name: String,
         config: cri::PodSandboxConfig,
         runtime_handler: String,
@@ -114,6 +114,7 @@ impl CriRuntime {
             uts_ns: None,
             shm: None,
             pid_holder: None,
+            pid_ns: None,
             infra_image: None,
             network_attached: false,
             ips: Vec::new(),
@@ -128,6 +129,8 @@ impl CriRuntime {
             Ok(()) => {
                 record.state = SandboxState::Ready;
                 self.sandboxes.save(record).await?;
+                // Watched from Ready on: a holder that died during setup is found at once.
+                self.watch_sandbox(&id);
                 self.metrics.pod_phase("sandbox_total", started.elapsed());
                 tracing::info!(name = %name, "sandbox ready");
                 Ok(id)
@@ -220,6 +223,7 @@ impl CriRuntime {
                 .map_err(|e| Status::internal(format!("start the pod's PID namespace holder: {e}")))?;
             record.pid_holder = Some(holder);
             self.sandboxes.save(record.clone()).await?;
+            self.pin_pid_namespace(record).await?;
         }
         self.metrics.pod_phase("sandbox_namespaces", phase.elapsed());
 
@@ -233,6 +237,23 @@ impl CriRuntime {
             record.ips = ips.iter().map(|ip| ip.to_string()).collect();
         }
         Ok(())
+    }
+
+    /// Pins the PID holder's namespace in the pod's directory and records where: the path
+    /// containers join it by. Recorded before the pin, so teardown finds a half-made one.
+    pub(crate) async fn pin_pid_namespace(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+        let Some(holder) = record.pid_holder else { return Ok(()) };
+        let path = record.dir.join("ns").join("pid");
+        record.pid_ns = Some(path.clone());
+        self.sandboxes.save(record.clone()).await?;
+        let host = self.host.clone();
+        tokio::task::spawn_blocking(move || host.pin_pid_namespace(&holder, &path))
+            .await
+            .map_err(blocking_error)?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Status::failed_precondition(e.to_string()),
+                _ => Status::internal(format!("pin the pod's PID namespace: {e}")),
+            })
     }
 
     /// Detaches the network and unpins namespaces and shm; safe to repeat. A failed detach
@@ -254,7 +275,10 @@ impl CriRuntime {
         }
         let host = self.host.clone();
         let paths: Vec<_> =
-            [record.netns.take(), record.ipc_ns.take(), record.uts_ns.take()].into_iter().flatten().collect();
+            [record.netns.take(), record.ipc_ns.take(), record.uts_ns.take(), record.pid_ns.take()]
+                .into_iter()
+                .flatten()
+                .collect();
         let shm = record.shm.take();
         if record.infra_image.is_some() {
             self.stop_infra(record).await?;

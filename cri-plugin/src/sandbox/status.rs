@@ -65,6 +65,9 @@ impl SandboxRecord {
             "netNamespacePath": self.netns,
             "ipcNamespacePath": self.ipc_ns,
             "utsNamespacePath": self.uts_ns,
+            "pidNamespacePath": self.pid_ns,
+            // containerd's name for the sandbox's process: the PID holder here.
+            "pid": self.pid_holder.map(|h| h.pid),
             "shmPath": self.shm,
             "networkAttached": self.network_attached,
             "ips": self.ips,

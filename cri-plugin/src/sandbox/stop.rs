@@ -1,9 +1,11 @@
 //! StopPodSandbox and RemovePodSandbox. Both may be repeated, and both succeed for a sandbox
 //! that is already gone, as kubelet expects.
 
+use std::sync::Arc;
+
 use tonic::Status;
 
-use super::SandboxState;
+use super::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
 
 impl CriRuntime {
@@ -51,18 +53,27 @@ impl CriRuntime {
 
 impl CriRuntime {
     /// At start: a sandbox whose namespaces did not survive (the node rebooted, `/run` was
-    /// cleared) or whose PID holder died is not ready any more.
-    pub async fn recover_sandboxes(&self) {
+    /// cleared) or whose PID holder died is not ready any more; the holders of the others are
+    /// watched again.
+    pub async fn recover_sandboxes(self: &Arc<Self>) {
         for sandbox in self.sandboxes.list() {
             if sandbox.state != SandboxState::Ready {
                 continue;
             }
-            let pinned =
-                [&sandbox.netns, &sandbox.ipc_ns, &sandbox.uts_ns].into_iter().flatten().all(|p| p.exists());
-            let holder = sandbox.pid_holder.as_ref().is_none_or(|h| self.host.pid_holder_alive(h));
-            if !(pinned && holder) {
-                tracing::warn!(pod = %sandbox.id, pinned, holder, "sandbox lost its namespaces; marking it not ready");
+            let mut loss = sandbox.loss(self.host.as_ref()).map(|loss| format!("{loss:?}"));
+            if loss.is_none() && sandbox.pid_holder.is_some() && sandbox.pid_ns.is_none() {
+                // Made by a berth that joined the holder's namespace by its pid: pin it now,
+                // while the holder is proven to be the same process.
+                let mut pinned = SandboxRecord::clone(&sandbox);
+                if let Err(e) = self.pin_pid_namespace(&mut pinned).await {
+                    loss = Some(e.message().to_string());
+                }
+            }
+            if let Some(loss) = loss {
+                tracing::warn!(pod = %sandbox.id, loss, "sandbox lost its namespaces; marking it not ready");
                 let _ = self.sandboxes.update(&sandbox.id, |s| s.state = SandboxState::NotReady).await;
+            } else {
+                self.watch_sandbox(&sandbox.id);
             }
         }
         self.refresh_state_gauges();

@@ -77,6 +77,9 @@ pub struct NodeContext {
     pub apparmor: AppArmorSupport,
     /// The kernel supports seccomp.
     pub seccomp: bool,
+    /// The host mounts the unified cgroup v2 hierarchy at `/sys/fs/cgroup` (not v1, not
+    /// hybrid): unprivileged containers then get a cgroup namespace of their own.
+    pub cgroup_v2: bool,
 }
 
 /// The image's /etc/passwd and /etc/group, when it has them.
@@ -153,7 +156,12 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     let sysctls = pod.config.linux.as_ref().map(|l| l.sysctls.clone()).filter(|s| !s.is_empty());
 
     let mut linux = Linux::default();
-    linux.set_namespaces(Some(namespaces::container_namespaces(sc, pod, input.target_pid)?));
+    linux.set_namespaces(Some(namespaces::container_namespaces(
+        sc,
+        pod,
+        input.target_pid,
+        input.node.cgroup_v2,
+    )?));
     linux.set_devices(Some(devices));
     linux.set_resources(Some(cgroup));
     linux.set_cgroups_path(Some(resources::cgroups_path(

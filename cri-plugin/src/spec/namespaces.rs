@@ -17,12 +17,15 @@ fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
 
 /// The namespaces of a container in `pod`. A namespace absent from the list is the host's.
 ///
-/// No cgroup namespace: on this project's cgroup v1 and hybrid hosts runc would then hide
-/// the container's cgroup, and v2 detection is not worth a host probe here.
+/// A cgroup namespace of its own, as containerd gives, only on a unified (v2) host and only
+/// unprivileged: the container then sees its cgroup as `/` and no host paths. On v1 and
+/// hybrid hosts runc's v1 mounts need the host's view, and a privileged container keeps the
+/// host's so it can manage cgroups (nested runtimes).
 pub fn container_namespaces(
     sc: Option<&cri::LinuxContainerSecurityContext>,
     pod: &PodContext,
     target_pid: Option<u32>,
+    cgroup_v2: bool,
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
     let options = sc.and_then(|sc| sc.namespace_options.as_ref());
     let pid_mode = match options {
@@ -58,6 +61,9 @@ pub fn container_namespaces(
             out.push(ns(LinuxNamespaceType::Pid, Some(PathBuf::from(format!("/proc/{pid}/ns/pid")))));
         }
     }
+    if cgroup_v2 && !sc.is_some_and(|sc| sc.privileged) {
+        out.push(ns(LinuxNamespaceType::Cgroup, None));
+    }
     Ok(out)
 }
 
@@ -81,7 +87,7 @@ mod tests {
     #[test]
     fn joins_pod_network_ipc_uts_and_owns_mount() {
         let p = pod();
-        let list = container_namespaces(None, &p, None).unwrap();
+        let list = container_namespaces(None, &p, None, false).unwrap();
         assert_eq!(find(&list, LinuxNamespaceType::Mount), Some(None));
         assert_eq!(find(&list, LinuxNamespaceType::Network), Some(p.netns.clone()));
         assert_eq!(find(&list, LinuxNamespaceType::Ipc), Some(p.ipc_ns.clone()));
@@ -95,7 +101,7 @@ mod tests {
         p.netns = None;
         p.ipc_ns = None;
         p.uts_ns = None;
-        let list = container_namespaces(None, &p, None).unwrap();
+        let list = container_namespaces(None, &p, None, false).unwrap();
         assert_eq!(find(&list, LinuxNamespaceType::Network), None);
         assert_eq!(find(&list, LinuxNamespaceType::Ipc), None);
         assert_eq!(find(&list, LinuxNamespaceType::Uts), None);
@@ -104,14 +110,17 @@ mod tests {
     #[test]
     fn pid_modes() {
         let mut p = pod();
-        let pod_mode = container_namespaces(Some(&with_pid(cri::NamespaceMode::Pod)), &p, None).unwrap();
+        let pod_mode =
+            container_namespaces(Some(&with_pid(cri::NamespaceMode::Pod)), &p, None, false).unwrap();
         assert_eq!(find(&pod_mode, LinuxNamespaceType::Pid), Some(p.pid_ns.clone()));
         p.pid_ns = None;
-        let pod_mode = container_namespaces(Some(&with_pid(cri::NamespaceMode::Pod)), &p, None).unwrap();
+        let pod_mode =
+            container_namespaces(Some(&with_pid(cri::NamespaceMode::Pod)), &p, None, false).unwrap();
         assert_eq!(find(&pod_mode, LinuxNamespaceType::Pid), Some(None));
-        let own = container_namespaces(Some(&with_pid(cri::NamespaceMode::Container)), &p, None).unwrap();
+        let own =
+            container_namespaces(Some(&with_pid(cri::NamespaceMode::Container)), &p, None, false).unwrap();
         assert_eq!(find(&own, LinuxNamespaceType::Pid), Some(None));
-        let host = container_namespaces(Some(&with_pid(cri::NamespaceMode::Node)), &p, None).unwrap();
+        let host = container_namespaces(Some(&with_pid(cri::NamespaceMode::Node)), &p, None, false).unwrap();
         assert_eq!(find(&host, LinuxNamespaceType::Pid), None);
     }
 
@@ -119,9 +128,24 @@ mod tests {
     fn target_mode_joins_the_target_or_fails() {
         let p = pod();
         let sc = with_pid(cri::NamespaceMode::Target);
-        let list = container_namespaces(Some(&sc), &p, Some(4321)).unwrap();
+        let list = container_namespaces(Some(&sc), &p, Some(4321), false).unwrap();
         assert_eq!(find(&list, LinuxNamespaceType::Pid), Some(Some(PathBuf::from("/proc/4321/ns/pid"))));
-        assert!(matches!(container_namespaces(Some(&sc), &p, None), Err(SpecError::NoTargetPid)));
+        assert!(matches!(container_namespaces(Some(&sc), &p, None, false), Err(SpecError::NoTargetPid)));
+    }
+
+    #[test]
+    fn a_private_cgroup_namespace_only_unprivileged_on_cgroup_v2() {
+        let p = pod();
+        let unprivileged = cri::LinuxContainerSecurityContext::default();
+        let privileged = cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        let on_v2 = container_namespaces(Some(&unprivileged), &p, None, true).unwrap();
+        assert_eq!(find(&on_v2, LinuxNamespaceType::Cgroup), Some(None));
+        let no_context = container_namespaces(None, &p, None, true).unwrap();
+        assert_eq!(find(&no_context, LinuxNamespaceType::Cgroup), Some(None));
+        let privileged_on_v2 = container_namespaces(Some(&privileged), &p, None, true).unwrap();
+        assert_eq!(find(&privileged_on_v2, LinuxNamespaceType::Cgroup), None);
+        let on_v1 = container_namespaces(Some(&unprivileged), &p, None, false).unwrap();
+        assert_eq!(find(&on_v1, LinuxNamespaceType::Cgroup), None);
     }
 
     #[test]
@@ -130,14 +154,14 @@ mod tests {
         sc.namespace_options.as_mut().unwrap().userns_options =
             Some(cri::UserNamespace { mode: cri::NamespaceMode::Pod as i32, ..Default::default() });
         assert!(matches!(
-            container_namespaces(Some(&sc), &pod(), None),
+            container_namespaces(Some(&sc), &pod(), None, false),
             Err(SpecError::UnsupportedNamespace(_))
         ));
         sc.namespace_options.as_mut().unwrap().userns_options = Some(cri::UserNamespace::default());
         // Mode 0 is POD; kubelet sends NODE for ordinary pods.
-        assert!(container_namespaces(Some(&sc), &pod(), None).is_err());
+        assert!(container_namespaces(Some(&sc), &pod(), None, false).is_err());
         sc.namespace_options.as_mut().unwrap().userns_options =
             Some(cri::UserNamespace { mode: cri::NamespaceMode::Node as i32, ..Default::default() });
-        assert!(container_namespaces(Some(&sc), &pod(), None).is_ok());
+        assert!(container_namespaces(Some(&sc), &pod(), None, false).is_ok());
     }
 }

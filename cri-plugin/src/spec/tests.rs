@@ -63,6 +63,7 @@ const NODE: NodeContext = NodeContext {
     cgroup_driver: CgroupDriver::Cgroupfs,
     apparmor: AppArmorSupport::Unavailable,
     seccomp: true,
+    cgroup_v2: false,
 };
 
 fn build(config: &cri::ContainerConfig, pod: &PodContext) -> Result<Spec, SpecError> {

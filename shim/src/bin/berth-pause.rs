@@ -2,7 +2,9 @@
 //! with `shareProcessNamespace`) with no infra image and no registry.
 //!
 //! `berth-pause --root DIR [--net PATH] [--ipc PATH] [--uts PATH]` joins the pod's pinned
-//! namespaces, makes a new PID namespace and forks its init, prints the init's pid and exits.
+//! namespaces, makes a new PID namespace and forks its init, prints the init's pid and exits
+//! once its stdin closes: until then the init, dead or alive, keeps its pid, so the caller
+//! can tell it from a process that gets the pid later.
 //! The init (PID 1 of the pod) lives chrooted in the empty DIR and not dumpable, so no
 //! container sharing its namespace can reach the host through `/proc/1/root`; it reaps the
 //! orphans of the pod until it is killed (SIGKILL, at StopPodSandbox).
@@ -79,6 +81,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(pid) => {
             println!("{pid}");
+            // The caller closes stdin once it has read the init's start time.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -183,7 +183,12 @@ async fn bad_streaming_requests_are_refused_before_any_url_is_made() {
     let err = runtime.run_pod_sandbox(cri::RunPodSandboxRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
-    // Nothing was made: the state directory holds no bundles or sandboxes.
-    let made: Vec<_> = std::fs::read_dir(&berthd.paths.state).unwrap().collect();
-    assert!(made.is_empty(), "state dir not empty: {made:?}");
+    // Nothing was made: the state directory holds no bundles, and the CRI plugin's
+    // directories (made at start, with their modes) no sandbox, container or exec.
+    let state = &berthd.paths.state;
+    assert_eq!(berth_tests::dir_entries(state), ["cri"], "state dir");
+    for dir in ["sandboxes", "containers", "exec", "image-views"] {
+        let made = berth_tests::dir_entries(&state.join("cri").join(dir));
+        assert!(made.is_empty(), "cri/{dir} holds {made:?}");
+    }
 }

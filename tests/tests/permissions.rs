@@ -105,3 +105,74 @@ async fn an_unprivileged_user_reads_nothing_of_berths_root_or_state() {
     assert!(!out.contains("hunter2:") && !out.contains("SECRET=hunter2"), "{out}");
     ctr_at(&socket, &["tasks", "kill", "-s", "SIGKILL", "secretive"]);
 }
+
+/// Everything a CRI pod that uses berth's features leaves on the node (its pinned namespaces
+/// and berth-pause, shm, hosts and resolv.conf, a container with a stdin FIFO, a log, an
+/// exec, CNI results, the shims' sockets) is out of an unprivileged user's reach: nothing to
+/// read, list or write by the modes, and nothing a real `nobody` can open.
+#[tokio::test]
+async fn an_unprivileged_user_reaches_nothing_a_cri_pod_leaves_on_the_node() {
+    use berth_proto::runtime::v1 as cri;
+    use berth_tests::cri::{
+        berthd_with_busybox, container_config, exec_sync, pod_config, run_pod, start_container,
+    };
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "setpriv"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    std::fs::set_permissions(&berthd.paths.base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut client = berthd.runtime_client().await;
+    // kubelet's /var/log/pods/<pod> is 0755; what berth makes under it is its own.
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(logs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = pod_config("walked", logs.path());
+    config.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut client, &config).await;
+    let mut container = container_config("c", &image, &["sh", "-c", "echo SECRET=hunter2; exec sleep 3600"]);
+    container.stdin = true;
+    container.envs = vec![cri::KeyValue { key: "SECRET".into(), value: "hunter2".into() }];
+    let id = start_container(&mut client, &pod, &config, container).await;
+    let reply =
+        exec_sync(&mut client, &id, &["sh", "-c", "echo hunter2 > /dev/shm/secret; cat /dev/shm/secret"], 10)
+            .await
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&reply.stdout).trim(), "hunter2");
+
+    let root = &berthd.paths.root;
+    let state = &berthd.paths.state;
+    let run = berthd.paths.socket.parent().unwrap().to_path_buf();
+    for dir in [root, state, &run, &logs.path().to_path_buf()] {
+        let exposed = readable_by_others(dir);
+        assert!(exposed.is_empty(), "readable by any user under {}: {exposed:#?}", dir.display());
+    }
+    let pod_dir = state.join("cri/sandboxes").join(&pod);
+    let log = logs.path().join("c/0.log");
+    assert!(log.is_file() && pod_dir.join("shm/secret").is_file(), "the pod's files moved");
+    for target in [
+        pod_dir.join("shm/secret"),
+        pod_dir.join("hosts"),
+        pod_dir.join("resolv.conf"),
+        log.clone(),
+        state.join("cri/containers").join(&id),
+        state.join("cri/sandboxes"),
+        root.join("cri/cni"),
+    ] {
+        let target = target.to_string_lossy();
+        let (ok, out) = as_nobody(&["cat", &target]);
+        assert!(!ok && !out.contains("hunter2"), "nobody read {target}: {out}");
+        let (ok, out) = as_nobody(&["ls", &target]);
+        assert!(!ok || out.trim().is_empty() || out.trim() == target, "nobody listed {target}: {out}");
+        let (ok, out) = as_nobody(&["sh", "-c", &format!("echo x >> {target}")]);
+        assert!(!ok, "nobody wrote {target}: {out}");
+    }
+    let everything =
+        [root, state, &run, &logs.path().to_path_buf()].map(|d| d.to_string_lossy().into_owned());
+    let mut grep = vec!["grep", "-r", "hunter2"];
+    grep.extend(everything.iter().map(String::as_str));
+    let (_, out) = as_nobody(&grep);
+    assert!(!out.contains("hunter2\n") && !out.contains("SECRET=hunter2"), "{out}");
+}

@@ -214,8 +214,12 @@ impl CriRuntime {
 
         if !log_path.is_empty() {
             let dir = Path::new(&log_path).parent().map(Path::to_path_buf);
+            // What berth makes under kubelet's pod log directory is 0750: the logs (0640) are
+            // root's and kubelet's to read, not every local user's to list.
             if let Some(dir) = dir {
-                tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+                let mut builder = tokio::fs::DirBuilder::new();
+                builder.recursive(true).mode(0o750);
+                builder.create(&dir).await.map_err(|e| {
                     Status::internal(format!("create the log directory {}: {e}", dir.display()))
                 })?;
             }

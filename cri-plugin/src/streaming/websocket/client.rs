@@ -266,10 +266,7 @@ struct StatusCause {
 }
 
 /// What the error channel said, as client-go reads it: nothing is success.
-pub(crate) fn decode_outcome(
-    protocol: RemoteCommandProtocol,
-    message: &[u8],
-) -> Result<CommandOutcome, Error> {
+pub fn decode_outcome(protocol: RemoteCommandProtocol, message: &[u8]) -> Result<CommandOutcome, Error> {
     if message.is_empty() {
         return Ok(CommandOutcome::Success);
     }

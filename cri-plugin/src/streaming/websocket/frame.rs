@@ -6,14 +6,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 /// The first byte of a v5 stream-close message; the second names the channel being closed.
-pub(crate) const CLOSE_SIGNAL: u8 = 255;
+pub const CLOSE_SIGNAL: u8 = 255;
 
 /// The largest payload put in one frame, so that one write cannot hold the socket for long.
-pub(crate) const MAX_PAYLOAD: usize = 32 * 1024;
+pub const MAX_PAYLOAD: usize = 32 * 1024;
 
 /// How channel bytes become WebSocket messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Codec {
+pub enum Codec {
     /// Binary messages: the channel number as a byte, then the raw bytes.
     Binary,
     /// Text messages: the channel number as an ASCII digit, then the bytes in base64.
@@ -22,7 +22,7 @@ pub(crate) enum Codec {
 
 /// A WebSocket message, as both axum's server and tungstenite's client see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum WireMessage {
+pub enum WireMessage {
     Binary(Bytes),
     Text(String),
     /// A close frame, with its code and reason when it had one.
@@ -33,7 +33,7 @@ pub(crate) enum WireMessage {
 
 /// One data message, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     Data {
         channel: u8,
         bytes: Bytes,
@@ -43,7 +43,7 @@ pub(crate) enum Frame {
 }
 
 impl Codec {
-    pub(crate) fn encode(self, channel: u8, payload: &[u8]) -> WireMessage {
+    pub fn encode(self, channel: u8, payload: &[u8]) -> WireMessage {
         match self {
             Self::Binary => {
                 let mut message = Vec::with_capacity(payload.len() + 1);
@@ -62,11 +62,7 @@ impl Codec {
 
     /// Decodes one data message; `None` for an empty message (nothing to deliver) or a
     /// malformed one. The close signal is only recognised where `accept_close_signal`.
-    pub(crate) fn decode(
-        self,
-        message: Bytes,
-        accept_close_signal: bool,
-    ) -> Result<Option<Frame>, FrameError> {
+    pub fn decode(self, message: Bytes, accept_close_signal: bool) -> Result<Option<Frame>, FrameError> {
         let Some(&first) = message.first() else { return Ok(None) };
         if accept_close_signal && self == Self::Binary && first == CLOSE_SIGNAL {
             return match message.get(1..) {
@@ -87,12 +83,12 @@ impl Codec {
 }
 
 /// The v5 message saying this side sends nothing more on `channel`.
-pub(crate) fn close_signal(channel: u8) -> WireMessage {
+pub fn close_signal(channel: u8) -> WireMessage {
     WireMessage::Binary(Bytes::from(vec![CLOSE_SIGNAL, channel]))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     #[error("a stream close signal must name one channel, not {0} bytes")]
     CloseSignalLength(usize),
     #[error("a base64 channel frame is not valid base64")]

@@ -18,7 +18,9 @@
 
 mod channel;
 mod client;
-mod frame;
+// Public, hidden, only for the fuzz targets in fuzz/: the framing of untrusted peer messages.
+#[doc(hidden)]
+pub mod frame;
 mod mux;
 mod protocol;
 mod server;
@@ -35,6 +37,13 @@ pub use client::{
 pub use protocol::{EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, ports_from_query, select_protocol};
 pub use server::{serve_port_forward, serve_remote_command};
 pub use tunnel::into_byte_stream;
+
+/// The handshake and error-channel parsers, for the fuzz targets in fuzz/: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::client::decode_outcome;
+    pub use super::protocol::{exec_protocol, port_forward_codec};
+}
 
 /// How long a WebSocket session may go quiet or stuck before it is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

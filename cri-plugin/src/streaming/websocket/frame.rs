@@ -43,6 +43,16 @@ pub enum Frame {
 }
 
 impl Codec {
+    /// The most ports one port-forward session can carry: two channels each, below the close
+    /// signal's 255 on binary framing; in base64 a channel is one ASCII character from `'0'`,
+    /// so channels 0 to 79 (a byte past `0x7f` would be a second UTF-8 byte on the wire).
+    pub fn max_ports(self) -> usize {
+        match self {
+            Self::Binary => 127,
+            Self::Base64 => 40,
+        }
+    }
+
     pub fn encode(self, channel: u8, payload: &[u8]) -> WireMessage {
         match self {
             Self::Binary => {
@@ -52,6 +62,7 @@ impl Codec {
                 WireMessage::Binary(message.into())
             }
             Self::Base64 => {
+                debug_assert!(b'0'.wrapping_add(channel).is_ascii(), "channel {channel} has no base64 name");
                 let mut message = String::with_capacity(1 + payload.len().div_ceil(3) * 4);
                 message.push(char::from(b'0'.wrapping_add(channel)));
                 BASE64.encode_string(payload, &mut message);
@@ -69,6 +80,11 @@ impl Codec {
                 Some([channel]) => Ok(Some(Frame::CloseChannel(*channel))),
                 _ => Err(FrameError::CloseSignalLength(message.len() - 1)),
             };
+        }
+        // A base64 channel is named by one ASCII character; anything else names no channel
+        // (and would not read back the same once encoded).
+        if self == Self::Base64 && !first.is_ascii() {
+            return Err(FrameError::Base64Channel(first));
         }
         let bytes = match self {
             Self::Binary => message.slice(1..),
@@ -93,6 +109,8 @@ pub enum FrameError {
     CloseSignalLength(usize),
     #[error("a base64 channel frame is not valid base64")]
     Base64,
+    #[error("a base64 channel frame starts with {0:#04x}, not an ASCII channel number")]
+    Base64Channel(u8),
 }
 
 #[cfg(test)]
@@ -125,6 +143,20 @@ mod tests {
         let decoded = Codec::Base64.decode(Bytes::from_static(b"0Zm9vCg=="), true).unwrap();
         assert_eq!(decoded, Some(Frame::Data { channel: 0, bytes: Bytes::from_static(b"foo\n") }));
         assert_eq!(Codec::Base64.decode(Bytes::from_static(b"0***"), false), Err(FrameError::Base64));
+    }
+
+    /// Found by fuzzing: a base64 frame for channel 80 or above was written with a two-byte
+    /// UTF-8 character, which the peer read as another channel. Port-forward over base64 is
+    /// held to the channels one ASCII character names, and other first bytes are refused.
+    #[test]
+    fn base64_channels_are_one_ascii_character() {
+        for codec in [Codec::Binary, Codec::Base64] {
+            let last = u8::try_from(2 * codec.max_ports() - 1).unwrap();
+            let decoded = codec.decode(payload(codec.encode(last, b"x")), true).unwrap();
+            assert_eq!(decoded, Some(Frame::Data { channel: last, bytes: Bytes::from_static(b"x") }));
+        }
+        let two_bytes = Bytes::from("\u{ea}eA==".to_string());
+        assert_eq!(Codec::Base64.decode(two_bytes, false), Err(FrameError::Base64Channel(0xc3)));
     }
 
     #[test]

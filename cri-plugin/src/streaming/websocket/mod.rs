@@ -89,8 +89,8 @@ pub enum Error {
     NoPorts,
     #[error("invalid port {0:?}: ports are 1 to 65535")]
     InvalidPort(String),
-    #[error("{0} ports asked for; one websocket forwards at most 127")]
-    TooManyPorts(usize),
+    #[error("{0} ports asked for; one websocket of this sub-protocol forwards at most {1}")]
+    TooManyPorts(usize, usize),
     #[error("websocket connection failed: {0}")]
     Connect(String),
     #[error("channel {channel} should start with port {expected}, not {got}")]

@@ -381,8 +381,9 @@ fn cached_network(
     })
 }
 
-/// A plugin's ADD output: a JSON object.
-fn parse_result_json(stdout: &[u8]) -> Result<Value, String> {
+/// A plugin's ADD output: a JSON object. Public, hidden, for the fuzz target in fuzz/.
+#[doc(hidden)]
+pub fn parse_result_json(stdout: &[u8]) -> Result<Value, String> {
     match serde_json::from_slice::<Value>(stdout) {
         Ok(value @ Value::Object(_)) => Ok(value),
         Ok(_) => Err("not a JSON object".into()),

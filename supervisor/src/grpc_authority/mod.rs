@@ -39,7 +39,9 @@
 //! client's original bytes, so such input closes the connection.
 
 mod frame;
-mod hpack;
+// Public, hidden, only for the fuzz target in fuzz/: the HPACK decoder fed client bytes.
+#[doc(hidden)]
+pub mod hpack;
 mod huffman;
 
 use std::io;

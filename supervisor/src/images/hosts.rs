@@ -348,19 +348,24 @@ pub fn endpoints(config_path: &Path, registry: &str) -> Result<Vec<Endpoint>> {
     };
     let base = file.parent().unwrap_or(config_path);
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(format!("read {}", file.display()), e))?;
-    let hosts: HostsFile = toml::from_str(&text)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {}", file.display(), e.to_string().trim_end())))?;
-    let invalid = |e: Error| match e {
+    endpoints_from_toml(&text, base, registry).map_err(|e| match e {
         Error::InvalidArgument(message) => Error::InvalidArgument(format!("{}: {message}", file.display())),
         other => other,
-    };
+    })
+}
+
+/// The endpoints a hosts.toml's `text` gives for `registry`; relative paths are taken from
+/// `base`, the file's directory. Public for the fuzz target in fuzz/.
+pub fn endpoints_from_toml(text: &str, base: &Path, registry: &str) -> Result<Vec<Endpoint>> {
+    let hosts: HostsFile =
+        toml::from_str(text).map_err(|e| Error::InvalidArgument(e.to_string().trim_end().to_string()))?;
     let (server, server_entry, mirrors) = hosts.split();
     let mut endpoints = Vec::new();
     for (url, entry) in mirrors {
-        endpoints.extend(endpoint_of(&url, entry, base).map_err(invalid)?);
+        endpoints.extend(endpoint_of(&url, entry, base)?);
     }
     let server = server.unwrap_or_else(|| format!("https://{}", default_server(registry)));
-    endpoints.extend(endpoint_of(&server, server_entry, base).map_err(invalid)?);
+    endpoints.extend(endpoint_of(&server, server_entry, base)?);
     Ok(endpoints)
 }
 

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::channel::{ChannelReader, ChannelStream, ChannelWriter};
-use super::frame::WireMessage;
+use super::frame::{Codec, WireMessage};
 use super::mux::{Inbound, Mux, MuxOptions, WireSink, WireStream};
 use super::protocol::{PORT_FORWARD_PROTOCOLS, exec_protocol, port_forward_codec};
 use super::server::{ERROR, RESIZE, STDERR, STDIN, STDOUT};
@@ -130,14 +130,18 @@ pub async fn connect_port_forward(url: &str, ports: &[u16]) -> Result<Vec<Forwar
     if ports.is_empty() {
         return Err(Error::NoPorts);
     }
-    if ports.len() > 127 {
-        return Err(Error::TooManyPorts(ports.len()));
+    let most = Codec::Binary.max_ports();
+    if ports.len() > most {
+        return Err(Error::TooManyPorts(ports.len(), most));
     }
     let query: Vec<String> = ports.iter().map(|port| format!("port={port}")).collect();
     let separator = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{separator}{}", query.join("&"));
     let (negotiated, stream, sink) = connect(&url, PORT_FORWARD_PROTOCOLS).await?;
     let codec = port_forward_codec(&negotiated)?;
+    if ports.len() > codec.max_ports() {
+        return Err(Error::TooManyPorts(ports.len(), codec.max_ports()));
+    }
     let mut inbound = Inbound::default();
     let mut readers = Vec::with_capacity(ports.len());
     for data in (0u8..).step_by(2).take(ports.len()) {
@@ -266,10 +270,7 @@ struct StatusCause {
 }
 
 /// What the error channel said, as client-go reads it: nothing is success.
-pub(crate) fn decode_outcome(
-    protocol: RemoteCommandProtocol,
-    message: &[u8],
-) -> Result<CommandOutcome, Error> {
+pub fn decode_outcome(protocol: RemoteCommandProtocol, message: &[u8]) -> Result<CommandOutcome, Error> {
     if message.is_empty() {
         return Ok(CommandOutcome::Success);
     }

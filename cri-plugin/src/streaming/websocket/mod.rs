@@ -18,7 +18,9 @@
 
 mod channel;
 mod client;
-mod frame;
+// Public, hidden, only for the fuzz targets in fuzz/: the framing of untrusted peer messages.
+#[doc(hidden)]
+pub mod frame;
 mod mux;
 mod protocol;
 mod server;
@@ -35,6 +37,13 @@ pub use client::{
 pub use protocol::{EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, ports_from_query, select_protocol};
 pub use server::{serve_port_forward, serve_remote_command};
 pub use tunnel::into_byte_stream;
+
+/// The handshake and error-channel parsers, for the fuzz targets in fuzz/: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::client::decode_outcome;
+    pub use super::protocol::{exec_protocol, port_forward_codec};
+}
 
 /// How long a WebSocket session may go quiet or stuck before it is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +89,8 @@ pub enum Error {
     NoPorts,
     #[error("invalid port {0:?}: ports are 1 to 65535")]
     InvalidPort(String),
-    #[error("{0} ports asked for; one websocket forwards at most 127")]
-    TooManyPorts(usize),
+    #[error("{0} ports asked for; one websocket of this sub-protocol forwards at most {1}")]
+    TooManyPorts(usize, usize),
     #[error("websocket connection failed: {0}")]
     Connect(String),
     #[error("channel {channel} should start with port {expected}, not {got}")]

@@ -78,7 +78,7 @@ pub fn ports_from_query(query: &str) -> Result<Vec<u16>, Error> {
 ///
 /// The unversioned names (and no name at all) behave as kubelet's pre-v4 WebSocket server:
 /// errors as text, all five channels open.
-pub(crate) fn exec_protocol(name: &str) -> Result<(RemoteCommandProtocol, Codec), Error> {
+pub fn exec_protocol(name: &str) -> Result<(RemoteCommandProtocol, Codec), Error> {
     match name {
         "" => Ok((RemoteCommandProtocol::V1, Codec::Binary)),
         "base64.channel.k8s.io" => Ok((RemoteCommandProtocol::V1, Codec::Base64)),
@@ -90,7 +90,7 @@ pub(crate) fn exec_protocol(name: &str) -> Result<(RemoteCommandProtocol, Codec)
 }
 
 /// The frame codec of a negotiated port-forward sub-protocol name.
-pub(crate) fn port_forward_codec(name: &str) -> Result<Codec, Error> {
+pub fn port_forward_codec(name: &str) -> Result<Codec, Error> {
     match name {
         "" | "v4.channel.k8s.io" => Ok(Codec::Binary),
         "v4.base64.channel.k8s.io" => Ok(Codec::Base64),

@@ -98,9 +98,8 @@ pub fn serve_port_forward(
     if ports.is_empty() {
         return Err(Error::NoPorts);
     }
-    // Two channels per port, below the close signal's 255.
-    if ports.len() > 127 {
-        return Err(Error::TooManyPorts(ports.len()));
+    if ports.len() > codec.max_ports() {
+        return Err(Error::TooManyPorts(ports.len(), codec.max_ports()));
     }
     let mut inbound = Inbound::default();
     let mut preamble = Vec::with_capacity(ports.len() * 2);

@@ -387,11 +387,7 @@ impl PullerInner {
                 return Ok(());
             }
             match content.writer(&format!("doc-{digest}-{}", now_nanos()), size, Some(digest.clone())) {
-                Ok(mut writer) => {
-                    writer.write(&bytes)?;
-                    writer.commit(size, Some(digest))?;
-                    Ok(())
-                }
+                Ok(writer) => write_document(writer, &bytes, digest),
                 Err(Error::AlreadyExists(_)) => Ok(()),
                 Err(e) => Err(e),
             }
@@ -429,6 +425,16 @@ fn ingest_ref(digest: &Digest) -> String {
 /// blob another pull committed meanwhile is as good.
 fn commit_blob(writer: &mut crate::content::Writer, size: u64) -> Result<()> {
     match tokio::task::block_in_place(|| writer.commit(size, None)) {
+        Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes and commits a small document. A concurrent pull of the same image may commit it
+/// between this writer's open and its commit: that copy is as good.
+fn write_document(mut writer: crate::content::Writer, bytes: &[u8], digest: Digest) -> Result<()> {
+    writer.write(bytes)?;
+    match writer.commit(bytes.len() as u64, Some(digest)) {
         Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -500,5 +506,25 @@ impl DetachedUnpack {
             self.puller.metrics.unpack_duration.observe(started.elapsed().as_secs_f64());
         }
         Ok(unpacked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pulls of one image both open a writer for its config before either commits; the
+    /// second to commit finds the blob there and takes it.
+    #[test]
+    fn a_document_committed_by_a_concurrent_pull_is_as_good() {
+        let root = tempfile::tempdir().unwrap();
+        let content = crate::content::ContentStore::open(root.path()).unwrap();
+        let bytes = br#"{"config":1}"#;
+        let digest = Digest::of(bytes);
+        let first = content.writer("doc-a", bytes.len() as u64, Some(digest.clone())).unwrap();
+        let second = content.writer("doc-b", bytes.len() as u64, Some(digest.clone())).unwrap();
+        write_document(first, bytes, digest.clone()).unwrap();
+        write_document(second, bytes, digest.clone()).unwrap();
+        assert!(content.has_blob(&digest));
     }
 }

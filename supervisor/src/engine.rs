@@ -7,12 +7,11 @@ use berth_snapshotter::{NativeSnapshotter, OverlaySnapshotter, Snapshotter};
 
 use crate::config::Config;
 use crate::content::ContentStore;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::EventExchange;
 use crate::gc::GarbageCollector;
 use crate::images::metrics::PullMetrics;
 use crate::images::pull::{PullConfig, Puller};
-use crate::images::unpack::snapshot_error;
 use crate::metadata::MetadataStore;
 use crate::metrics::Metrics;
 use crate::node_facts::NodeFacts;
@@ -47,15 +46,14 @@ impl Engine {
         let events = EventExchange::new(metrics.registry())?;
         let snapshots = config.root.join("snapshots");
         let overlay: Arc<dyn Snapshotter> = Arc::new(
-            OverlaySnapshotter::open(&snapshots.join("overlayfs"), meta.database())
-                .map_err(snapshot_error)?,
+            OverlaySnapshotter::open(&snapshots.join("overlayfs"), meta.database()).map_err(Error::from)?,
         );
         let native: Arc<dyn Snapshotter> = Arc::new(
-            NativeSnapshotter::open(&snapshots.join("native"), meta.database()).map_err(snapshot_error)?,
+            NativeSnapshotter::open(&snapshots.join("native"), meta.database()).map_err(Error::from)?,
         );
         let mut snapshotters = HashMap::new();
         for snapshotter in [overlay, native] {
-            snapshotter.cleanup().map_err(snapshot_error)?;
+            snapshotter.cleanup().map_err(Error::from)?;
             snapshotters.insert(snapshotter.name().to_string(), snapshotter);
         }
         let gc = GarbageCollector::new(meta.clone(), content.clone(), snapshotters.clone());

@@ -82,6 +82,25 @@ metadata_error!(
     serde_json::Error
 );
 
+/// A snapshotter error as berth's.
+impl From<berth_snapshotter::Error> for Error {
+    fn from(e: berth_snapshotter::Error) -> Self {
+        use berth_snapshotter::Code;
+        // Keep the OS error, so a full disk is still a full disk to the caller.
+        if let berth_snapshotter::Error::Io { what, source } = e {
+            return Error::Io { what, source };
+        }
+        let message = e.to_string();
+        match e.code() {
+            Code::NotFound => Error::NotFound(message),
+            Code::AlreadyExists => Error::AlreadyExists(message),
+            Code::FailedPrecondition => Error::FailedPrecondition(message),
+            Code::InvalidArgument => Error::InvalidArgument(message),
+            Code::Internal => Error::Internal(message),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let message = e.to_string();

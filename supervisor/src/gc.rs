@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::content::{ContentStore, Digest};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metadata::MetadataStore;
 
 /// Labels that make content a root.
@@ -195,7 +195,7 @@ impl GarbageCollector {
     fn sweep_snapshots(&self, held: &HashSet<(String, String)>) -> Result<usize> {
         let mut removed = 0;
         for (name, snapshotter) in &self.snapshotters {
-            let infos = snapshotter.walk(None).map_err(crate::images::unpack::snapshot_error)?;
+            let infos = snapshotter.walk(None).map_err(Error::from)?;
             let parents: HashMap<&str, Option<&str>> =
                 infos.iter().map(|i| (i.name.as_str(), i.parent.as_deref())).collect();
             let mut keep: HashSet<&str> = HashSet::new();

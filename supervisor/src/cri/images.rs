@@ -164,7 +164,7 @@ impl CriImageStore {
         let (content_bytes, content_inodes) = self.engine.content.usage()?;
         let (mut snapshot_bytes, mut snapshot_inodes) = (0, 0);
         for snapshotter in self.engine.snapshotters.values() {
-            for info in snapshotter.walk(None).map_err(crate::images::unpack::snapshot_error)? {
+            for info in snapshotter.walk(None).map_err(Error::from)? {
                 match snapshotter.usage(&info.name) {
                     Ok(usage) => {
                         snapshot_bytes += usage.bytes;
@@ -172,7 +172,7 @@ impl CriImageStore {
                     }
                     // Removed since the walk.
                     Err(e) if e.code() == berth_snapshotter::Code::NotFound => {}
-                    Err(e) => return Err(crate::images::unpack::snapshot_error(e)),
+                    Err(e) => return Err(Error::from(e)),
                 }
             }
         }

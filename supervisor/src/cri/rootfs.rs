@@ -16,7 +16,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gc::ROOT_LABEL;
 use crate::images::oci::{self, ImageConfiguration};
-use crate::images::unpack::snapshot_error;
 
 /// Files read from images, by (image ID, path): images never change, and kubelet creates
 /// many containers from one image.
@@ -69,7 +68,7 @@ impl CriRootfs {
         let parent = self.top_layer(image_id)?;
         let nonce = berth_sys::clock::now_nanos();
         let key = format!("{CRI_NAMESPACE}/berth-read-{nonce}-{:?}", std::thread::current().id());
-        let mut mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(snapshot_error)?;
+        let mut mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(Error::from)?;
         for mount in &mut mounts {
             mount.options.extend(VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()));
         }
@@ -83,7 +82,7 @@ impl CriRootfs {
         let read = (|| -> Result<Option<Vec<u8>>> {
             std::fs::create_dir_all(&target)
                 .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
-            berth_snapshotter::mount_all(&mounts, &target).map_err(snapshot_error)?;
+            berth_snapshotter::mount_all(&mounts, &target).map_err(Error::from)?;
             let contents = read_in_root(&target, path);
             let _ = berth_snapshotter::unmount(&target);
             contents
@@ -239,7 +238,7 @@ impl RootfsStore for CriRootfs {
             .engine
             .gc
             .outside_collection(move || {
-                snapshotter.prepare(&scoped, Some(&parent), labels).map_err(snapshot_error)
+                snapshotter.prepare(&scoped, Some(&parent), labels).map_err(Error::from)
             })
             .await?;
         Ok(mounts
@@ -254,7 +253,7 @@ impl RootfsStore for CriRootfs {
         blocking(move || match snapshotter.remove(&scoped) {
             Ok(()) => Ok(()),
             Err(e) if e.code() == berth_snapshotter::Code::NotFound => Ok(()),
-            Err(e) => Err(snapshot_error(e)),
+            Err(e) => Err(Error::from(e)),
         })
         .await
     }
@@ -262,7 +261,7 @@ impl RootfsStore for CriRootfs {
     async fn usage(&self, key: &str) -> Result<LayerUsage, Status> {
         let snapshotter = self.snapshotter()?;
         let scoped = format!("{CRI_NAMESPACE}/{key}");
-        let usage = blocking(move || snapshotter.usage(&scoped).map_err(snapshot_error)).await?;
+        let usage = blocking(move || snapshotter.usage(&scoped).map_err(Error::from)).await?;
         Ok(LayerUsage { bytes: usage.bytes, inodes: usage.inodes })
     }
 

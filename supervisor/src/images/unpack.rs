@@ -152,7 +152,7 @@ pub fn apply_layer_with(
         .map_err(|e| Error::io("start the inflate thread", e))?;
     let applied = apply(&mut ChunkReader::new(receiver));
     let inflated = inflater.join().map_err(|_| Error::Internal("the inflate thread panicked".into()))?;
-    applied.map_err(snapshot_error)?;
+    applied.map_err(Error::from)?;
     inflated.map_err(|e| Error::io(format!("read layer {blob}"), e))
 }
 
@@ -207,7 +207,7 @@ pub fn unpack_layer(
         return Ok(false);
     }
     let labels = Labels::from([("containerd.io/snapshot.ref".to_string(), layer.name.to_string())]);
-    let mounts = snapshotter.prepare(layer.key, layer.parent, labels).map_err(snapshot_error)?;
+    let mounts = snapshotter.prepare(layer.key, layer.parent, labels).map_err(Error::from)?;
     let applied = apply_blob(content, layer.blob, layer.media_type, &mounts).and_then(|(digest, _)| {
         if digest.to_string() != layer.diff_id {
             return Err(Error::FailedPrecondition(format!(
@@ -222,7 +222,7 @@ pub fn unpack_layer(
                 let _ = snapshotter.remove(layer.key);
                 Ok(false)
             }
-            Err(e) => Err(snapshot_error(e)),
+            Err(e) => Err(Error::from(e)),
         }
     });
     if applied.is_err()
@@ -256,7 +256,7 @@ pub fn unpack_detached(
         return Ok(None);
     }
     let labels = Labels::from([("containerd.io/snapshot.ref".to_string(), layer.name.to_string())]);
-    let mounts = snapshotter.prepare(layer.key, None, labels).map_err(snapshot_error)?;
+    let mounts = snapshotter.prepare(layer.key, None, labels).map_err(Error::from)?;
     let target = std::path::PathBuf::from(mounts.first().map(|m| m.source.as_str()).unwrap_or_default());
     let mut implied = Vec::new();
     let applied = apply_layer_with(source, layer.blob, layer.media_type, |tar| {
@@ -296,25 +296,8 @@ pub fn stack_layer(
         }
         Err(e) => {
             let _ = snapshotter.remove(key);
-            Err(snapshot_error(e))
+            Err(Error::from(e))
         }
-    }
-}
-
-/// A snapshotter error as berth's.
-pub fn snapshot_error(e: berth_snapshotter::Error) -> Error {
-    use berth_snapshotter::Code;
-    // Keep the OS error, so a full disk is still a full disk to the caller.
-    if let berth_snapshotter::Error::Io { what, source } = e {
-        return Error::Io { what, source };
-    }
-    let message = e.to_string();
-    match e.code() {
-        Code::NotFound => Error::NotFound(message),
-        Code::AlreadyExists => Error::AlreadyExists(message),
-        Code::FailedPrecondition => Error::FailedPrecondition(message),
-        Code::InvalidArgument => Error::InvalidArgument(message),
-        Code::Internal => Error::Internal(message),
     }
 }
 

@@ -16,7 +16,6 @@ use super::namespace_header::{request_lease, request_namespace};
 use super::timestamps::from_system;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::images::unpack::snapshot_error;
 use crate::metadata::LeaseResource;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -98,7 +97,7 @@ async fn blocking<T: Send + 'static>(
     let outcome = tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Status::internal(format!("snapshot task: {e}")))?;
-    Ok(outcome.map_err(snapshot_error)?)
+    Ok(outcome.map_err(Error::from)?)
 }
 
 /// What `Prepare` and `View` make.
@@ -291,11 +290,5 @@ impl Snapshots for SnapshotsService {
         let snapshotter = self.snapshotter(&request.into_inner().snapshotter)?;
         blocking(move || snapshotter.cleanup()).await?;
         Ok(Response::new(()))
-    }
-}
-
-impl From<berth_snapshotter::Error> for Error {
-    fn from(e: berth_snapshotter::Error) -> Self {
-        snapshot_error(e)
     }
 }

@@ -19,10 +19,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use reqwest::Response;
+use reqwest::header::RANGE;
+use reqwest::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::client::EndpointClient;
+use super::client::{EndpointClient, content_range};
 use crate::error::{Error, Result};
 
 /// How a large blob is fetched in ranges.
@@ -55,6 +56,65 @@ enum Source {
     /// One response: the whole blob, or its rest from an offset.
     Whole(Response, Arc<EndpointClient>, String),
     Ranged(Ranges),
+}
+
+impl BlobStream {
+    /// Opens a blob of `size` bytes for download from `offset` (0: from the start). Returns
+    /// where the body starts: `offset`, or 0 when the registry ignored the range. With a
+    /// `ranges` plan and at least two chunks left, the body comes in ranged GETs, several at
+    /// once (see [`BlobStream`]); the first asks for one chunk and tells whether the registry
+    /// honours ranges.
+    pub async fn open(
+        client: &Arc<EndpointClient>,
+        digest: &str,
+        (offset, size): (u64, u64),
+        what: &str,
+        ranges: Option<&RangePlan>,
+    ) -> Result<(u64, Self)> {
+        let url = client.blob_url(digest);
+        let whole = |response| Self::whole(response, client.clone(), what);
+        if let Some(plan) =
+            ranges.filter(|p| p.chunk > 0 && size.saturating_sub(offset) >= p.chunk.saturating_mul(2))
+        {
+            let first_end = offset + plan.chunk;
+            let range = format!("bytes={offset}-{}", first_end - 1);
+            let response = client.get(&url, &[(RANGE, range.as_str())], what).await?;
+            if response.status() != StatusCode::PARTIAL_CONTENT {
+                return Ok((0, whole(response)));
+            }
+            // A 206 without `Content-Range`, or with the range asked for, starts the ranged body.
+            return match content_range(&response) {
+                Some((first, last)) if (first, last + 1) != (offset, first_end) => {
+                    if first == offset && last + 1 == size {
+                        // More than asked for, up to the end: the rest of the blob in one answer.
+                        Ok((offset, whole(response)))
+                    } else {
+                        Err(Error::FailedPrecondition(
+                            client.wrong_range(first, last, offset, first_end, what),
+                        ))
+                    }
+                }
+                _ => {
+                    let range = (offset, first_end, size);
+                    Ok((offset, Self::ranged(client.clone(), digest, what, response, range, plan)))
+                }
+            };
+        }
+        if offset == 0 {
+            return Ok((0, whole(client.get(&url, &[], what).await?)));
+        }
+        let range = format!("bytes={offset}-");
+        let response = client.get(&url, &[(RANGE, range.as_str())], what).await?;
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return Ok((0, whole(response)));
+        }
+        match content_range(&response) {
+            Some((first, last)) if first != offset => {
+                Err(Error::FailedPrecondition(client.wrong_range(first, last, offset, size, what)))
+            }
+            _ => Ok((offset, whole(response))),
+        }
+    }
 }
 
 impl BlobStream {
@@ -348,7 +408,7 @@ mod tests {
         let (client, fake) = fake_client(Ranges::Honour).await;
         let plan = range_plan(1000, 3);
         let (start, mut body) =
-            client.blob_body("sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
+            BlobStream::open(&client, "sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
         assert_eq!(start, 0);
         assert_eq!(read_all(&mut body).await.unwrap(), fake.lock().unwrap().blob);
         let mut asked = fake.lock().unwrap().asked.clone();
@@ -365,7 +425,7 @@ mod tests {
         // Resuming from an offset: ranges from there. The last chunk is short.
         fake.lock().unwrap().asked.clear();
         let (start, mut body) =
-            client.blob_body("sha256:00", (7_500, 10_000), "blob", Some(&plan)).await.unwrap();
+            BlobStream::open(&client, "sha256:00", (7_500, 10_000), "blob", Some(&plan)).await.unwrap();
         assert_eq!(start, 7_500);
         assert_eq!(read_all(&mut body).await.unwrap(), fake.lock().unwrap().blob[7_500..]);
         assert_eq!(fake.lock().unwrap().asked.len(), 3);
@@ -376,17 +436,20 @@ mod tests {
         let (client, fake) = fake_client(Ranges::Ignore).await;
         let plan = range_plan(1000, 3);
         let (start, mut body) =
-            client.blob_body("sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
+            BlobStream::open(&client, "sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
         assert_eq!(start, 0);
         assert_eq!(read_all(&mut body).await.unwrap(), fake.lock().unwrap().blob);
         assert_eq!(fake.lock().unwrap().asked.len(), 1, "one probe, answered with the whole blob");
         // A resume the registry answers whole starts at 0.
-        let (start, _) = client.blob_body("sha256:00", (5_000, 10_000), "blob", Some(&plan)).await.unwrap();
+        let (start, _) =
+            BlobStream::open(&client, "sha256:00", (5_000, 10_000), "blob", Some(&plan)).await.unwrap();
         assert_eq!(start, 0);
 
         let (client, fake) = fake_client(Ranges::Honour).await;
         let (_, mut body) =
-            client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(6_000, 3))).await.unwrap();
+            BlobStream::open(&client, "sha256:00", (0, 10_000), "blob", Some(&range_plan(6_000, 3)))
+                .await
+                .unwrap();
         assert_eq!(read_all(&mut body).await.unwrap().len(), 10_000);
         assert!(fake.lock().unwrap().asked.is_empty(), "under two chunks: one plain GET");
     }
@@ -395,7 +458,8 @@ mod tests {
     async fn a_body_dropped_midway_hands_its_slots_back() {
         let (client, _) = fake_client(Ranges::Honour).await;
         let plan = range_plan(1000, 3);
-        let (_, mut body) = client.blob_body("sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
+        let (_, mut body) =
+            BlobStream::open(&client, "sha256:00", (0, 10_000), "blob", Some(&plan)).await.unwrap();
         body.chunk().await.unwrap().unwrap();
         assert!(plan.slots.available_permits() < 3, "extra slots were taken");
         drop(body);
@@ -406,7 +470,9 @@ mod tests {
     async fn a_registry_that_stops_honouring_ranges_is_a_retryable_error() {
         let (client, fake) = fake_client(Ranges::IgnoreLater).await;
         let (_, mut body) =
-            client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0))).await.unwrap();
+            BlobStream::open(&client, "sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0)))
+                .await
+                .unwrap();
         let (got, error) = read_until_error(&mut body, "a whole blob in answer to a range").await;
         assert!(matches!(&error, Error::Unavailable(m) if m.contains("200")), "{error}");
         assert_eq!(got, fake.lock().unwrap().blob[..1000], "the first chunk, then the error");
@@ -417,7 +483,9 @@ mod tests {
     async fn a_range_cut_short_is_a_retryable_error_after_the_bytes_before_it() {
         let (client, fake) = fake_client(Ranges::CutLater).await;
         let (_, mut body) =
-            client.blob_body("sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0))).await.unwrap();
+            BlobStream::open(&client, "sha256:00", (0, 10_000), "blob", Some(&range_plan(1000, 0)))
+                .await
+                .unwrap();
         let (got, error) = read_until_error(&mut body, "a cut range").await;
         assert!(matches!(&error, Error::Unavailable(m) if m.contains("after 990 of 1000 bytes")), "{error}");
         // Only whole, in-order bytes came before the error: a resume from there is right.

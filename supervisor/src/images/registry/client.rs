@@ -7,7 +7,7 @@
 //! so hosts.toml's `header`, `override_path`, mirrors behind a path prefix and `client` could
 //! not be honoured through it; reqwest (the HTTP client oci-client itself is built on) can.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::header::{
@@ -17,7 +17,6 @@ use reqwest::{Response, StatusCode};
 
 use super::super::hosts::Endpoint;
 use super::super::reference::ImageReference;
-use super::body::{BlobStream, RangePlan};
 use super::bounded::{self, CONFIG_LIMIT, MANIFEST_LIMIT};
 use super::{RegistryAuth, auth, errors};
 use crate::content::Digest;
@@ -163,61 +162,6 @@ impl EndpointClient {
         Ok(digest)
     }
 
-    /// Opens a blob of `size` bytes for download from `offset` (0: from the start). Returns
-    /// where the body starts: `offset`, or 0 when the registry ignored the range. With a
-    /// `ranges` plan and at least two chunks left, the body comes in ranged GETs, several at
-    /// once (see [`BlobStream`]); the first asks for one chunk and tells whether the registry
-    /// honours ranges.
-    pub async fn blob_body(
-        self: &Arc<Self>,
-        digest: &str,
-        (offset, size): (u64, u64),
-        what: &str,
-        ranges: Option<&RangePlan>,
-    ) -> Result<(u64, BlobStream)> {
-        let url = self.blob_url(digest);
-        let whole = |response| BlobStream::whole(response, self.clone(), what);
-        if let Some(plan) =
-            ranges.filter(|p| p.chunk > 0 && size.saturating_sub(offset) >= p.chunk.saturating_mul(2))
-        {
-            let first_end = offset + plan.chunk;
-            let range = format!("bytes={offset}-{}", first_end - 1);
-            let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
-            if response.status() != StatusCode::PARTIAL_CONTENT {
-                return Ok((0, whole(response)));
-            }
-            // A 206 without `Content-Range`, or with the range asked for, starts the ranged body.
-            return match content_range(&response) {
-                Some((first, last)) if (first, last + 1) != (offset, first_end) => {
-                    if first == offset && last + 1 == size {
-                        // More than asked for, up to the end: the rest of the blob in one answer.
-                        Ok((offset, whole(response)))
-                    } else {
-                        Err(Error::FailedPrecondition(self.wrong_range(first, last, offset, first_end, what)))
-                    }
-                }
-                _ => {
-                    let range = (offset, first_end, size);
-                    Ok((offset, BlobStream::ranged(self.clone(), digest, what, response, range, plan)))
-                }
-            };
-        }
-        if offset == 0 {
-            return Ok((0, whole(self.get(&url, &[], what).await?)));
-        }
-        let range = format!("bytes={offset}-");
-        let response = self.get(&url, &[(RANGE, range.as_str())], what).await?;
-        if response.status() != StatusCode::PARTIAL_CONTENT {
-            return Ok((0, whole(response)));
-        }
-        match content_range(&response) {
-            Some((first, last)) if first != offset => {
-                Err(Error::FailedPrecondition(self.wrong_range(first, last, offset, size, what)))
-            }
-            _ => Ok((offset, whole(response))),
-        }
-    }
-
     /// GETs bytes `[start, end)` of a blob; anything but a 206 for that range is an error, one a
     /// retry may get past.
     pub(super) async fn blob_range(
@@ -245,7 +189,7 @@ impl EndpointClient {
     }
 
     /// What is wrong with a 206 holding other bytes than the ones asked for.
-    fn wrong_range(&self, first: u64, last: u64, start: u64, end: u64, what: &str) -> String {
+    pub(super) fn wrong_range(&self, first: u64, last: u64, start: u64, end: u64, what: &str) -> String {
         format!(
             "registry {} sent bytes {first}-{last} of {what} when asked for bytes {start}-{}",
             self.endpoint.host,
@@ -258,14 +202,14 @@ impl EndpointClient {
         errors::from_transport(error, &self.endpoint.host, what)
     }
 
-    fn blob_url(&self, digest: &str) -> String {
+    pub(super) fn blob_url(&self, digest: &str) -> String {
         format!("{}/blobs/{digest}{}", self.repository_url, self.query)
     }
 
     /// GETs `url` with hosts.toml's headers and the current authorization; a 401 is answered
     /// (a token fetched anew, so one that expired mid-pull is replaced) and the request sent
     /// once more. Any answer but a success is an error.
-    async fn get(&self, url: &str, extra: &[(HeaderName, &str)], what: &str) -> Result<Response> {
+    pub(super) async fn get(&self, url: &str, extra: &[(HeaderName, &str)], what: &str) -> Result<Response> {
         let host = &self.endpoint.host;
         let mut answered = false;
         loop {
@@ -319,7 +263,7 @@ impl EndpointClient {
 }
 
 /// Where a 206's bytes are (`Content-Range: bytes <first>-<last>/<size>`), when it says.
-fn content_range(response: &Response) -> Option<(u64, u64)> {
+pub(super) fn content_range(response: &Response) -> Option<(u64, u64)> {
     let value = header(response, CONTENT_RANGE.as_str())?;
     let (first, last) = value.strip_prefix("bytes ")?.split('/').next()?.split_once('-')?;
     Some((first.trim().parse().ok()?, last.trim().parse().ok()?))
@@ -427,7 +371,8 @@ mod tests {
         // and the client fetches a fresh token.
         fake.lock().unwrap().issued += 1;
         let client = Arc::new(client);
-        let (start, mut rest) = client.blob_body("sha256:00", (3, 7), "blob", None).await.unwrap();
+        let (start, mut rest) =
+            super::super::BlobStream::open(&client, "sha256:00", (3, 7), "blob", None).await.unwrap();
         assert_eq!(start, 3, "a range was asked for");
         assert_eq!(rest.chunk().await.unwrap().unwrap().as_ref(), b"defg");
         assert_eq!(fake.lock().unwrap().issued, 3);

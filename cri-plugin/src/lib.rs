@@ -1,16 +1,24 @@
 //! berth's Kubernetes CRI services (`runtime.v1` RuntimeService and ImageService).
 //!
 //! The CRI plugin is a client of the engine: it sees the engine only through [`Engine`], and
-//! the supervisor hosts it on berthd's socket. One module per area: `sandbox/` (namespaces,
-//! pod files, network), `cni/` (the CNI exec protocol), `container/` (create, lifecycle,
-//! status, exec_sync), `spec/` (the OCI runtime spec), `stats.rs`, `events.rs`;
-//! `runtime_service.rs` and `image_service.rs` only dispatch.
+//! the supervisor hosts it on berthd's socket. It is built in three layers, each importing
+//! only the ones below it:
+//! - the state and its parts: `runtime.rs` ([`CriRuntime`], what every call shares), the
+//!   engine's traits (`engine.rs`, `images.rs`), `records/` (pods and containers as kept),
+//!   `pod/` (a pod's namespaces, network and files, behind [`pod::host::PodHost`] and
+//!   [`pod::network::PodNetwork`]), `stream_endpoint.rs`, the events hub, the counters;
+//! - the operations, each adding its calls to [`CriRuntime`]: `sandbox/` (run, stop, status),
+//!   `container/` (create, lifecycle, exec, status, events), `stats.rs`, `streaming/` (the
+//!   exec/attach/port-forward server), `spec/` (the OCI runtime spec) and `cni/` (the CNI exec
+//!   protocol) beside them;
+//! - `runtime_service.rs` and `image_service.rs`, which only dispatch.
 
 #![deny(unsafe_code)]
 
 pub mod cni;
 pub mod config;
 pub mod container;
+pub mod counters;
 pub mod engine;
 pub mod events;
 pub mod ids;
@@ -19,6 +27,7 @@ pub mod images;
 pub mod metrics;
 pub mod modes;
 pub mod names;
+pub mod pod;
 pub mod proto_json;
 pub mod records;
 pub mod runtime;
@@ -26,6 +35,7 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod spec;
 pub mod stats;
+pub mod stream_endpoint;
 pub mod streaming;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
@@ -37,7 +47,4 @@ pub use image_service::CriImageService;
 pub use images::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 pub use metrics::CriMetrics;
 pub use runtime::{CriBackends, CriPaths, CriRuntime};
-pub use runtime_service::CriRuntimeService;
-
-/// The CRI API version berth speaks, as `Version` reports it.
-pub const CRI_API_VERSION: &str = "v1";
+pub use runtime_service::{CRI_API_VERSION, CriRuntimeService};

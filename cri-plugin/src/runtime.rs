@@ -9,20 +9,20 @@ use std::sync::{Arc, Mutex};
 use tonic::Status;
 
 use crate::config::CriConfig;
-use crate::container::ContainerRecord;
+use crate::counters::CpuRates;
 use crate::engine::{Engine, RecordKind, RecordStore, RootfsStore, TaskRuntime};
 use crate::events::ContainerEvents;
 use crate::images::ImageStore;
 use crate::metrics::CriMetrics;
 use crate::modes::{PRIVATE_DIR, TRAVERSABLE_DIR, ensure_dir};
 use crate::names::NameRegistry;
+use crate::pod::host::PodHost;
+use crate::pod::network::PodNetwork;
+use crate::pod::starts::PodStarts;
 use crate::records::Records;
-use crate::sandbox::SandboxRecord;
-use crate::sandbox::host::PodHost;
-use crate::sandbox::network::PodNetwork;
-use crate::sandbox::starts::PodStarts;
-use crate::stats::CpuRates;
-use crate::streaming::StreamingEndpoint;
+use crate::records::container::ContainerRecord;
+use crate::records::sandbox::SandboxRecord;
+use crate::stream_endpoint::StreamingEndpoint;
 
 /// Where the plugin keeps files.
 #[derive(Debug, Clone)]

@@ -12,7 +12,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::CRI_API_VERSION;
 use crate::cni::{first_network_config, network_readiness};
 use crate::config::{CgroupDriver, CriConfig};
 use crate::engine::{Engine, Readiness};
@@ -22,6 +21,9 @@ use crate::spec::AppArmorSupport;
 
 /// Version of the kubelet runtime API that `Version` reports, as containerd does.
 const KUBELET_API_VERSION: &str = "0.1.0";
+
+/// The CRI API version berth speaks, as `Version` reports it.
+pub const CRI_API_VERSION: &str = "v1";
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 

@@ -7,7 +7,7 @@ use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
 use super::{Bandwidth, CniManager, CniRequest, DefaultNetwork, PortMapping};
-use crate::sandbox::network::{PodNetwork, PodNetworkRequest};
+use crate::pod::network::{PodNetwork, PodNetworkRequest};
 
 /// The interface a pod's network appears as.
 const POD_INTERFACE: &str = "eth0";

@@ -10,7 +10,7 @@ use std::time::Duration;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::ContainerState;
+use crate::records::container::ContainerState;
 use crate::runtime::CriRuntime;
 
 /// `criu` on PATH, where the OCI runtime looks for it.

@@ -10,21 +10,18 @@ use std::time::Instant;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::{ContainerRecord, ContainerState, ContainerUser, container_name};
 use crate::engine::{TaskCreate, TaskIo};
+use crate::records::container::{
+    ContainerRecord, ContainerState, ContainerUser, KIND_LABEL, SANDBOX_LABEL, container_name,
+};
 use berth_sys::clock::now_nanos;
 
 use crate::ids::new_id;
+use crate::records::sandbox::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
-use crate::sandbox::{SandboxRecord, SandboxState};
 use crate::spec::{
     AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec,
 };
-
-/// Label on the engine's container record: what kind of CRI object it is.
-pub const KIND_LABEL: &str = "io.cri-containerd.kind";
-/// Label on the engine's container record: the pod it belongs to.
-pub const SANDBOX_LABEL: &str = "io.kubernetes.sandbox.id";
 
 /// `dir/relative`, refused when `relative` climbs out of `dir` or is absolute.
 pub fn confined_path(dir: &str, relative: &str, what: &str) -> Result<PathBuf, Status> {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 use tonic::Status;
 
-use super::ContainerRecord;
 use crate::engine::SIGKILL;
 use crate::ids::new_id;
+use crate::records::container::ContainerRecord;
 use crate::runtime::CriRuntime;
 use crate::spec::exec_process;
 

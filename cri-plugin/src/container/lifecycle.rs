@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::ContainerState;
 use crate::engine::{SIGKILL, TaskExit, TaskStatus};
+use crate::records::container::ContainerState;
+use crate::records::sandbox::SandboxState;
 use crate::runtime::CriRuntime;
-use crate::sandbox::SandboxState;
 use berth_sys::clock::{now_nanos, unix_nanos};
 
 /// After SIGKILL, how long a container has to be gone before StopContainer gives up on it.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::{ContainerRecord, ContainerState};
+use crate::records::container::{ContainerRecord, ContainerState};
 use crate::runtime::CriRuntime;
 use crate::sandbox::status::labels_match;
 

@@ -3,7 +3,7 @@
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::ContainerState;
+use crate::records::container::ContainerState;
 use crate::runtime::CriRuntime;
 use crate::spec::linux_resources;
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::host::{PidHolder, process_start_time};
-use super::{SandboxRecord, namespace_options};
-use crate::container::create::{KIND_LABEL, SANDBOX_LABEL};
 use crate::engine::{SIGKILL, TaskCreate, TaskIo, TaskStatus};
+use crate::pod::pidfd::{PidHolder, process_start_time};
+use crate::records::container::{KIND_LABEL, SANDBOX_LABEL};
+use crate::records::sandbox::{SandboxRecord, namespace_options};
 use crate::runtime::CriRuntime;
 use crate::spec::{ContainerSpecInput, ImageUserFiles, RealHost, container_spec};
 

@@ -1,108 +1,12 @@
 //! Pod sandboxes: the namespaces, network and files a pod's containers share.
 //!
 //! berth needs no infra container and no registry to start a pod: the network, IPC and UTS
-//! namespaces are created and pinned by berth itself (`host.rs`), CNI attaches the network
-//! (`network.rs`), and the pod's files are written in its directory (`files.rs`).
+//! namespaces are created and pinned by berth itself (`pod/host.rs`), CNI attaches the network
+//! (`pod/network.rs`), and the pod's files are written in its directory (`pod/files.rs`). The
+//! calls here make and unmake a pod from those parts; its record is `records/sandbox.rs`.
 
-pub mod files;
-pub mod host;
 pub mod infra;
-pub mod network;
-pub mod pidfd;
 pub mod run;
-pub mod starts;
 pub mod status;
 pub mod stop;
 pub mod watch;
-
-use std::path::PathBuf;
-
-use berth_proto::runtime::v1 as cri;
-use serde::{Deserialize, Serialize};
-
-use crate::records::Record;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SandboxState {
-    Ready,
-    NotReady,
-}
-
-/// A pod sandbox, as kept across restarts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SandboxRecord {
-    pub id: String,
-    /// The reserved name: `<name>_<namespace>_<uid>_<attempt>`.
-    pub name: String,
-    #[serde(with = "crate::proto_json")]
-    pub config: cri::PodSandboxConfig,
-    pub runtime_handler: String,
-    pub created_at: i64,
-    pub state: SandboxState,
-    /// The pod's directory (its files, pinned namespaces, shm).
-    pub dir: PathBuf,
-    pub netns: Option<PathBuf>,
-    pub ipc_ns: Option<PathBuf>,
-    pub uts_ns: Option<PathBuf>,
-    pub shm: Option<PathBuf>,
-    /// The process holding the pod's PID namespace, when its containers share one.
-    #[serde(default)]
-    pub pid_holder: Option<host::PidHolder>,
-    /// The holder's PID namespace, pinned: containers join it by this path, never by the
-    /// holder's pid.
-    #[serde(default)]
-    pub pid_ns: Option<PathBuf>,
-    /// The pod runs an infra container from the configured `sandbox_image` (a task whose id
-    /// is the sandbox's); its process is then the `pid_holder`.
-    #[serde(default)]
-    pub infra_image: Option<String>,
-    /// The network was attached through CNI and must be detached.
-    pub network_attached: bool,
-    pub ips: Vec<String>,
-}
-
-impl Record for SandboxRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-/// The namespace mode the pod config asks for (network, pid, ipc).
-pub fn namespace_options(config: &cri::PodSandboxConfig) -> cri::NamespaceOption {
-    config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default()
-}
-
-impl SandboxRecord {
-    pub fn metadata(&self) -> cri::PodSandboxMetadata {
-        self.config.metadata.clone().unwrap_or_default()
-    }
-
-    pub fn host_network(&self) -> bool {
-        namespace_options(&self.config).network() == cri::NamespaceMode::Node
-    }
-
-    pub fn cri_state(&self) -> cri::PodSandboxState {
-        match self.state {
-            SandboxState::Ready => cri::PodSandboxState::SandboxReady,
-            SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
-        }
-    }
-
-    pub fn files(&self) -> files::PodFiles {
-        files::PodFiles {
-            hostname: self.dir.join("hostname"),
-            hosts: self.dir.join("hosts"),
-            resolv_conf: self.dir.join("resolv.conf"),
-        }
-    }
-}
-
-/// The name a sandbox reserves, as containerd makes it.
-pub fn sandbox_name(metadata: &cri::PodSandboxMetadata) -> String {
-    format!("{}_{}_{}_{}", metadata.name, metadata.namespace, metadata.uid, metadata.attempt)
-}

@@ -8,11 +8,11 @@ use std::time::Instant;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::files::{HostFiles, pod_hostname, write_pod_files};
-use super::host::PodNamespace;
-use super::network::PodNetworkRequest;
-use super::starts::{Start, follow};
-use super::{SandboxRecord, SandboxState, namespace_options, sandbox_name};
+use crate::pod::files::{HostFiles, pod_hostname, write_pod_files};
+use crate::pod::host::PodNamespace;
+use crate::pod::network::PodNetworkRequest;
+use crate::pod::starts::{Start, follow};
+use crate::records::sandbox::{SandboxRecord, SandboxState, namespace_options, sandbox_name};
 use berth_sys::clock::now_nanos;
 
 use crate::ids::new_id;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::{SandboxRecord, namespace_options};
+use crate::records::sandbox::{SandboxRecord, namespace_options};
 use crate::runtime::CriRuntime;
 use berth_sys::clock::now_nanos;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use super::{SandboxRecord, SandboxState};
+use crate::records::sandbox::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
 
 impl CriRuntime {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use berth_proto::runtime::v1 as cri;
 
-use super::host::PidHolder;
-use super::{SandboxRecord, SandboxState};
+use crate::pod::pidfd::PidHolder;
+use crate::records::sandbox::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
 
 /// What a sandbox's health hangs on, for the recovery check at start.
@@ -22,7 +22,7 @@ pub enum SandboxLoss {
 
 impl SandboxRecord {
     /// What this ready sandbox has lost, by the host's account; `None` when all is there.
-    pub fn loss(&self, host: &dyn super::host::PodHost) -> Option<SandboxLoss> {
+    pub fn loss(&self, host: &dyn crate::pod::host::PodHost) -> Option<SandboxLoss> {
         let pinned = [&self.netns, &self.ipc_ns, &self.uts_ns, &self.pid_ns].into_iter().flatten();
         if !pinned.into_iter().all(|p| p.exists()) {
             return Some(SandboxLoss::NamespacesGone);
@@ -123,7 +123,7 @@ impl CriRuntime {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::sandbox::host::fake::FakePodHost;
+    use crate::pod::host::fake::FakePodHost;
     use std::sync::atomic::Ordering;
 
     fn sandbox(dir: &std::path::Path) -> SandboxRecord {

@@ -17,17 +17,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::pump::{OpenSession, copy_counted};
 use super::session::ForwardedConnection;
+use crate::records::sandbox::SandboxState;
 use crate::runtime::CriRuntime;
-use crate::sandbox::SandboxState;
+use crate::stream_endpoint::PENDING_CONNECTS;
 
 /// How long connecting to a pod's port may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects one session may have waiting: a browser opens six connections to a host at once,
 /// kubectl one per local connection.
 const PENDING_CONNECTS_PER_SESSION: usize = 8;
-/// Connects berthd may have waiting across every session: each holds a descriptor for up to
-/// [`CONNECT_TIMEOUT`], and pods that never answer must not use up berthd's.
-pub const PENDING_CONNECTS: usize = 64;
 
 impl CriRuntime {
     /// Serves the connections a port-forward client opens until it goes away.

@@ -4,9 +4,9 @@
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
-use super::tokens::StreamRequest;
+use crate::records::sandbox::SandboxState;
 use crate::runtime::CriRuntime;
-use crate::sandbox::SandboxState;
+use crate::stream_endpoint::StreamRequest;
 
 impl CriRuntime {
     pub fn exec_url(&self, mut request: cri::ExecRequest) -> Result<cri::ExecResponse, Status> {

@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use berth_listen::{HttpLimits, no_handshake, serve_http};
 
 use super::session::{PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions};
-use super::tokens::{StreamKind, StreamRequest};
 use super::{spdy, websocket};
 use crate::runtime::CriRuntime;
+use crate::stream_endpoint::{StreamKind, StreamRequest};
 
 /// How long a client has, after the upgrade, to open the streams it asked for.
 const STREAM_SETUP_TIMEOUT: Duration = Duration::from_secs(30);

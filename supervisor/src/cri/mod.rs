@@ -16,7 +16,7 @@ pub mod tasks;
 use std::sync::Arc;
 
 use berth_cri_plugin::cni::{CniConfig, CniManager};
-use berth_cri_plugin::sandbox::host::LinuxPodHost;
+use berth_cri_plugin::pod::host::LinuxPodHost;
 use berth_cri_plugin::{CriBackends, CriMetrics, CriPaths, CriRuntime};
 
 use crate::engine::Engine;

@@ -2,6 +2,9 @@
 //! survive restarts. Reads never wait on storage; writes of one kind are serialised so an
 //! older state can never land after a newer one.
 
+pub mod container;
+pub mod sandbox;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 

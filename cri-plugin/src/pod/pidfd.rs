@@ -14,7 +14,22 @@ use std::os::fd::{AsFd, OwnedFd};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
-use super::host::{PidHolder, process_start_time};
+/// The process holding a pod's PID namespace. Reached only through this file, which
+/// proves the pid still names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PidHolder {
+    pub pid: u32,
+    /// Its start time (`/proc/<pid>/stat` field 22), so a reused pid is never mistaken for it.
+    pub start_time: u64,
+}
+
+/// A process's start time in clock ticks since boot, from `/proc/<pid>/stat`.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
 
 /// The error for a holder that has exited, or whose pid now names another process.
 pub fn holder_gone(holder: &PidHolder) -> io::Error {

@@ -1,16 +1,64 @@
-//! The URLs Exec, Attach and PortForward hand out: each carries a random token bound to the
-//! request that made it, used once, within its time to live.
+//! Where Exec, Attach and PortForward send clients: the streaming server's URL, and the tokens
+//! its URLs carry. Each token is random, bound to the request that made it, used once, within
+//! its time to live. The server itself is `streaming/`.
 //!
 //! The map is bounded by count as well as age, so a flood of Exec calls whose URLs are never
 //! used costs at most `max_pending` small entries: expired ones are swept on every insert, and
 //! when the map is still full the call answers ResourceExhausted.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_proto::runtime::v1 as cri;
+use tokio::sync::Semaphore;
 use tonic::Status;
+
+use crate::config::StreamingConfig;
+
+/// Port-forward connects berthd may have waiting across every session: each holds a
+/// descriptor for up to `portforward::CONNECT_TIMEOUT`, and pods that never answer must not use
+/// up berthd's.
+pub const PENDING_CONNECTS: usize = 64;
+
+/// What the CRI calls need of the streaming server: where it listens and its tokens.
+pub struct StreamingEndpoint {
+    pub config: StreamingConfig,
+    pub tokens: TokenCache,
+    /// `http://127.0.0.1:40123`, once the server listens.
+    base_url: OnceLock<String>,
+    /// Places for port-forward connects into pods that have not finished, across sessions.
+    pub pending_connects: Arc<Semaphore>,
+}
+
+impl StreamingEndpoint {
+    pub fn new(config: StreamingConfig) -> Self {
+        let tokens = TokenCache::new(config.token_ttl, config.max_pending);
+        let pending_connects = Arc::new(Semaphore::new(PENDING_CONNECTS));
+        Self { config, tokens, base_url: OnceLock::new(), pending_connects }
+    }
+
+    /// The server is listening at `base_url` (scheme, host and port).
+    pub fn set_base_url(&self, base_url: String) {
+        let _ = self.base_url.set(base_url);
+    }
+
+    pub fn base_url(&self) -> Option<&str> {
+        self.base_url.get().map(String::as_str)
+    }
+
+    /// A URL for `request`, good once, until its token expires.
+    pub fn url_for(&self, request: StreamRequest) -> Result<String, Status> {
+        let base = self.base_url().ok_or_else(|| {
+            Status::unavailable(
+                "berth's streaming server is not listening (see [cri.streaming] in the config)",
+            )
+        })?;
+        let kind: StreamKind = request.kind();
+        let token = self.tokens.insert(request)?;
+        Ok(format!("{base}/{}/{token}", kind.as_str()))
+    }
+}
 
 /// What a token lets its bearer do: the CRI request it was made for.
 #[derive(Debug, Clone, PartialEq)]

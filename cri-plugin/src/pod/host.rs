@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
-use super::pidfd;
+use super::pidfd::{self, PidHolder, process_start_time};
 
 /// A namespace a pod can have of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub trait PodHost: Send + Sync + 'static {
     /// Unmounts `path` if something is mounted there; nothing mounted is success.
     fn unmount(&self, path: &Path) -> io::Result<()>;
     /// The interface counters (`/proc/net/dev`) inside the pinned network namespace `netns`.
-    fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>>;
+    fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::counters::InterfaceCounters>>;
     /// A new TCP socket for connecting to `address`, not yet connected, made in the pinned
     /// network namespace `netns` (the host's when `None`, for host-network pods):
     /// port-forward's way in. A socket keeps the namespace it was made in, so its connect can
@@ -69,23 +69,6 @@ pub trait PodHost: Send + Sync + 'static {
     fn wait_for_pid_holder_exit(&self, holder: &PidHolder) -> BoxFuture<'static, io::Result<()>>;
     /// Kills the holder, and with it every process left in the pod's PID namespace.
     fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()>;
-}
-
-/// The process holding a pod's PID namespace. Reached only through `pidfd.rs`, which proves
-/// the pid still names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PidHolder {
-    pub pid: u32,
-    /// Its start time (`/proc/<pid>/stat` field 22), so a reused pid is never mistaken for it.
-    pub start_time: u64,
-}
-
-/// A process's start time in clock ticks since boot, from `/proc/<pid>/stat`.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A TCP socket of `address`'s family in the calling thread's network namespace.
@@ -231,13 +214,13 @@ impl PodHost for LinuxPodHost {
         })
     }
 
-    fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>> {
+    fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::counters::InterfaceCounters>> {
         let file = std::fs::File::open(netns)?;
-        std::thread::spawn(move || -> io::Result<Vec<crate::stats::InterfaceCounters>> {
+        std::thread::spawn(move || -> io::Result<Vec<crate::counters::InterfaceCounters>> {
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
             // /proc/self/net is the process's namespace; this thread's is under thread-self.
             let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
-            Ok(crate::stats::parse_net_dev(&text))
+            Ok(crate::counters::parse_net_dev(&text))
         })
         .join()
         .map_err(|_| io::Error::other("the network stats thread panicked"))?
@@ -414,7 +397,7 @@ pub mod fake {
             self.record(format!("unmount {}", path.display()));
             Ok(())
         }
-        fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<crate::stats::InterfaceCounters>> {
+        fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<crate::counters::InterfaceCounters>> {
             Ok(Vec::new())
         }
         fn tcp_socket_in_netns(

@@ -2,7 +2,7 @@
 //! way containerd's CRI plugin is a client of containerd: it sees the engine only through the
 //! traits here, which the supervisor implements in one place (`supervisor/src/cri/`).
 //!
-//! - [`Engine`]: facts about the node and the runtime handlers;
+//! - [`RuntimeInfo`]: facts about the node and the runtime handlers;
 //! - [`crate::images::ImageStore`]: images (in `images.rs`, beside the ImageService);
 //! - [`RootfsStore`]: writable snapshots that become containers' root filesystems;
 //! - [`TaskRuntime`]: containers' processes, through their shims;
@@ -51,7 +51,7 @@ pub struct RuntimeFacts {
 }
 
 /// The engine as the CRI services see it.
-pub trait Engine: Send + Sync + 'static {
+pub trait RuntimeInfo: Send + Sync + 'static {
     fn facts(&self) -> RuntimeFacts;
 
     /// Whether the engine can run containers now, and if not, why.

@@ -1,6 +1,6 @@
 //! berth's Kubernetes CRI services (`runtime.v1` RuntimeService and ImageService).
 //!
-//! The CRI plugin is a client of the engine: it sees the engine only through [`Engine`], and
+//! The CRI plugin is a client of the engine: it sees the engine only through the traits of `engine.rs`, and
 //! the supervisor hosts it on berthd's socket. It is built in three layers, each importing
 //! only the ones below it:
 //! - the state and its parts: `runtime.rs` ([`CriRuntime`], what every call shares), the
@@ -40,8 +40,8 @@ pub mod streaming;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{
-    CgroupSample, Engine, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore,
-    RuntimeFacts, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
+    CgroupSample, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
+    RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
 };
 pub use image_service::CriImageService;
 pub use images::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};

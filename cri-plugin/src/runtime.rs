@@ -10,7 +10,7 @@ use tonic::Status;
 
 use crate::config::CriConfig;
 use crate::counters::CpuRates;
-use crate::engine::{Engine, RecordKind, RecordStore, RootfsStore, TaskRuntime};
+use crate::engine::{RecordKind, RecordStore, RootfsStore, RuntimeInfo, TaskRuntime};
 use crate::events::ContainerEvents;
 use crate::images::ImageStore;
 use crate::metrics::CriMetrics;
@@ -70,7 +70,7 @@ impl CriPaths {
 
 /// What the plugin is built from: the engine behind its traits, and the host.
 pub struct CriBackends {
-    pub engine: Arc<dyn Engine>,
+    pub info: Arc<dyn RuntimeInfo>,
     pub images: Arc<dyn ImageStore>,
     pub rootfs: Arc<dyn RootfsStore>,
     pub tasks: Arc<dyn TaskRuntime>,
@@ -82,7 +82,7 @@ pub struct CriBackends {
 pub struct CriRuntime {
     pub config: CriConfig,
     pub paths: CriPaths,
-    pub engine: Arc<dyn Engine>,
+    pub info: Arc<dyn RuntimeInfo>,
     pub images: Arc<dyn ImageStore>,
     pub rootfs: Arc<dyn RootfsStore>,
     pub tasks: Arc<dyn TaskRuntime>,
@@ -119,7 +119,7 @@ impl CriRuntime {
         let runtime = Arc::new(Self {
             config,
             paths,
-            engine: backends.engine,
+            info: backends.info,
             images: backends.images,
             rootfs: backends.rootfs,
             tasks: backends.tasks,

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use crate::cni::{first_network_config, network_readiness};
 use crate::config::{CgroupDriver, CriConfig};
-use crate::engine::{Engine, Readiness};
+use crate::engine::{Readiness, RuntimeInfo};
 use crate::events::EventStream;
 use crate::runtime::CriRuntime;
 use crate::spec::AppArmorSupport;
@@ -61,13 +61,13 @@ fn batches<T: Send + 'static, M: Send + 'static>(
 /// area that owns it (see [`CriRuntime`]).
 pub struct CriRuntimeService {
     config: CriConfig,
-    engine: Arc<dyn Engine>,
+    info: Arc<dyn RuntimeInfo>,
     runtime: Arc<CriRuntime>,
 }
 
 impl CriRuntimeService {
     pub fn new(runtime: Arc<CriRuntime>) -> Self {
-        Self { config: runtime.config.clone(), engine: runtime.engine.clone(), runtime }
+        Self { config: runtime.config.clone(), info: runtime.info.clone(), runtime }
     }
 
     fn condition(kind: &str, readiness: Readiness) -> cri::RuntimeCondition {
@@ -81,7 +81,7 @@ impl CriRuntimeService {
 
     /// The `info` map of a verbose `Status`: JSON documents, as crictl expects.
     fn verbose_info(&self) -> HashMap<String, String> {
-        let facts = self.engine.facts();
+        let facts = self.info.facts();
         let runtime = serde_json::json!({
             "runtimeName": facts.runtime_name,
             "runtimeVersion": facts.runtime_version,
@@ -115,7 +115,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::VersionRequest>,
     ) -> Result<Response<cri::VersionResponse>, Status> {
-        let facts = self.engine.facts();
+        let facts = self.info.facts();
         Ok(Response::new(cri::VersionResponse {
             version: KUBELET_API_VERSION.to_string(),
             runtime_name: facts.runtime_name,
@@ -130,7 +130,7 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::StatusResponse>, Status> {
         let network = network_readiness(&self.config.cni_conf_dir, &self.config.cni_bin_dirs);
         let conditions = vec![
-            Self::condition("RuntimeReady", self.engine.runtime_readiness()),
+            Self::condition("RuntimeReady", self.info.runtime_readiness()),
             Self::condition("NetworkReady", network),
         ];
         let info = if request.get_ref().verbose { self.verbose_info() } else { HashMap::new() };
@@ -139,7 +139,7 @@ impl RuntimeService for CriRuntimeService {
             info,
             // The default handler is also reported under "", as kubelet looks it up by that name.
             runtime_handlers: std::iter::once(String::new())
-                .chain(self.engine.runtime_handlers())
+                .chain(self.info.runtime_handlers())
                 .map(|name| cri::RuntimeHandler {
                     name,
                     features: Some(cri::RuntimeHandlerFeatures::default()),

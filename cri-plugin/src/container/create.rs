@@ -323,7 +323,7 @@ impl CriRuntime {
             cgroup_driver: self.config.cgroup_driver,
             apparmor: AppArmorSupport::of_this_host(),
             seccomp: std::path::Path::new("/proc/self/status").exists(),
-            cgroup_v2: self.engine.facts().cgroup_layout == "v2",
+            cgroup_v2: self.info.facts().cgroup_layout == "v2",
         }
     }
 

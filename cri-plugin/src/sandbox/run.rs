@@ -44,10 +44,10 @@ impl CriRuntime {
             }
         }
         let handler = request.runtime_handler;
-        if !handler.is_empty() && !self.engine.runtime_handlers().contains(&handler) {
+        if !handler.is_empty() && !self.info.runtime_handlers().contains(&handler) {
             return Err(Status::invalid_argument(format!(
                 "no runtime handler {handler:?} is configured (known: {})",
-                self.engine.runtime_handlers().join(", ")
+                self.info.runtime_handlers().join(", ")
             )));
         }
         let name = sandbox_name(&metadata);

@@ -1,24 +1,24 @@
 //! The engine as the CRI plugin sees it: node facts, readiness, runtime handlers (the
-//! [`berth_cri_plugin::Engine`] trait).
+//! [`berth_cri_plugin::RuntimeInfo`] trait).
 
-use berth_cri_plugin::{Engine, Readiness, RuntimeFacts};
+use berth_cri_plugin::{Readiness, RuntimeFacts, RuntimeInfo};
 
 use crate::node_facts::NodeFacts;
 use crate::tasks::runtimes::{TasksConfig, find_executable};
 
 /// The engine's face toward the CRI plugin.
-pub struct CriEngine {
+pub struct CriRuntimeInfo {
     facts: NodeFacts,
     tasks: TasksConfig,
 }
 
-impl CriEngine {
+impl CriRuntimeInfo {
     pub fn new(facts: NodeFacts, tasks: TasksConfig) -> Self {
         Self { facts, tasks }
     }
 }
 
-impl Engine for CriEngine {
+impl RuntimeInfo for CriRuntimeInfo {
     fn facts(&self) -> RuntimeFacts {
         RuntimeFacts {
             runtime_name: "berth".to_string(),

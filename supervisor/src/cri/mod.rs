@@ -1,7 +1,7 @@
 //! The engine's side of the CRI plugin: the supervisor implements, here and only here, the
 //! traits through which `berth-cri-plugin` sees the engine.
 //!
-//! - `facts`: node facts, readiness and runtime handlers ([`berth_cri_plugin::Engine`]);
+//! - `facts`: node facts, readiness and runtime handlers ([`berth_cri_plugin::RuntimeInfo`]);
 //! - `images`: the `k8s.io` image records grouped by image ID ([`berth_cri_plugin::ImageStore`]);
 //! - `rootfs`: containers' writable snapshots ([`berth_cri_plugin::RootfsStore`]);
 //! - `tasks`: containers' records and tasks ([`berth_cri_plugin::TaskRuntime`]);
@@ -51,7 +51,7 @@ pub async fn open(
         Err(e) => tracing::warn!(error = %e, "could not write a default CNI network"),
     }
     let backends = CriBackends {
-        engine: Arc::new(facts::CriEngine::new(facts, config.tasks.clone())),
+        info: Arc::new(facts::CriRuntimeInfo::new(facts, config.tasks.clone())),
         images,
         rootfs: Arc::new(rootfs::CriRootfs::new(engine.clone())),
         tasks: Arc::new(tasks::CriTasks::new(engine.clone())),

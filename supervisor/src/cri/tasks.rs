@@ -18,7 +18,7 @@ use super::images::CRI_NAMESPACE;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::tasks::bundle::Bundle;
-use crate::tasks::{CreateTask, ExitInfo};
+use crate::tasks::{CreateTask, ExitInfo, PreparedSpec};
 
 /// berth's shim serves a container's live stdio on this socket in its bundle.
 const ATTACH_SOCKET: &str = "attach.sock";
@@ -154,6 +154,8 @@ fn sample(any: &prost_types::Any) -> Option<CgroupSample> {
 #[tonic::async_trait]
 impl TaskRuntime for CriTasks {
     async fn create(&self, task: TaskCreate) -> Result<u32, Status> {
+        // Encoded once: the container's record and the bundle hold the same bytes.
+        let spec = PreparedSpec::from_typed(task.spec, self.engine.tasks.oom_policy())?;
         let container = Container {
             id: task.id.clone(),
             labels: task.labels,
@@ -166,7 +168,7 @@ impl TaskRuntime for CriTasks {
                 },
                 options: None,
             }),
-            spec: Some(json_any(SPEC_TYPE, &task.spec)?),
+            spec: Some(prost_types::Any { type_url: SPEC_TYPE.to_string(), value: spec.bytes().to_vec() }),
             snapshotter: if task.snapshot_key.is_empty() {
                 String::new()
             } else {
@@ -186,7 +188,7 @@ impl TaskRuntime for CriTasks {
             options: None,
             runtime_path: String::new(),
         };
-        match self.engine.tasks.create(CRI_NAMESPACE, &stored, request).await {
+        match self.engine.tasks.create_prepared(CRI_NAMESPACE, &stored, request, spec).await {
             Ok(pid) => Ok(pid),
             Err(e) => {
                 let id = task.id;

@@ -23,22 +23,37 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(what, e)
 }
 
-/// Adjusts an OCI spec before a shim sees it: `oomScoreAdj` values this node would refuse are
-/// clamped (runc would fail the container otherwise). The spec is read and written as
-/// `oci-spec`'s typed [`Spec`](oci_spec::runtime::Spec).
-pub fn prepare_spec(spec: &[u8], oom: &OomScoreAdjPolicy) -> Result<Vec<u8>> {
-    let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(spec)
-        .map_err(|e| Error::InvalidArgument(format!("the container's OCI spec is not valid: {e}")))?;
-    if let Some(process) = spec.process_mut()
-        && let Some(requested) = process.oom_score_adj()
-    {
-        let clamped = oom.clamp(requested.clamp(-1000, 1000));
-        if clamped != requested {
-            tracing::debug!(requested, clamped, "oom_score_adj clamped to what this node allows");
-        }
-        process.set_oom_score_adj(Some(clamped));
+/// An OCI spec as a bundle's `config.json` holds it: `oomScoreAdj` values this node would refuse
+/// are clamped (runc would fail the container otherwise). Made once per task, from the typed
+/// spec (the CRI's) or from a client's JSON (the native API's), and encoded once.
+#[derive(Debug, Clone)]
+pub struct PreparedSpec(Vec<u8>);
+
+impl PreparedSpec {
+    /// From a client's JSON, which must be a valid spec.
+    pub fn from_json(spec: &[u8], oom: &OomScoreAdjPolicy) -> Result<Self> {
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(spec)
+            .map_err(|e| Error::InvalidArgument(format!("the container's OCI spec is not valid: {e}")))?;
+        Self::from_typed(spec, oom)
     }
-    serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+
+    pub fn from_typed(mut spec: oci_spec::runtime::Spec, oom: &OomScoreAdjPolicy) -> Result<Self> {
+        if let Some(process) = spec.process_mut()
+            && let Some(requested) = process.oom_score_adj()
+        {
+            let clamped = oom.clamp(requested.clamp(-1000, 1000));
+            if clamped != requested {
+                tracing::debug!(requested, clamped, "oom_score_adj clamped to what this node allows");
+            }
+            process.set_oom_score_adj(Some(clamped));
+        }
+        let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))?;
+        Ok(Self(bytes))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl Bundle {
@@ -201,17 +216,19 @@ mod tests {
     fn clamps_oom_score_adj_only_where_the_node_refuses() {
         let spec = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"oomScoreAdj":-998},"annotations":{"a":"b"}}"#;
         let strict = OomScoreAdjPolicy { current: 0, can_lower: false };
-        let out: serde_json::Value = serde_json::from_slice(&prepare_spec(spec, &strict).unwrap()).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&PreparedSpec::from_json(spec, &strict).unwrap().bytes()).unwrap();
         assert_eq!(out["process"]["oomScoreAdj"], 0);
         let lenient = OomScoreAdjPolicy { current: 0, can_lower: true };
-        let out: serde_json::Value = serde_json::from_slice(&prepare_spec(spec, &lenient).unwrap()).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&PreparedSpec::from_json(spec, &lenient).unwrap().bytes()).unwrap();
         assert_eq!(out["process"]["oomScoreAdj"], -998);
         assert_eq!(out["process"]["args"], serde_json::json!(["sh"]), "the rest is kept: {out}");
         assert_eq!(out["annotations"]["a"], "b", "the rest is kept: {out}");
         assert!(out.get("mounts").is_none() && out.get("linux").is_none(), "nothing added: {out}");
-        assert!(prepare_spec(b"not json", &strict).is_err());
-        assert!(prepare_spec(b"[1]", &strict).is_err());
-        assert!(prepare_spec(br#"{"process":{"oomScoreAdj":"high"}}"#, &strict).is_err());
+        assert!(PreparedSpec::from_json(b"not json", &strict).is_err());
+        assert!(PreparedSpec::from_json(b"[1]", &strict).is_err());
+        assert!(PreparedSpec::from_json(br#"{"process":{"oomScoreAdj":"high"}}"#, &strict).is_err());
     }
 
     #[test]

@@ -23,7 +23,8 @@ use berth_proto::containerd::services::containers::v1::Container;
 use berth_sys::clock::from_unix_nanos;
 use containerd_shim_protos::shim::shim as api;
 
-use self::bundle::{Bundle, prepare_spec};
+use self::bundle::Bundle;
+pub use self::bundle::PreparedSpec;
 use self::convert::{to_shim_any, to_shim_mount};
 use self::exits::stopped_state;
 use self::metrics::TaskMetrics;
@@ -204,9 +205,29 @@ impl TaskManager {
         task
     }
 
-    /// Starts the container's shim and creates its task. On any failure nothing is left: the
-    /// shim is shut down and the bundle removed.
+    /// Starts the container's shim and creates its task, its spec prepared from the container's
+    /// record. On any failure nothing is left: the shim is shut down and the bundle removed.
     pub async fn create(&self, namespace: &str, container: &Container, request: CreateTask) -> Result<u32> {
+        let spec =
+            container.spec.as_ref().ok_or_else(|| Error::InvalidArgument("container has no spec".into()))?;
+        let spec = PreparedSpec::from_json(&spec.value, &self.inner.oom)?;
+        self.create_prepared(namespace, container, request, spec).await
+    }
+
+    /// What a node allows of `oomScoreAdj`, for a caller that prepares its spec itself.
+    pub fn oom_policy(&self) -> &OomScoreAdjPolicy {
+        &self.inner.oom
+    }
+
+    /// [`TaskManager::create`] with the spec already prepared: the container's record holds the
+    /// same bytes.
+    pub async fn create_prepared(
+        &self,
+        namespace: &str,
+        container: &Container,
+        request: CreateTask,
+        spec: PreparedSpec,
+    ) -> Result<u32> {
         let id = container.id.clone();
         let _reservation = self.reserve(namespace, &id)?;
         // A new task replaces the recorded end of an earlier one.
@@ -216,10 +237,7 @@ impl TaskManager {
         if !request.runtime_path.is_empty() {
             handler.shim = PathBuf::from(&request.runtime_path);
         }
-        let spec =
-            container.spec.as_ref().ok_or_else(|| Error::InvalidArgument("container has no spec".into()))?;
-        let spec = prepare_spec(&spec.value, &self.inner.oom)?;
-        let bundle = Bundle::create(&self.inner.state, namespace, &id, &spec)?;
+        let bundle = Bundle::create(&self.inner.state, namespace, &id, spec.bytes())?;
         bundle.forward_shim_log(namespace, &id);
         // The client's options win; otherwise the handler's (runc binary, root, cgroup driver).
         let options = request

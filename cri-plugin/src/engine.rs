@@ -15,6 +15,8 @@ use std::time::SystemTime;
 
 use tonic::Status;
 
+use crate::images::ImageSummary;
+
 /// A readiness condition as the CRI `Status` call reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
@@ -80,16 +82,16 @@ pub struct LayerUsage {
 /// Writable snapshots on top of an image: containers' root filesystems.
 #[tonic::async_trait]
 pub trait RootfsStore: Send + Sync + 'static {
-    /// Makes the writable snapshot `key` on the top layer of the image `image_id` (a config
-    /// digest) and returns how to mount it. NotFound when the image is not unpacked.
-    async fn prepare(&self, key: &str, image_id: &str) -> Result<Vec<RootfsMount>, Status>;
+    /// Makes the writable snapshot `key` on the top layer of `image` and returns how to mount
+    /// it. NotFound when the image is not unpacked.
+    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, Status>;
     /// Removes snapshot `key`; one already gone is success.
     async fn remove(&self, key: &str) -> Result<(), Status>;
     /// What the writable layer of `key` holds.
     async fn usage(&self, key: &str) -> Result<LayerUsage, Status>;
     /// Reads `path` (absolute, inside the image) from the image's root filesystem, without
     /// following links out of it: `/etc/passwd`, `/etc/group`. `None` when there is no such file.
-    async fn read_image_file(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>, Status>;
+    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, Status>;
 }
 
 /// Where a process's stdio goes, in the shim's URI forms: a FIFO path, `file:///abs/path`

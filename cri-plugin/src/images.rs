@@ -22,8 +22,10 @@ pub struct ImageSummary {
     pub username: String,
     /// Kept by garbage collection of unused images (the sandbox image).
     pub pinned: bool,
-    /// The image config, for verbose status.
-    pub config_json: String,
+    /// The image config, parsed once by the engine.
+    pub config: oci_spec::image::ImageConfiguration,
+    /// The chain ID of its top layer: the snapshot containers' root filesystems start from.
+    pub chain_id: String,
 }
 
 /// Registry credentials from the CRI `AuthConfig`.
@@ -61,7 +63,7 @@ pub trait ImageStore: Send + Sync + 'static {
 
 /// Verbose info of an image status, as containerd shapes it (`info` → JSON).
 pub fn verbose_info(image: &ImageSummary) -> HashMap<String, String> {
-    let config: serde_json::Value = serde_json::from_str(&image.config_json).unwrap_or_default();
-    let info = serde_json::json!({ "imageSpec": config, "chainID": "", "pinned": image.pinned });
+    let info =
+        serde_json::json!({ "imageSpec": image.config, "chainID": image.chain_id, "pinned": image.pinned });
     HashMap::from([("info".to_string(), info.to_string())])
 }

@@ -103,10 +103,6 @@ impl CriRuntime {
                 .to_string_lossy()
                 .into_owned()
         };
-        let image_config: oci_spec::image::ImageConfiguration = serde_json::from_str(&image.config_json)
-            .map_err(|e| {
-                Status::failed_precondition(format!("the config of image {} does not parse: {e}", image.id))
-            })?;
 
         let name = container_name(&metadata, &sandbox.metadata());
         let id = new_id()?;
@@ -121,9 +117,8 @@ impl CriRuntime {
             // Held until the container is whole or undone: a RemoveContainer or StartContainer
             // of the new id (listed once its record is saved) waits for the create to end.
             let _lock = this.lock(&id).await;
-            let created = this
-                .create_reserved(&id, &name, &sandbox, config, &image, &image_config, image_name, log_path)
-                .await;
+            let created =
+                this.create_reserved(&id, &name, &sandbox, config, &image, image_name, log_path).await;
             match created {
                 Ok(()) => {
                     this.metrics.pod_phase("container_create", started.elapsed());
@@ -151,13 +146,12 @@ impl CriRuntime {
         sandbox: &SandboxRecord,
         config: cri::ContainerConfig,
         image: &crate::images::ImageSummary,
-        image_config: &oci_spec::image::ImageConfiguration,
         image_name: String,
         log_path: String,
     ) -> Result<(), Status> {
         let image_files = ImageUserFiles {
-            passwd: self.rootfs.read_image_file(&image.id, "/etc/passwd").await?,
-            group: self.rootfs.read_image_file(&image.id, "/etc/group").await?,
+            passwd: self.rootfs.read_image_file(image, "/etc/passwd").await?,
+            group: self.rootfs.read_image_file(image, "/etc/group").await?,
         };
         let target_pid = self.target_pid(&config, sandbox)?;
         let pod = self.pod_context(sandbox);
@@ -165,7 +159,7 @@ impl CriRuntime {
         // Off the executor: the spec reads host files (devices, seccomp profiles) and may load
         // berth's AppArmor profile.
         let spec = {
-            let (id, config, image_config) = (id.to_string(), config.clone(), image_config.clone());
+            let (id, config, image_config) = (id.to_string(), config.clone(), image.config.clone());
             tokio::task::spawn_blocking(move || {
                 container_spec(&ContainerSpecInput {
                     container_id: &id,
@@ -198,7 +192,7 @@ impl CriRuntime {
             exit_code: 0,
             reason: String::new(),
             message: String::new(),
-            stop_signal: stop_signal(&config, image_config),
+            stop_signal: stop_signal(&config, &image.config),
             user: ContainerUser {
                 uid: user.uid(),
                 gid: user.gid(),
@@ -224,7 +218,7 @@ impl CriRuntime {
         // A container that reads stdin gets it through a FIFO the shim holds open, so attach
         // clients can come and go while the container keeps its stdin.
         let stdin = if config.stdin { self.make_stdin_fifo(id).await? } else { String::new() };
-        let rootfs = match self.rootfs.prepare(id, &image.id).await {
+        let rootfs = match self.rootfs.prepare(id, &image).await {
             Ok(rootfs) => rootfs,
             Err(e) => {
                 self.remove_container_files(id).await;

@@ -33,10 +33,6 @@ impl CriRuntime {
                 })?
             }
         };
-        let image_config: oci_spec::image::ImageConfiguration = serde_json::from_str(&image.config_json)
-            .map_err(|e| {
-                Status::failed_precondition(format!("the config of {image_name} does not parse: {e}"))
-            })?;
         let pod_options = namespace_options(&record.config);
         let options = cri::NamespaceOption {
             network: pod_options.network,
@@ -64,7 +60,7 @@ impl CriRuntime {
         let mut pod = self.pod_context(record);
         pod.pid_ns = None;
         let node = self.node_context();
-        let id = record.id.clone();
+        let (id, image_config) = (record.id.clone(), image.config.clone());
         let spec = tokio::task::spawn_blocking(move || {
             container_spec(&ContainerSpecInput {
                 container_id: &id,
@@ -79,7 +75,7 @@ impl CriRuntime {
         })
         .await
         .map_err(|e| Status::internal(format!("spec task: {e}")))??;
-        let rootfs = self.rootfs.prepare(&record.id, &image.id).await?;
+        let rootfs = self.rootfs.prepare(&record.id, &image).await?;
         record.infra_image = Some(image_name.clone());
         self.sandboxes.save(record.clone()).await?;
         self.tasks

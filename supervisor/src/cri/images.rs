@@ -10,7 +10,7 @@ use tonic::Status;
 use crate::content::Digest;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::images::oci::{self, ImageIndex, ImageManifest};
+use crate::images::oci::{self, ImageConfiguration, ImageIndex, ImageManifest};
 use crate::images::reference::ImageReference;
 use crate::images::registry::Credentials;
 use crate::metadata::ImageRecord;
@@ -33,7 +33,9 @@ impl CriImageStore {
 /// What an image record's target resolves to on this platform.
 struct Resolved {
     config_digest: String,
-    config_json: String,
+    config: ImageConfiguration,
+    /// Its top layer's chain ID.
+    chain_id: String,
     size: u64,
 }
 
@@ -52,10 +54,10 @@ fn resolve(engine: &Engine, image: &ImageRecord) -> Result<Resolved> {
     }
     let manifest: ImageManifest = read_json(engine, &manifest_digest)?;
     let config_digest = manifest.config().digest().to_string();
-    let config_json =
-        String::from_utf8_lossy(&engine.content.read_blob(&config_digest.parse()?)?).into_owned();
+    let config: ImageConfiguration = read_json(engine, &config_digest)?;
+    let chain_id = oci::chain_ids(config.rootfs().diff_ids()).pop().unwrap_or_default();
     let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
-    Ok(Resolved { config_digest, config_json, size })
+    Ok(Resolved { config_digest, config, chain_id, size })
 }
 
 /// `docker.io/library/busybox` of a record name (tag or digest stripped).
@@ -64,16 +66,8 @@ fn repository_of(name: &str) -> Option<String> {
 }
 
 /// The user of an image config: a number is a uid, anything else a name.
-fn user_of(config_json: &str) -> (Option<i64>, String) {
-    // Only the runtime part is read, so a config missing fields CRI does not need still works.
-    #[derive(serde::Deserialize)]
-    struct RuntimePart {
-        config: Option<oci_spec::image::Config>,
-    }
-    let user = serde_json::from_str::<RuntimePart>(config_json)
-        .ok()
-        .and_then(|part| part.config.and_then(|c| c.user().clone()))
-        .unwrap_or_default();
+fn user_of(config: &ImageConfiguration) -> (Option<i64>, String) {
+    let user = config.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default();
     let user = user.split(':').next().unwrap_or_default().to_string();
     match user.parse::<i64>() {
         Ok(uid) => (Some(uid), String::new()),
@@ -119,7 +113,7 @@ impl CriImageStore {
         Ok(by_id
             .into_iter()
             .map(|(id, (resolved, tags, digests, pinned))| {
-                let (uid, username) = user_of(&resolved.config_json);
+                let (uid, username) = user_of(&resolved.config);
                 ImageSummary {
                     id,
                     repo_tags: tags.into_iter().collect(),
@@ -128,7 +122,8 @@ impl CriImageStore {
                     uid,
                     username,
                     pinned,
-                    config_json: resolved.config_json,
+                    config: resolved.config,
+                    chain_id: resolved.chain_id,
                 }
             })
             .collect())
@@ -253,10 +248,17 @@ impl ImageStore for CriImageStore {
 mod tests {
     use super::*;
 
+    fn config(json: &str) -> ImageConfiguration {
+        let full = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},{json}}}"#
+        );
+        serde_json::from_str(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    }
+
     #[test]
     fn users() {
-        assert_eq!(user_of(r#"{"config":{"User":"1000:1000"}}"#), (Some(1000), String::new()));
-        assert_eq!(user_of(r#"{"config":{"User":"nobody"}}"#), (None, "nobody".to_string()));
-        assert_eq!(user_of(r#"{"config":{}}"#), (None, String::new()));
+        assert_eq!(user_of(&config(r#""config":{"User":"1000:1000"}"#)), (Some(1000), String::new()));
+        assert_eq!(user_of(&config(r#""config":{"User":"nobody"}"#)), (None, "nobody".to_string()));
+        assert_eq!(user_of(&config(r#""config":{}"#)), (None, String::new()));
     }
 }

@@ -6,16 +6,14 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use berth_cri_plugin::{LayerUsage, RootfsMount, RootfsStore};
+use berth_cri_plugin::{ImageSummary, LayerUsage, RootfsMount, RootfsStore};
 use berth_snapshotter::Snapshotter;
 use tonic::Status;
 
 use super::images::CRI_NAMESPACE;
-use crate::content::Digest;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gc::ROOT_LABEL;
-use crate::images::oci::{self, ImageConfiguration};
 
 /// Files read from images, by (image ID, path): images never change, and kubelet creates
 /// many containers from one image.
@@ -52,23 +50,18 @@ impl CriRootfs {
     }
 
     /// The committed snapshot of the image's top layer.
-    fn top_layer(&self, image_id: &str) -> Result<String> {
-        let digest: Digest = image_id.parse()?;
-        let config: ImageConfiguration =
-            oci::parse(&self.engine.content.read_blob(&digest)?, &format!("image config {image_id}"))?;
-        let chain = oci::chain_ids(config.rootfs().diff_ids());
-        let top = chain
-            .last()
-            .ok_or_else(|| Error::FailedPrecondition(format!("image {image_id} has no layers")))?;
-        Ok(format!("{CRI_NAMESPACE}/{top}"))
+    fn top_layer(image: &ImageSummary) -> Result<String> {
+        if image.chain_id.is_empty() {
+            return Err(Error::FailedPrecondition(format!("image {} has no layers", image.id)));
+        }
+        Ok(format!("{CRI_NAMESPACE}/{}", image.chain_id))
     }
 
-    fn read_file_blocking(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    fn read_file_blocking(&self, parent: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let snapshotter = self.snapshotter()?;
-        let parent = self.top_layer(image_id)?;
         let nonce = berth_sys::clock::now_nanos();
         let key = format!("{CRI_NAMESPACE}/berth-read-{nonce}-{:?}", std::thread::current().id());
-        let mut mounts = snapshotter.view(&key, Some(&parent), HashMap::new()).map_err(Error::from)?;
+        let mut mounts = snapshotter.view(&key, Some(parent), HashMap::new()).map_err(Error::from)?;
         for mount in &mut mounts {
             mount.options.extend(VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()));
         }
@@ -225,9 +218,9 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
 
 #[tonic::async_trait]
 impl RootfsStore for CriRootfs {
-    async fn prepare(&self, key: &str, image_id: &str) -> Result<Vec<RootfsMount>, Status> {
+    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, Status> {
         let snapshotter = self.snapshotter()?;
-        let parent = self.top_layer(image_id)?;
+        let parent = Self::top_layer(image)?;
         let scoped = format!("{CRI_NAMESPACE}/{key}");
         // A root label: the snapshot is the container's until RemoveContainer removes it.
         let labels = HashMap::from([(
@@ -265,14 +258,14 @@ impl RootfsStore for CriRootfs {
         Ok(LayerUsage { bytes: usage.bytes, inodes: usage.inodes })
     }
 
-    async fn read_image_file(&self, image_id: &str, path: &str) -> Result<Option<Vec<u8>>, Status> {
-        let cache_key = (image_id.to_string(), path.to_string());
+    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, Status> {
+        let cache_key = (image.id.clone(), path.to_string());
         if let Some(cached) = self.files.lock().ok().and_then(|files| files.get(&cache_key).cloned()) {
             return Ok(cached);
         }
         let this = CriRootfs { engine: self.engine.clone(), files: Mutex::default() };
-        let (image, file) = cache_key.clone();
-        let contents = blocking(move || this.read_file_blocking(&image, &file)).await?;
+        let (parent, file) = (Self::top_layer(image)?, path.to_string());
+        let contents = blocking(move || this.read_file_blocking(&parent, &file)).await?;
         if let Ok(mut files) = self.files.lock() {
             files.insert(cache_key, contents.clone());
         }

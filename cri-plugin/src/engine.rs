@@ -63,14 +63,9 @@ pub trait RuntimeInfo: Send + Sync + 'static {
     fn runtime_handlers(&self) -> Vec<String>;
 }
 
-/// One mount of a root filesystem, as a snapshotter describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RootfsMount {
-    /// `overlay`, `bind`, …
-    pub kind: String,
-    pub source: String,
-    pub options: Vec<String>,
-}
+/// One mount of a root filesystem, as a snapshotter describes it: containerd's `Mount`, the type
+/// the engine's tasks take, so the engine converts a snapshotter's mount once and passes it on.
+pub use berth_proto::containerd::types::Mount as RootfsMount;
 
 /// Disk a writable layer uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use super::images::CRI_NAMESPACE;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gc::ROOT_LABEL;
+use crate::native::snapshots::to_api_mount;
 
 /// Files read from images, by (image ID, path): images never change, and kubelet creates
 /// many containers from one image.
@@ -234,10 +235,7 @@ impl RootfsStore for CriRootfs {
                 snapshotter.prepare(&scoped, Some(&parent), labels).map_err(Error::from)
             })
             .await?;
-        Ok(mounts
-            .into_iter()
-            .map(|m| RootfsMount { kind: m.fs_type, source: m.source, options: m.options })
-            .collect())
+        Ok(mounts.into_iter().map(to_api_mount).collect())
     }
 
     async fn remove(&self, key: &str) -> Result<(), Status> {

@@ -7,9 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use berth_cri_plugin::{
-    CgroupSample, RootfsMount, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
-};
+use berth_cri_plugin::{CgroupSample, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus};
 use berth_proto::containerd::services::containers::v1::{Container, container::Runtime};
 use containerd_shim_protos::protobuf::Message as _;
 use tonic::Status;
@@ -88,15 +86,6 @@ impl CriTasks {
     fn exit(&self, id: &str, info: ExitInfo) -> TaskExit {
         let oom_killed = self.oom_killed.lock().map(|set| set.contains(id)).unwrap_or(false);
         TaskExit { pid: info.pid, exit_status: info.exit_status, exited_at: info.exited_at, oom_killed }
-    }
-}
-
-fn to_mount(mount: RootfsMount) -> berth_proto::containerd::types::Mount {
-    berth_proto::containerd::types::Mount {
-        r#type: mount.kind,
-        source: mount.source,
-        target: String::new(),
-        options: mount.options,
     }
 }
 
@@ -180,7 +169,7 @@ impl TaskRuntime for CriTasks {
         let record = container.clone();
         let stored = self.engine.meta.run(move |meta| meta.create_container(CRI_NAMESPACE, record)).await?;
         let request = CreateTask {
-            rootfs: task.rootfs.into_iter().map(to_mount).collect(),
+            rootfs: task.rootfs,
             stdin: task.io.stdin,
             stdout: task.io.stdout,
             stderr: task.io.stderr,

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     log::set_debug(args.debug);
+    log::set_container(&args.namespace, &args.id);
     match args.action.as_deref() {
         Some("start") => {
             quiet_stderr();

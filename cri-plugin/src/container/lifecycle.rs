@@ -101,32 +101,38 @@ impl CriRuntime {
     pub(crate) fn watch_exit(self: &Arc<Self>, id: &str) {
         let this = self.clone();
         let id = id.to_string();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match this.tasks.wait(&id, "").await {
-                    Ok(exit) => {
-                        if let Err(e) = this.record_exit(&id, exit).await {
-                            tracing::warn!(container = %id, error = %e.message(), "recording an exit");
-                        }
-                        return;
-                    }
-                    Err(e) if e.code() == tonic::Code::NotFound => {
-                        this.reconcile(&id).await;
-                        return;
-                    }
-                    Err(e) => {
-                        // The engine could not answer now (a restarting shim): ask again.
-                        tracing::debug!(container = %id, error = %e.message(), "waiting on a container");
-                        if this.containers.get(&id).is_none_or(|c| c.state != ContainerState::Running) {
+        let pod = self.containers.get(&id).map(|c| c.sandbox_id.clone()).unwrap_or_default();
+        let span = tracing::info_span!("watch", pod = %pod, container = %id);
+
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match this.tasks.wait(&id, "").await {
+                        Ok(exit) => {
+                            if let Err(e) = this.record_exit(&id, exit).await {
+                                tracing::warn!(container = %id, error = %e.message(), "recording an exit");
+                            }
                             return;
                         }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        Err(e) if e.code() == tonic::Code::NotFound => {
+                            this.reconcile(&id).await;
+                            return;
+                        }
+                        Err(e) => {
+                            // The engine could not answer now (a restarting shim): ask again.
+                            tracing::debug!(container = %id, error = %e.message(), "waiting on a container");
+                            if this.containers.get(&id).is_none_or(|c| c.state != ContainerState::Running) {
+                                return;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
                     }
                 }
-            }
-        });
+            },
+            span,
+        ));
     }
 
     /// Marks the container exited, once.

@@ -43,23 +43,28 @@ impl CriRuntime {
         let Some(holder) = sandbox.pid_holder else { return };
         let this = self.clone();
         let id = id.to_string();
-        tokio::spawn(async move {
-            let reason = if sandbox.infra_image.is_some() {
-                match this.wait_for_infra_exit(&id, holder).await {
-                    Some(reason) => reason,
-                    None => return,
-                }
-            } else {
-                match this.host.wait_for_pid_holder_exit(&holder).await {
-                    Ok(()) => format!("the PID holder {} exited", holder.pid),
-                    Err(e) => {
-                        tracing::error!(pod = %id, pid = holder.pid, error = %e, "cannot watch the pod's PID holder");
-                        return;
+        let span = tracing::info_span!("watch", pod = %id);
+
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let reason = if sandbox.infra_image.is_some() {
+                    match this.wait_for_infra_exit(&id, holder).await {
+                        Some(reason) => reason,
+                        None => return,
                     }
-                }
-            };
-            this.mark_holder_lost(&id, holder, &reason).await;
-        });
+                } else {
+                    match this.host.wait_for_pid_holder_exit(&holder).await {
+                        Ok(()) => format!("the PID holder {} exited", holder.pid),
+                        Err(e) => {
+                            tracing::error!(pod = %id, pid = holder.pid, error = %e, "cannot watch the pod's PID holder");
+                            return;
+                        }
+                    }
+                };
+                this.mark_holder_lost(&id, holder, &reason).await;
+            },
+            span,
+        ));
     }
 
     /// Waits for the infra task to exit; why it is gone, or `None` when the sandbox stopped

@@ -58,6 +58,9 @@ impl Service {
         // the shim needs only after it (the attach socket, the spec) is made meanwhile.
         let after = async { (AttachHub::listen(&bundle.join("attach.sock")), container::read_spec(&bundle)) };
         let (created, (hub, spec)) = tokio::join!(create, after);
+        if let Some(spec) = &spec {
+            crate::log::set_pod(spec);
+        }
         let (hub, hub_error) = match hub {
             Ok(h) => (Some(h), None),
             Err(e) => (None, Some(e)),

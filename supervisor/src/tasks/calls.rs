@@ -14,6 +14,7 @@ use super::shim_client::ShimClient as TaskClient;
 use crate::error::{Error, Result};
 
 impl TaskManager {
+    #[tracing::instrument(name = "task", skip_all, fields(%namespace, container = %id, exec = %exec_id, call = "start"))]
     pub async fn start(&self, namespace: &str, id: &str, exec_id: &str) -> Result<u32> {
         let mut request = api::StartRequest::new();
         request.id = id.to_string();
@@ -39,6 +40,7 @@ impl TaskManager {
             .map_err(|e| shim_error(e, &format!("{what} {id:?}")))
     }
 
+    #[tracing::instrument(name = "task", skip_all, fields(%namespace, container = %id, exec = %exec_id, call = "kill"))]
     pub async fn kill(&self, namespace: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let mut request = api::KillRequest::new();
         request.id = id.to_string();
@@ -51,6 +53,7 @@ impl TaskManager {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "task", skip_all, fields(%namespace, container = %id, exec = %exec_id, call = "exec"))]
     pub async fn exec(
         &self,
         namespace: &str,

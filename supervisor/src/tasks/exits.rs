@@ -20,7 +20,9 @@ impl TaskManager {
     /// exit, it is counted; when the shim is gone, the task is cleaned up and its exit recorded.
     pub(super) fn watch(&self, task: Arc<Task>) {
         let manager = self.clone();
-        tokio::spawn(async move {
+        let span =
+            tracing::info_span!("task", namespace = %task.namespace, container = %task.id, call = "wait");
+        let watch = async move {
             let mut request = api::WaitRequest::new();
             request.id = task.id.clone();
             match task.client.wait(context(&task.namespace, None), &request).await {
@@ -31,9 +33,10 @@ impl TaskManager {
                         manager.clean_up_dead_shim(&task.namespace, &task.id, &task.bundle, &task.shim).await;
                     }
                 }
-                Err(e) => tracing::debug!(container = %task.id, error = %e, "wait on task ended"),
+                Err(e) => tracing::debug!(error = %e, "wait on task ended"),
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(watch, span));
     }
 
     pub(super) fn publish_exit(&self, namespace: &str, id: &str, exit: &TaskExitRecord) {

@@ -221,6 +221,7 @@ impl TaskManager {
 
     /// [`TaskManager::create`] with the spec already prepared: the container's record holds the
     /// same bytes.
+    #[tracing::instrument(name = "task", skip_all, fields(%namespace, container = %container.id, call = "create"))]
     pub async fn create_prepared(
         &self,
         namespace: &str,
@@ -359,6 +360,7 @@ impl TaskManager {
 
     /// Deletes the task's init (it must have exited or never started), stops its shim and
     /// removes its bundle. A task whose shim died answers with the exit recorded for it.
+    #[tracing::instrument(name = "task", skip_all, fields(%namespace, container = %id, call = "delete"))]
     pub async fn delete(&self, namespace: &str, id: &str) -> Result<ExitInfo> {
         let task = match self.task(namespace, id) {
             Ok(task) => task,
@@ -392,6 +394,7 @@ impl TaskManager {
         })
     }
 
+    #[tracing::instrument(name = "task", skip_all, fields(%namespace, container = %id, exec = %exec_id, call = "delete"))]
     pub async fn delete_process(&self, namespace: &str, id: &str, exec_id: &str) -> Result<ExitInfo> {
         let task = self.task(namespace, id)?;
         let mut request = api::DeleteRequest::new();

@@ -61,7 +61,7 @@ impl PullerInner {
                 (downloads.clone(), ranges.clone()),
             );
             let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.clone())]);
-            pending.push((tokio::spawn(job), labels));
+            pending.push((tokio::spawn(tracing::Instrument::in_current_span(job)), labels));
         }
         let mut downloaded = Vec::new();
         let mut pending = pending.into_iter().enumerate();

@@ -125,18 +125,19 @@ impl Puller {
     /// Pulls `reference` into `namespace`. A pull of the same image already under way is not
     /// joined: this one authenticates and fetches the manifest itself, and shares only the
     /// layers.
+    #[tracing::instrument(name = "pull", skip_all, fields(%namespace, image = %reference))]
     pub async fn pull(&self, namespace: &str, reference: &str, auth: PullAuth) -> Result<PulledImage> {
         let image = ImageReference::parse(reference)?;
         let inner = self.inner.clone();
         let namespace = namespace.to_string();
         // The pull runs on its own task, so a caller that goes away (a cancelled RPC) does not
         // stop it halfway, with its lease held and layers other pulls wait for abandoned.
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let result = inner.pull_once(&namespace, &image, &auth).await;
             // The pull's buffers are free now: give the memory back.
             let _ = tokio::task::spawn_blocking(crate::allocator::release_free_memory).await;
             result
-        });
+        }));
         task.await.map_err(|e| Error::Internal(format!("pull task failed: {e}")))?
     }
 }

@@ -13,8 +13,13 @@ use crate::{Berthd, Registry, push_busybox};
 /// berthd with busybox pushed to a loopback registry and pulled through the CRI; returns the
 /// image name (`127.0.0.1:<port>/library/busybox:1.36`).
 pub async fn berthd_with_busybox() -> (Berthd, Registry, String) {
+    berthd_with_busybox_under(None).await
+}
+
+/// [`berthd_with_busybox`] with berthd's soft RLIMIT_NOFILE set to `soft_nofile` when given.
+pub async fn berthd_with_busybox_under(soft_nofile: Option<u64>) -> (Berthd, Registry, String) {
     let registry = Registry::start().await;
-    let berthd = Berthd::start_with_config(|paths| {
+    let berthd = Berthd::start_with_soft_nofile(soft_nofile, |paths| {
         paths.trust_registry(&registry);
         paths.config_text("")
     })
@@ -136,6 +141,23 @@ pub async fn wait_for_state(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let status = container_status(client, id).await;
+        if status.state == state as i32 || tokio::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the pod's status until it is in `state` or `timeout` passes; returns the last status.
+pub async fn wait_for_pod_state(
+    client: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    state: cri::PodSandboxState,
+    timeout: Duration,
+) -> cri::PodSandboxStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = pod_status(client, pod).await;
         if status.state == state as i32 || tokio::time::Instant::now() >= deadline {
             return status;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use berth_proto::runtime::v1 as cri;
 use berth_tests::cri::{
     berthd_with_busybox, container_config, pod_config, pod_status, remove_all_pods, run_pod, start_container,
-    wait_for_state,
+    wait_for_pod_state, wait_for_state,
 };
 use berth_tests::{dir_entries, free_port, skip_unless, wait_until};
 
@@ -390,25 +390,6 @@ async fn holder_pid(
     let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).unwrap();
     let pid = info["pid"].as_i64().unwrap_or_else(|| panic!("no PID holder in {info}"));
     nix::unistd::Pid::from_raw(pid as i32)
-}
-
-/// Waits up to `timeout` for the pod to reach `state`; returns its last status.
-async fn wait_for_pod_state(
-    client: &mut berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient<
-        tonic::transport::Channel,
-    >,
-    pod: &str,
-    state: cri::PodSandboxState,
-    timeout: Duration,
-) -> cri::PodSandboxStatus {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let status = pod_status(client, pod).await;
-        if status.state == state as i32 || tokio::time::Instant::now() >= deadline {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn sigkill(pid: nix::unistd::Pid) {

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use berth_proto::runtime::v1 as cri;
-use berth_tests::cri::{container_config, pod_config, pull, run_pod, start_container, wait_for_state};
-use berth_tests::{Berthd, Registry, push_busybox, skip_unless, wait_until};
+use berth_tests::cri::{
+    berthd_with_busybox_under, container_config, pod_config, run_pod, start_container, wait_for_state,
+};
+use berth_tests::{Berthd, skip_unless, wait_until};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -67,15 +69,7 @@ async fn thousands_of_idle_connections_leave_the_cri_answering() {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     assert!(hard > 2 * FLOOD as u64 + 200, "the hard open-file limit {hard} is too low for this test");
 
-    let registry = Registry::start().await;
-    let berthd = Berthd::start_with_soft_nofile(Some(1024), |paths| {
-        paths.trust_registry(&registry);
-        paths.config_text("")
-    })
-    .await;
-    push_busybox(&registry, "library/busybox", "1.36").await;
-    let image = format!("{}/library/busybox:1.36", registry.host());
-    pull(&berthd, &image).await;
+    let (berthd, _registry, image) = berthd_with_busybox_under(Some(1024)).await;
     let mut client = berthd.runtime_client().await;
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("flooded", logs.path());

@@ -218,7 +218,7 @@ impl CriRuntime {
         // A container that reads stdin gets it through a FIFO the shim holds open, so attach
         // clients can come and go while the container keeps its stdin.
         let stdin = if config.stdin { self.make_stdin_fifo(id).await? } else { String::new() };
-        let rootfs = match self.rootfs.prepare(id, &image).await {
+        let rootfs = match self.rootfs.prepare(id, image).await {
             Ok(rootfs) => rootfs,
             Err(e) => {
                 self.remove_container_files(id).await;

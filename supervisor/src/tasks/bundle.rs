@@ -217,11 +217,11 @@ mod tests {
         let spec = br#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"oomScoreAdj":-998},"annotations":{"a":"b"}}"#;
         let strict = OomScoreAdjPolicy { current: 0, can_lower: false };
         let out: serde_json::Value =
-            serde_json::from_slice(&PreparedSpec::from_json(spec, &strict).unwrap().bytes()).unwrap();
+            serde_json::from_slice(PreparedSpec::from_json(spec, &strict).unwrap().bytes()).unwrap();
         assert_eq!(out["process"]["oomScoreAdj"], 0);
         let lenient = OomScoreAdjPolicy { current: 0, can_lower: true };
         let out: serde_json::Value =
-            serde_json::from_slice(&PreparedSpec::from_json(spec, &lenient).unwrap().bytes()).unwrap();
+            serde_json::from_slice(PreparedSpec::from_json(spec, &lenient).unwrap().bytes()).unwrap();
         assert_eq!(out["process"]["oomScoreAdj"], -998);
         assert_eq!(out["process"]["args"], serde_json::json!(["sh"]), "the rest is kept: {out}");
         assert_eq!(out["annotations"]["a"], "b", "the rest is kept: {out}");

@@ -155,7 +155,7 @@ impl PullerInner {
             Err(e) => return Err(e),
         };
         let what = format!("layer {digest}");
-        let mut body = match BlobStream::open(&client, &digest.to_string(), (0, size), &what, ranges).await {
+        let mut body = match BlobStream::open(client, &digest.to_string(), (0, size), &what, ranges).await {
             Ok((_, body)) => body,
             Err(e @ Error::Unavailable(_)) => return Ok(Streamed::Interrupted(e)),
             Err(e) => return Err(e),
@@ -258,7 +258,7 @@ impl PullerInner {
         let offset = writer.offset();
         let resume_from = if offset > 0 && offset < size { offset } else { 0 };
         let (start, mut body) =
-            BlobStream::open(&client, layer.digest().as_ref(), (resume_from, size), &what, ranges).await?;
+            BlobStream::open(client, layer.digest().as_ref(), (resume_from, size), &what, ranges).await?;
         if start == 0 && offset > 0 {
             // The registry sends the whole blob: the ingest starts over.
             writer.write_at(0, &[])?;

@@ -14,7 +14,6 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod gc;
-pub mod grpc_authority;
 pub mod images;
 pub mod metadata;
 pub mod metrics;

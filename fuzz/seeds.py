@@ -30,7 +30,7 @@ def write(target, name, data):
 
 def spdy_dictionary():
     """The SPDY/3 dictionary, read from headers.rs so it cannot drift."""
-    source = open(os.path.join(ROOT, "cri-plugin/src/streaming/spdy/headers.rs")).read()
+    source = open(os.path.join(ROOT, "stream-wire/src/spdy/headers.rs")).read()
     words = source.split("const DICTIONARY_WORDS: &[&str] = &[", 1)[1].split("];", 1)[0]
     tail = source.split("const DICTIONARY_TAIL: &str = concat!(", 1)[1].split(");", 1)[0]
     out = b""

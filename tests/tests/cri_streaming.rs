@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions, TerminalSize};
 use berth_cri_plugin::streaming::{spdy, websocket};
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
+use berth_stream_wire::websocket::EXEC_PROTOCOLS;
 use berth_tests::cri::{
     berthd_with_busybox, container_config, pod_config, run_pod, start_container, wait_for_state,
 };
@@ -152,7 +153,7 @@ async fn exec_over_websocket_pipes_stdin_and_reports_exit_codes() {
 
     let options = StreamOptions { stdin: true, stdout: true, stderr: true, ..Default::default() };
     let url = exec_url(&mut client, &id, &["sh", "-c", "cat; echo done >&2; exit 5"], options).await;
-    let mut session = websocket::connect_exec(&url, websocket::EXEC_PROTOCOLS)
+    let mut session = websocket::connect_exec(&url, EXEC_PROTOCOLS)
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", refusals(&berthd)));
     assert_eq!(session.protocol, "v5.channel.k8s.io");
@@ -203,9 +204,8 @@ async fn attach_shares_output_and_stdin_once_closes_stdin() {
             .await
             .unwrap();
     let type_options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
-    let mut typist = websocket::connect_exec(&attach_url(&mut client, true).await, websocket::EXEC_PROTOCOLS)
-        .await
-        .unwrap();
+    let mut typist =
+        websocket::connect_exec(&attach_url(&mut client, true).await, EXEC_PROTOCOLS).await.unwrap();
     let _ = type_options;
     typist.stdin.write_all(b"one\n").await.unwrap();
     let mut seen = vec![0u8; 7];

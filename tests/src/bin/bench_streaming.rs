@@ -20,11 +20,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions};
 use berth_cri_plugin::streaming::spdy;
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_stream_wire::session::{CommandOutcome, StreamOptions};
 use berth_tests::bench::report_header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;

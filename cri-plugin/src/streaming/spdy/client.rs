@@ -10,14 +10,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::conn::{self, Connection, ConnectionConfig, Role};
-use super::stream::{Stream, StreamReader, StreamWriter};
-use super::{
-    HeaderBlock, PORT_HEADER, PROTOCOL_VERSION_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, SpdyError,
-    UPGRADE_PROTOCOL,
-};
-use crate::streaming::session::{
+use berth_stream_wire::session::{
     CommandOutcome, PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions, TerminalSize,
+};
+use berth_stream_wire::spdy::conn::{self, Connection, ConnectionConfig, Role};
+use berth_stream_wire::spdy::{
+    HeaderBlock, PORT_HEADER, PROTOCOL_VERSION_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, SpdyError,
+    Stream, StreamReader, StreamWriter, UPGRADE_PROTOCOL,
 };
 
 /// The most of an HTTP response head we read before giving up on it.
@@ -399,9 +398,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
     use tokio::net::TcpListener;
 
+    use berth_stream_wire::session::encode_outcome;
+    use berth_stream_wire::spdy::negotiate;
+
     use super::*;
-    use crate::streaming::session::encode_outcome;
-    use crate::streaming::spdy::negotiate;
     use crate::streaming::spdy::remotecommand::serve_remote_command;
 
     /// Reads an HTTP request head byte by byte, so nothing after it is consumed.

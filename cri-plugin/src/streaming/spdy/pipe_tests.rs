@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+use berth_stream_wire::session::{CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize};
+use berth_stream_wire::spdy::conn::{self, ConnectionConfig, Role};
+use berth_stream_wire::spdy::frame::{Frame, FrameDecoder, FrameEncoder, goaway};
+use berth_stream_wire::spdy::{HeaderBlock, STREAM_TYPE_HEADER, SpdyError};
+
 use super::client::{self, PortForwardSession};
-use super::conn::{self, ConnectionConfig, Role};
-use super::frame::{Frame, FrameDecoder, FrameEncoder, goaway};
 use super::portforward::serve_port_forward;
 use super::remotecommand::{serve_remote_command, serve_remote_command_with};
-use super::{HeaderBlock, STREAM_TYPE_HEADER, SpdyError};
-use crate::streaming::session::{CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize};
 
 const PIPE: usize = 16 * 1024;
 const WITHIN: Duration = Duration::from_secs(10);

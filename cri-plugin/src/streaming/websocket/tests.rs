@@ -14,8 +14,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
+use berth_stream_wire::websocket::{
+    ChannelReader, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, SessionLimits, ports_from_query, select_protocol,
+};
+
 use super::*;
-use crate::streaming::session::{CommandOutcome, RemoteCommandStreams, StreamOptions, TerminalSize};
+use crate::streaming::session::RemoteCommandStreams;
 
 const WAIT: Duration = Duration::from_secs(10);
 

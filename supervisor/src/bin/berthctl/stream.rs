@@ -5,9 +5,10 @@
 use std::io::IsTerminal;
 
 use anyhow::{Context, bail};
-use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions, TerminalSize};
 use berth_cri_plugin::streaming::{spdy, websocket};
 use berth_proto::runtime::v1 as cri;
+use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
+use berth_stream_wire::websocket::EXEC_PROTOCOLS;
 use clap::{Args, ValueEnum};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -128,7 +129,7 @@ async fn run_session(url: &str, options: StreamOptions, transport: Transport) ->
             outcome.await.context("read the outcome")?
         }
         Transport::Websocket => {
-            let session = websocket::connect_exec(url, websocket::EXEC_PROTOCOLS).await.context("connect")?;
+            let session = websocket::connect_exec(url, EXEC_PROTOCOLS).await.context("connect")?;
             let websocket::ExecClient { mut stdin, stdout, stderr, resize, outcome, .. } = session;
             if options.stdin {
                 tokio::spawn(async move {

@@ -3,7 +3,7 @@
 //! channel's outcome.
 #![no_main]
 
-use berth_cri_plugin::streaming::websocket::fuzzing::decode_outcome;
+use berth_ctl::streaming::websocket::decode_outcome;
 use berth_stream_wire::session::{RemoteCommandProtocol, encode_outcome};
 use berth_stream_wire::websocket::frame::{Codec, Frame, WireMessage};
 use berth_stream_wire::websocket::{

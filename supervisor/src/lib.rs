@@ -7,7 +7,6 @@ pub mod allocator;
 pub mod config;
 pub mod content;
 pub mod cri;
-pub mod cri_log;
 pub mod daemon;
 pub mod deadline;
 pub mod engine;

@@ -12,7 +12,7 @@
 //!   and writer.
 //!
 //! The Kubernetes protocols over it have their two ends elsewhere: the server side in
-//! berth-cri-plugin's streaming server (and, until they move, the clients beside it).
+//! berth-cri-plugin's streaming server, the client side in berth-ctl.
 //!
 //! **Flow control.** SPDY/3.1 has per-stream windows, but spdystream never sends
 //! WINDOW_UPDATE and ignores the ones it gets. A peer that honoured windows would stall a Go

@@ -4,9 +4,8 @@
 //! Every data message starts with its channel's number; the `base64` sub-protocols send text
 //! messages with an ASCII digit and base64 bytes instead. Both ends run a session on [`mux`]
 //! over their own WebSocket library's socket (axum's on the server, tungstenite's in the
-//! clients), turned into a stream and a sink of [`WireMessage`](frame::WireMessage); the server
-//! side lives in berth-cri-plugin's streaming server (and, until they move, the clients beside
-//! it).
+//! clients), turned into a stream and a sink of [`WireMessage`](frame::WireMessage). The
+//! server side lives in berth-cri-plugin's streaming server, the client side in berth-ctl.
 //!
 //! A peer that stops reading never holds more than a few bounded queues: its session's
 //! writers wait, and the session is dropped after [`SessionLimits::write_stall_timeout`].

@@ -1,4 +1,4 @@
-//! Round trips between the client and the server adapters over a real axum server on
+//! Round trips between berthctl's client and the server adapters over a real axum server on
 //! loopback, with small sessions written here in place of containers.
 
 use std::future::Future;
@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use berth_ctl::streaming::websocket::{connect_exec, connect_port_forward};
 use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
 use berth_stream_wire::websocket::{
     ChannelReader, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, SessionLimits, ports_from_query, select_protocol,

@@ -1,5 +1,5 @@
-//! The client side, for berthctl and the end-to-end tests: what kubectl and crictl do with
-//! `--transport websocket`, over plain `ws://` (the streaming server listens on loopback).
+//! The WebSocket client, for berthctl and the end-to-end tests: what kubectl and crictl do
+//! with `--transport websocket`, over plain `ws://` (the streaming server listens on loopback).
 
 use std::io;
 

@@ -7,9 +7,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-
 use berth_stream_wire::session::{
     CommandOutcome, PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions, TerminalSize,
 };
@@ -18,6 +15,8 @@ use berth_stream_wire::spdy::{
     HeaderBlock, PORT_HEADER, PROTOCOL_VERSION_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, SpdyError,
     Stream, StreamReader, StreamWriter, UPGRADE_PROTOCOL,
 };
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 /// The most of an HTTP response head we read before giving up on it.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;

@@ -3,6 +3,13 @@
 
 use std::io;
 
+use berth_stream_wire::session::{CommandOutcome, RemoteCommandProtocol, TerminalSize};
+use berth_stream_wire::websocket::frame::{Codec, WireMessage};
+use berth_stream_wire::websocket::mux::{Inbound, Mux, MuxOptions, WireSink, WireStream};
+use berth_stream_wire::websocket::{
+    ChannelReader, ChannelStream, ChannelWriter, ERROR, Error, PORT_FORWARD_PROTOCOLS, RESIZE, STDERR, STDIN,
+    STDOUT, SessionLimits, exec_protocol, port_forward_codec,
+};
 use futures::{SinkExt, StreamExt, future};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -13,14 +20,6 @@ use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-use berth_stream_wire::session::{CommandOutcome, RemoteCommandProtocol, TerminalSize};
-use berth_stream_wire::websocket::frame::{Codec, WireMessage};
-use berth_stream_wire::websocket::mux::{Inbound, Mux, MuxOptions, WireSink, WireStream};
-use berth_stream_wire::websocket::{
-    ChannelReader, ChannelStream, ChannelWriter, ERROR, Error, PORT_FORWARD_PROTOCOLS, RESIZE, STDERR, STDIN,
-    STDOUT, SessionLimits, exec_protocol, port_forward_codec,
-};
 
 /// An exec or attach session, connected. Every stream is there whatever the session asked
 /// for: the server drops stdin and resize frames it did not ask for, and sends nothing on

@@ -11,12 +11,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_stream_wire::spdy::conn::{self, ConnectionConfig, IncomingStream, Role};
+use berth_stream_wire::spdy::{PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-use berth_stream_wire::spdy::conn::{self, ConnectionConfig, IncomingStream, Role};
-use berth_stream_wire::spdy::{PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, Stream};
 
 use crate::streaming::session::ForwardedConnection;
 

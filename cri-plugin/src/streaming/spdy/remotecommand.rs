@@ -12,14 +12,13 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-
 use berth_stream_wire::session::{
     CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize, encode_outcome,
 };
 use berth_stream_wire::spdy::conn::{self, Connection, ConnectionConfig, Role};
 use berth_stream_wire::spdy::{STREAM_TYPE_HEADER, SpdyError, Stream, StreamWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use crate::streaming::session::{ClientReader, ClientWriter, OutcomeReporter, RemoteCommandStreams};
 

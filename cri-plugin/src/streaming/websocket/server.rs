@@ -3,10 +3,6 @@
 use std::io;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt, future};
-use tokio::sync::mpsc;
-
 use berth_stream_wire::session::{
     CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize, encode_outcome,
 };
@@ -17,6 +13,9 @@ use berth_stream_wire::websocket::mux::{
 use berth_stream_wire::websocket::{
     ERROR, Error, RESIZE, STDERR, STDIN, STDOUT, SessionLimits, exec_protocol, port_forward_codec,
 };
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt, future};
+use tokio::sync::mpsc;
 
 use crate::streaming::session::{ForwardedConnection, OutcomeReporter, RemoteCommandStreams};
 
@@ -24,7 +23,8 @@ use crate::streaming::session::{ForwardedConnection, OutcomeReporter, RemoteComm
 const RESIZE_QUEUE: usize = 4;
 
 /// Serves an exec or attach over `socket`, upgraded with the sub-protocol `protocol_name`
-/// (one of [`EXEC_PROTOCOLS`](berth_stream_wire::websocket::EXEC_PROTOCOLS), or `""` when the client offered none).
+/// (one of [`EXEC_PROTOCOLS`](berth_stream_wire::websocket::EXEC_PROTOCOLS), or `""` when the
+/// client offered none).
 ///
 /// Channels: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize (JSON `TerminalSize`); under v5,
 /// `[255, 0]` closes stdin. Stdin also ends when the socket does. A frame on a channel the
@@ -75,8 +75,8 @@ pub fn serve_remote_command(
 }
 
 /// Serves a port-forward over `socket`, upgraded with `protocol_name` (one of
-/// [`PORT_FORWARD_PROTOCOLS`](berth_stream_wire::websocket::PORT_FORWARD_PROTOCOLS), or `""`), for `ports` in the
-/// order the client listed them (see
+/// [`PORT_FORWARD_PROTOCOLS`](berth_stream_wire::websocket::PORT_FORWARD_PROTOCOLS), or `""`),
+/// for `ports` in the order the client listed them (see
 /// [`ports_from_query`](berth_stream_wire::websocket::ports_from_query)).
 ///
 /// Port `i` is channel `2i` (data both ways) and `2i+1` (errors to the client); the first

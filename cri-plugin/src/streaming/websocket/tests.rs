@@ -9,16 +9,15 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderValue, Uri};
 use axum::routing::get;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
-
 use berth_ctl::streaming::websocket::{connect_exec, connect_port_forward};
 use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
 use berth_stream_wire::websocket::{
     ChannelReader, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, SessionLimits, ports_from_query, select_protocol,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
 
 use super::*;
 use crate::streaming::session::RemoteCommandStreams;

@@ -30,7 +30,7 @@ def write(target, name, data):
 
 def spdy_dictionary():
     """The SPDY/3 dictionary, read from headers.rs so it cannot drift."""
-    source = open(os.path.join(ROOT, "cri-plugin/src/streaming/spdy/headers.rs")).read()
+    source = open(os.path.join(ROOT, "stream-wire/src/spdy/headers.rs")).read()
     words = source.split("const DICTIONARY_WORDS: &[&str] = &[", 1)[1].split("];", 1)[0]
     tail = source.split("const DICTIONARY_TAIL: &str = concat!(", 1)[1].split(");", 1)[0]
     out = b""
@@ -279,8 +279,8 @@ write(
 # --- hpack_authority: mode % 3: 0 a connection's bytes (two cut bytes first), 1 a first
 # header block, 2 length-prefixed blocks.
 
-grpcio = open(os.path.join(ROOT, "supervisor/src/grpc_authority/testdata/grpcio-1.85.3-client.bin"), "rb").read()
-tests = open(os.path.join(ROOT, "supervisor/src/grpc_authority/tests.rs")).read()
+grpcio = open(os.path.join(ROOT, "grpc-authority/src/testdata/grpcio-1.85.3-client.bin"), "rb").read()
+tests = open(os.path.join(ROOT, "grpc-authority/src/tests.rs")).read()
 huffman_first = bytes.fromhex(
     "".join(re.findall(r"[0-9a-f]+", tests.split("HUFFMAN_FIRST: &str = ", 1)[1].split(";", 1)[0]))
 )

@@ -2,7 +2,7 @@
 //! `<timestamp> <stream> <P|F> <text>` lines, read back by `berthctl logs`.
 #![no_main]
 
-use berth_supervisor::cri_log::{Message, Parser};
+use berth_ctl::cri_log::{Message, Parser};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,9 @@
 
 use std::borrow::Cow;
 
-use berth_supervisor::grpc_authority::Filter;
-use berth_supervisor::grpc_authority::Mode;
-use berth_supervisor::grpc_authority::hpack::{
+use berth_grpc_authority::Filter;
+use berth_grpc_authority::Mode;
+use berth_grpc_authority::hpack::{
     self, BlockDecoder, FirstBlock, HEADER_TABLE_SIZE, encode_without_indexing, scan_first_block,
 };
 use bytes::BytesMut;

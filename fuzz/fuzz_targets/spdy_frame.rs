@@ -5,8 +5,8 @@
 //! stream, or one uncompressed block.
 #![no_main]
 
-use berth_cri_plugin::streaming::spdy::frame::{FRAME_HEADER_LEN, FrameDecoder, FrameEncoder};
-use berth_cri_plugin::streaming::spdy::headers::{
+use berth_stream_wire::spdy::frame::{FRAME_HEADER_LEN, FrameDecoder, FrameEncoder};
+use berth_stream_wire::spdy::headers::{
     HeaderBlock, HeaderCompressor, HeaderDecompressor, MAX_HEADER_VALUES,
 };
 use libfuzzer_sys::fuzz_target;

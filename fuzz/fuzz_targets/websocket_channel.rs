@@ -3,11 +3,12 @@
 //! channel's outcome.
 #![no_main]
 
-use berth_cri_plugin::streaming::session::{RemoteCommandProtocol, encode_outcome};
-use berth_cri_plugin::streaming::websocket::frame::{Codec, Frame, WireMessage};
-use berth_cri_plugin::streaming::websocket::fuzzing::{decode_outcome, exec_protocol, port_forward_codec};
-use berth_cri_plugin::streaming::websocket::{
-    EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, ports_from_query, select_protocol,
+use berth_ctl::streaming::websocket::decode_outcome;
+use berth_stream_wire::session::{RemoteCommandProtocol, encode_outcome};
+use berth_stream_wire::websocket::frame::{Codec, Frame, WireMessage};
+use berth_stream_wire::websocket::{
+    EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, exec_protocol, port_forward_codec, ports_from_query,
+    select_protocol,
 };
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use berth_cri_plugin::{CriImageService, CriRuntimeService};
+use berth_grpc_authority::AuthorityFix;
 use berth_listen::AcceptBackoff;
 use berth_proto::MAX_MESSAGE_SIZE;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
@@ -33,7 +34,6 @@ use crate::deadline::DeadlineLayer;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::EventsTtrpcServer;
-use crate::grpc_authority::AuthorityFix;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::native::containers::ContainersService;
 use crate::native::content::ContentService;

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions, TerminalSize};
-use berth_cri_plugin::streaming::{spdy, websocket};
+use berth_ctl::streaming::{spdy, websocket};
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
+use berth_stream_wire::websocket::EXEC_PROTOCOLS;
 use berth_tests::cri::{
     berthd_with_busybox, container_config, pod_config, run_pod, start_container, wait_for_state,
 };
@@ -60,7 +61,7 @@ async fn spdy_exec(
 ) -> (String, String, CommandOutcome) {
     let options = StreamOptions { stdout: true, stderr: true, ..Default::default() };
     let url = exec_url(client, container, cmd, options).await;
-    let session = spdy::client::exec(&url, options, Default::default()).await.unwrap();
+    let session = spdy::exec(&url, options, Default::default()).await.unwrap();
     let (stdout, stderr) = tokio::join!(read_all(session.stdout), read_all(session.stderr));
     let outcome = tokio::time::timeout(LIMIT, session.outcome).await.expect("an outcome").unwrap();
     (stdout, stderr, outcome)
@@ -103,7 +104,7 @@ async fn exec_over_spdy_reports_output_and_exit_codes() {
     // stdin piped to cat, and its EOF delivered so cat ends.
     let options = StreamOptions { stdin: true, stdout: true, ..Default::default() };
     let url = exec_url(&mut client, &id, &["cat"], options).await;
-    let mut session = spdy::client::exec(&url, options, Default::default()).await.unwrap();
+    let mut session = spdy::exec(&url, options, Default::default()).await.unwrap();
     let mut stdin = session.stdin.take().unwrap();
     let big = "0123456789abcdef".repeat(16 * 1024);
     let writer = tokio::spawn(async move {
@@ -121,7 +122,7 @@ async fn exec_over_spdy_reports_output_and_exit_codes() {
     // A terminal: resizes reach it, and its output is one stream.
     let options = StreamOptions { stdin: true, stdout: true, tty: true, ..Default::default() };
     let url = exec_url(&mut client, &id, &["sh", "-c", "while read line; do stty size; done"], options).await;
-    let mut session = spdy::client::exec(&url, options, Default::default()).await.unwrap();
+    let mut session = spdy::exec(&url, options, Default::default()).await.unwrap();
     assert!(session.stderr.is_none());
     let mut resize = session.resize.take().expect("a resize stream with a TTY");
     let mut stdin = session.stdin.take().unwrap();
@@ -152,7 +153,7 @@ async fn exec_over_websocket_pipes_stdin_and_reports_exit_codes() {
 
     let options = StreamOptions { stdin: true, stdout: true, stderr: true, ..Default::default() };
     let url = exec_url(&mut client, &id, &["sh", "-c", "cat; echo done >&2; exit 5"], options).await;
-    let mut session = websocket::connect_exec(&url, websocket::EXEC_PROTOCOLS)
+    let mut session = websocket::connect_exec(&url, EXEC_PROTOCOLS)
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", refusals(&berthd)));
     assert_eq!(session.protocol, "v5.channel.k8s.io");
@@ -199,13 +200,10 @@ async fn attach_shares_output_and_stdin_once_closes_stdin() {
     // A watcher that only reads, and a typist that writes too; both see the same output.
     let watch_options = StreamOptions { stdout: true, stderr: true, ..Default::default() };
     let mut watcher =
-        spdy::client::exec(&attach_url(&mut client, false).await, watch_options, Default::default())
-            .await
-            .unwrap();
+        spdy::exec(&attach_url(&mut client, false).await, watch_options, Default::default()).await.unwrap();
     let type_options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
-    let mut typist = websocket::connect_exec(&attach_url(&mut client, true).await, websocket::EXEC_PROTOCOLS)
-        .await
-        .unwrap();
+    let mut typist =
+        websocket::connect_exec(&attach_url(&mut client, true).await, EXEC_PROTOCOLS).await.unwrap();
     let _ = type_options;
     typist.stdin.write_all(b"one\n").await.unwrap();
     let mut seen = vec![0u8; 7];
@@ -268,7 +266,7 @@ async fn port_forward_over_spdy_reaches_the_pods_loopback() {
         .unwrap()
         .into_inner()
         .url;
-    let session = spdy::client::port_forward(&url, Default::default()).await.unwrap();
+    let session = spdy::port_forward(&url, Default::default()).await.unwrap();
 
     // A port nothing listens on: an error on its error stream, and the session goes on.
     let (data, error) = session.forward(8081).await.unwrap();
@@ -334,11 +332,11 @@ async fn stream_urls_are_single_use_and_bad_requests_are_refused() {
     assert!(status_line(base, path, "").await.contains(" 400 "));
     // An unknown token: 404.
     assert!(status_line(base, "/exec/made-up-token", "Upgrade: SPDY/3.1\r\n").await.contains(" 404 "));
-    let session = spdy::client::exec(&url, options, Default::default()).await.unwrap();
+    let session = spdy::exec(&url, options, Default::default()).await.unwrap();
     assert_eq!(read_all(session.stdout).await, "once\n");
     // Used once: 404 the second time, and nothing runs.
     assert!(status_line(base, path, "Upgrade: SPDY/3.1\r\n").await.contains(" 404 "));
-    assert!(spdy::client::exec(&url, options, Default::default()).await.is_err());
+    assert!(spdy::exec(&url, options, Default::default()).await.is_err());
 
     // A SPDY connection that sends garbage is closed; the server goes on serving.
     let garbage_url = exec_url(&mut client, &id, &["echo", "never"], options).await;
@@ -383,7 +381,7 @@ async fn attach_works_for_a_container_without_a_log() {
         cri::AttachRequest { container_id: id.clone(), stdin: true, stdout: true, stderr: true, tty: false };
     let url = client.attach(request).await.unwrap().into_inner().url;
     let options = StreamOptions { stdin: true, stdout: true, stderr: true, tty: false };
-    let mut session = spdy::client::exec(&url, options, Default::default()).await.unwrap();
+    let mut session = spdy::exec(&url, options, Default::default()).await.unwrap();
     let mut stdin = session.stdin.take().unwrap();
     let mut stdout = session.stdout.take().unwrap();
     stdin.write_all(b"ping\n").await.unwrap();
@@ -419,8 +417,8 @@ async fn the_streaming_server_serves_https_with_a_configured_certificate() {
     let options = StreamOptions { stdout: true, ..Default::default() };
     let url = exec_url(&mut client, &id, &["echo", "over tls"], options).await;
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-    let trust = spdy::client::ClientTls::from_pem_file(&certs.path().join("ca.crt")).unwrap();
-    let session = spdy::client::exec_over(&url, options, Default::default(), Some(&trust)).await.unwrap();
+    let trust = spdy::ClientTls::from_pem_file(&certs.path().join("ca.crt")).unwrap();
+    let session = spdy::exec_over(&url, options, Default::default(), Some(&trust)).await.unwrap();
     assert_eq!(read_all(session.stdout).await, "over tls\n");
     let outcome = tokio::time::timeout(LIMIT, session.outcome).await.unwrap().unwrap();
     assert_eq!(outcome, CommandOutcome::Success);
@@ -428,7 +426,7 @@ async fn the_streaming_server_serves_https_with_a_configured_certificate() {
     // Plain HTTP to the TLS port gets nowhere, and nothing runs for it.
     let url = exec_url(&mut client, &id, &["echo", "in clear"], options).await;
     let plain = url.replacen("https://", "http://", 1);
-    assert!(spdy::client::exec(&plain, options, Default::default()).await.is_err());
+    assert!(spdy::exec(&plain, options, Default::default()).await.is_err());
 }
 
 /// A listener on 127.0.0.1:`port` inside the network namespace `netns` that never accepts,
@@ -473,7 +471,7 @@ async fn port_forward_connects_that_hang_are_bounded_and_hold_no_threads() {
     for _ in 0..SESSIONS {
         let request = cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: vec![9000] };
         let url = client.port_forward(request).await.unwrap().into_inner().url;
-        let session = spdy::client::port_forward(&url, Default::default()).await.unwrap();
+        let session = spdy::port_forward(&url, Default::default()).await.unwrap();
         for _ in 0..PER_SESSION {
             let (data, mut error) = session.forward(9000).await.unwrap();
             // The error stream's message, if one comes within 2 s.

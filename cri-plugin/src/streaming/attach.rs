@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use berth_proto::runtime::v1 as cri;
+use berth_stream_wire::session::CommandOutcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 
 use super::exec::StdioStreams;
 use super::pump::{CopyEnd, OpenSession, copy_counted};
-use super::session::{ClientWriter, CommandOutcome, RemoteCommandStreams};
+use super::session::{ClientWriter, RemoteCommandStreams};
 use crate::engine::{ATTACH_STDERR, ATTACH_STDOUT};
 use crate::runtime::CriRuntime;
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use berth_proto::runtime::v1 as cri;
+use berth_stream_wire::session::{CommandOutcome, TerminalSize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 
 use super::pump::{CopyEnd, OpenSession, copy_counted, forward_exec_output};
-use super::session::{ClientWriter, CommandOutcome, RemoteCommandStreams};
+use super::session::{ClientReader, ClientWriter, RemoteCommandStreams};
 use crate::container::exec_process::{
     DRAIN_LIMIT, ExecGuard, KILL_GRACE, PreparedExec, input_fifo, output_fifo,
 };
@@ -177,7 +178,7 @@ impl CriRuntime {
         &self,
         id: &str,
         exec_id: &str,
-        mut sizes: tokio::sync::mpsc::Receiver<super::session::TerminalSize>,
+        mut sizes: tokio::sync::mpsc::Receiver<TerminalSize>,
     ) {
         while let Some(size) = sizes.recv().await {
             let (width, height) = (u32::from(size.width), u32::from(size.height));
@@ -190,10 +191,10 @@ impl CriRuntime {
 
 /// The client's side of a command's stdio.
 pub(super) struct StdioStreams {
-    pub stdin: Option<super::session::ClientReader>,
+    pub stdin: Option<ClientReader>,
     pub stdout: Option<ClientWriter>,
     pub stderr: Option<ClientWriter>,
-    pub resize: Option<tokio::sync::mpsc::Receiver<super::session::TerminalSize>>,
+    pub resize: Option<tokio::sync::mpsc::Receiver<TerminalSize>>,
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ pub mod session;
 pub mod spdy;
 pub mod websocket;
 
-/// The TLS crypto of the streaming server and its clients, named rather than left to the
-/// process default: more than one provider may be linked in (through the registry client).
+/// The TLS crypto of the streaming server, named rather than left to the process default:
+/// more than one provider may be linked in (through the registry client).
 pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

@@ -16,8 +16,12 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_listen::{HttpLimits, no_handshake, serve_http};
+use berth_stream_wire::session::{PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions};
+use berth_stream_wire::spdy::{ConnectionConfig, UPGRADE_PROTOCOL, negotiate};
+use berth_stream_wire::websocket::{
+    EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, SessionLimits, ports_from_query, select_protocol,
+};
 
-use super::session::{PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions};
 use super::{spdy, websocket};
 use crate::runtime::CriRuntime;
 use crate::stream_endpoint::{StreamKind, StreamRequest};
@@ -177,7 +181,7 @@ fn upgrade_spdy(
         supported.last().copied()
     } else {
         let offers: Vec<&str> = offered.iter().map(String::as_str).collect();
-        spdy::negotiate(&offers, &supported)
+        negotiate(&offers, &supported)
     };
     let Some(chosen) = chosen else {
         let mut response = plain(
@@ -207,10 +211,8 @@ fn upgrade_spdy(
             }
             remote_command => {
                 let protocol = RemoteCommandProtocol::from_name(chosen).unwrap_or(RemoteCommandProtocol::V1);
-                let config = spdy::ConnectionConfig {
-                    idle_timeout: Some(idle_timeout),
-                    ..spdy::ConnectionConfig::default()
-                };
+                let config =
+                    ConnectionConfig { idle_timeout: Some(idle_timeout), ..ConnectionConfig::default() };
                 let streams = spdy::remotecommand::serve_remote_command_with(
                     io,
                     protocol,
@@ -229,7 +231,7 @@ fn upgrade_spdy(
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static(spdy::UPGRADE_PROTOCOL));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
     if let Ok(value) = HeaderValue::from_str(chosen) {
         headers.insert(PROTOCOL_HEADER, value);
     }
@@ -272,12 +274,12 @@ async fn upgrade_websocket(
         .collect();
     let spdy_inside = offered.iter().flat_map(|v| v.split(',')).any(|p| p.trim() == SPDY_OVER_WEBSOCKET);
     let supported = match bound {
-        StreamRequest::PortForward(_) => websocket::PORT_FORWARD_PROTOCOLS,
-        _ => websocket::EXEC_PROTOCOLS,
+        StreamRequest::PortForward(_) => PORT_FORWARD_PROTOCOLS,
+        _ => EXEC_PROTOCOLS,
     };
-    let limits = websocket::SessionLimits {
+    let limits = SessionLimits {
         idle_timeout: Some(runtime.streaming.config.idle_timeout),
-        ..websocket::SessionLimits::default()
+        ..SessionLimits::default()
     };
     // Port-forward from newer clients (crictl, kubectl) is SPDY carried in WebSocket messages.
     if spdy_inside && let StreamRequest::PortForward(request) = bound {
@@ -288,7 +290,7 @@ async fn upgrade_websocket(
             runtime.serve_port_forward(request, connections, started).await;
         });
     }
-    let chosen = match websocket::select_protocol(offered, supported) {
+    let chosen = match select_protocol(offered, supported) {
         Ok(chosen) => chosen.unwrap_or_default(),
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}; berth speaks {supported:?}")),
     };
@@ -297,7 +299,7 @@ async fn upgrade_websocket(
         StreamRequest::PortForward(request) if !query.contains("port=") => {
             request.port.iter().filter_map(|p| u16::try_from(*p).ok()).collect()
         }
-        StreamRequest::PortForward(_) => match websocket::ports_from_query(&query) {
+        StreamRequest::PortForward(_) => match ports_from_query(&query) {
             Ok(ports) => ports,
             Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
         },

@@ -20,11 +20,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions};
-use berth_cri_plugin::streaming::spdy;
+use berth_ctl::streaming::spdy;
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_stream_wire::session::{CommandOutcome, StreamOptions};
 use berth_tests::bench::report_header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -154,9 +154,8 @@ impl Target {
             .map_err(|e| format!("{}: Exec: {e}", self.name))?
             .into_inner()
             .url;
-        let session = spdy::client::exec(&url, options, Default::default())
-            .await
-            .map_err(|e| format!("{}: {e}", self.name))?;
+        let session =
+            spdy::exec(&url, options, Default::default()).await.map_err(|e| format!("{}: {e}", self.name))?;
         let mut out = String::new();
         if let Some(mut stdout) = session.stdout {
             stdout.read_to_string(&mut out).await.map_err(|e| format!("{}: stdout: {e}", self.name))?;
@@ -181,9 +180,8 @@ impl Target {
             .map_err(|e| format!("{}: PortForward: {e}", self.name))?
             .into_inner()
             .url;
-        let session = spdy::client::port_forward(&url, Default::default())
-            .await
-            .map_err(|e| format!("{}: {e}", self.name))?;
+        let session =
+            spdy::port_forward(&url, Default::default()).await.map_err(|e| format!("{}: {e}", self.name))?;
         let (data, _error) =
             session.forward(PORT).await.map_err(|e| format!("{}: forward: {e}", self.name))?;
         let (mut from_pod, mut to_pod) = data.into_split();

@@ -1,16 +1,19 @@
-//! Our client against our server over in-memory pipes.
+//! berthctl's client against our server over in-memory pipes, and once over TCP.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use berth_ctl::streaming::spdy::{self as client, PortForwardSession};
+use berth_stream_wire::session::{CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize};
+use berth_stream_wire::spdy::conn::{self, ConnectionConfig, Role};
+use berth_stream_wire::spdy::frame::{Frame, FrameDecoder, FrameEncoder, goaway};
+use berth_stream_wire::spdy::{
+    HeaderBlock, PROTOCOL_VERSION_HEADER, STREAM_TYPE_HEADER, SpdyError, negotiate,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpListener;
 
-use super::client::{self, PortForwardSession};
-use super::conn::{self, ConnectionConfig, Role};
-use super::frame::{Frame, FrameDecoder, FrameEncoder, goaway};
 use super::portforward::serve_port_forward;
 use super::remotecommand::{serve_remote_command, serve_remote_command_with};
-use super::{HeaderBlock, STREAM_TYPE_HEADER, SpdyError};
-use crate::streaming::session::{CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize};
 
 const PIPE: usize = 16 * 1024;
 const WITHIN: Duration = Duration::from_secs(10);
@@ -383,4 +386,54 @@ async fn the_server_keeps_stdin_open_until_the_session_ends() {
     session_over_tx.send(()).unwrap();
     assert_eq!(within("stdin ends with the session", stdin.read(&mut byte)).await.unwrap(), 0);
     within("server", server).await.unwrap();
+}
+
+/// Reads an HTTP request head byte by byte, so nothing after it is consumed.
+async fn read_head<T: AsyncRead + Unpin>(socket: &mut T) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(socket.read_u8().await.unwrap());
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The sub-protocols a request head offers.
+fn offers(head: &str) -> Vec<&str> {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case(PROTOCOL_VERSION_HEADER))
+        .map(|(_, value)| value.trim())
+        .collect()
+}
+
+/// The whole path over TCP: URL, upgrade request, negotiation, exec streams, outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_tcp() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let options = StreamOptions { stdin: false, stdout: true, stderr: false, tty: false };
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut socket).await;
+        let chosen = negotiate(&offers(&head), &["v4.channel.k8s.io", "v3.channel.k8s.io"]).unwrap();
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: {chosen}\r\n\r\n"
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        let protocol = RemoteCommandProtocol::from_name(chosen).unwrap();
+        let streams = serve_remote_command(socket, protocol, options, Duration::from_secs(5)).await.unwrap();
+        let mut stdout = streams.stdout.unwrap();
+        stdout.write_all(b"over tcp").await.unwrap();
+        stdout.shutdown().await.unwrap();
+        streams.outcome.report(CommandOutcome::Exited(7)).await;
+    });
+    let url = format!("http://{address}/exec/token?output=1&stdout=1");
+    let mut session = client::exec(&url, options, ConnectionConfig::default()).await.unwrap();
+    assert_eq!(session.protocol, RemoteCommandProtocol::V4);
+    let mut out = String::new();
+    session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "over tcp");
+    assert_eq!(session.outcome.await.unwrap(), CommandOutcome::Exited(7));
+    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
 }

@@ -11,13 +11,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_stream_wire::spdy::conn::{self, ConnectionConfig, IncomingStream, Role};
+use berth_stream_wire::spdy::{PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, Stream};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{self, ConnectionConfig, IncomingStream, Role};
-use super::stream::Stream;
-use super::{PORT_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER};
 use crate::streaming::session::ForwardedConnection;
 
 /// How long the second stream of a pair may lag behind the first (kubelet's stream creation

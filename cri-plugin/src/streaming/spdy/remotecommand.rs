@@ -12,16 +12,15 @@
 
 use std::time::Duration;
 
+use berth_stream_wire::session::{
+    CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize, encode_outcome,
+};
+use berth_stream_wire::spdy::conn::{self, Connection, ConnectionConfig, Role};
+use berth_stream_wire::spdy::{STREAM_TYPE_HEADER, SpdyError, Stream, StreamWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::conn::{self, Connection, ConnectionConfig, Role};
-use super::stream::{Stream, StreamWriter};
-use super::{STREAM_TYPE_HEADER, SpdyError};
-use crate::streaming::session::{
-    ClientReader, ClientWriter, CommandOutcome, OutcomeReporter, RemoteCommandProtocol, RemoteCommandStreams,
-    StreamOptions, TerminalSize, encode_outcome,
-};
+use crate::streaming::session::{ClientReader, ClientWriter, OutcomeReporter, RemoteCommandStreams};
 
 /// How long reporting an outcome may take (writing it, then closing) before the connection
 /// is simply dropped: a client that stopped reading must not hold the session.

@@ -3,30 +3,28 @@
 use std::io;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use berth_stream_wire::session::{
+    CommandOutcome, RemoteCommandProtocol, StreamOptions, TerminalSize, encode_outcome,
+};
+use berth_stream_wire::websocket::frame::WireMessage;
+use berth_stream_wire::websocket::mux::{
+    CLOSE_INTERNAL, CLOSE_NORMAL, INBOUND_QUEUE, Inbound, Mux, MuxOptions, Outgoing, WireSink, WireStream,
+};
+use berth_stream_wire::websocket::{
+    ERROR, Error, RESIZE, STDERR, STDIN, STDOUT, SessionLimits, exec_protocol, port_forward_codec,
+};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, future};
 use tokio::sync::mpsc;
 
-use super::frame::WireMessage;
-use super::mux::{CLOSE_INTERNAL, CLOSE_NORMAL, Inbound, Mux, MuxOptions, Outgoing, WireSink, WireStream};
-use super::protocol::{exec_protocol, port_forward_codec};
-use super::{Error, SessionLimits};
-use crate::streaming::session::{
-    CommandOutcome, ForwardedConnection, OutcomeReporter, RemoteCommandProtocol, RemoteCommandStreams,
-    StreamOptions, TerminalSize, encode_outcome,
-};
-
-pub(crate) const STDIN: u8 = 0;
-pub(crate) const STDOUT: u8 = 1;
-pub(crate) const STDERR: u8 = 2;
-pub(crate) const ERROR: u8 = 3;
-pub(crate) const RESIZE: u8 = 4;
+use crate::streaming::session::{ForwardedConnection, OutcomeReporter, RemoteCommandStreams};
 
 /// Resizes waiting for the session runner; older ones are superseded, not queued.
 const RESIZE_QUEUE: usize = 4;
 
 /// Serves an exec or attach over `socket`, upgraded with the sub-protocol `protocol_name`
-/// (one of [`EXEC_PROTOCOLS`](super::EXEC_PROTOCOLS), or `""` when the client offered none).
+/// (one of [`EXEC_PROTOCOLS`](berth_stream_wire::websocket::EXEC_PROTOCOLS), or `""` when the
+/// client offered none).
 ///
 /// Channels: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize (JSON `TerminalSize`); under v5,
 /// `[255, 0]` closes stdin. Stdin also ends when the socket does. A frame on a channel the
@@ -45,7 +43,7 @@ pub fn serve_remote_command(
     let mut inbound = Inbound::default();
     let stdin = options.stdin.then(|| inbound.open(STDIN));
     let resize = options.tty.then(|| {
-        let (bytes_tx, bytes_rx) = mpsc::channel(super::mux::INBOUND_QUEUE);
+        let (bytes_tx, bytes_rx) = mpsc::channel(INBOUND_QUEUE);
         inbound.open_raw(RESIZE, bytes_tx);
         let (sizes_tx, sizes_rx) = mpsc::channel(RESIZE_QUEUE);
         tokio::spawn(pump_resizes(bytes_rx, sizes_tx));
@@ -77,8 +75,9 @@ pub fn serve_remote_command(
 }
 
 /// Serves a port-forward over `socket`, upgraded with `protocol_name` (one of
-/// [`PORT_FORWARD_PROTOCOLS`](super::PORT_FORWARD_PROTOCOLS), or `""`), for `ports` in the
-/// order the client listed them (see [`ports_from_query`](super::ports_from_query)).
+/// [`PORT_FORWARD_PROTOCOLS`](berth_stream_wire::websocket::PORT_FORWARD_PROTOCOLS), or `""`),
+/// for `ports` in the order the client listed them (see
+/// [`ports_from_query`](berth_stream_wire::websocket::ports_from_query)).
 ///
 /// Port `i` is channel `2i` (data both ways) and `2i+1` (errors to the client); the first
 /// frame on each carries the port, little-endian, as kubelet sends it. The WebSocket

@@ -1,4 +1,4 @@
-//! Round trips between the client and the server adapters over a real axum server on
+//! Round trips between berthctl's client and the server adapters over a real axum server on
 //! loopback, with small sessions written here in place of containers.
 
 use std::future::Future;
@@ -9,13 +9,18 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderValue, Uri};
 use axum::routing::get;
+use berth_ctl::streaming::websocket::{connect_exec, connect_port_forward};
+use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
+use berth_stream_wire::websocket::{
+    ChannelReader, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, SessionLimits, ports_from_query, select_protocol,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::*;
-use crate::streaming::session::{CommandOutcome, RemoteCommandStreams, StreamOptions, TerminalSize};
+use crate::streaming::session::RemoteCommandStreams;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -5,9 +5,10 @@
 use std::io::IsTerminal;
 
 use anyhow::{Context, bail};
-use berth_cri_plugin::streaming::session::{CommandOutcome, StreamOptions, TerminalSize};
-use berth_cri_plugin::streaming::{spdy, websocket};
+use berth_ctl::streaming::{spdy, websocket};
 use berth_proto::runtime::v1 as cri;
+use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
+use berth_stream_wire::websocket::EXEC_PROTOCOLS;
 use clap::{Args, ValueEnum};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -109,8 +110,8 @@ async fn run_session(url: &str, options: StreamOptions, transport: Transport) ->
     let _raw = if options.tty && std::io::stdin().is_terminal() { Some(RawTerminal::enter()?) } else { None };
     let outcome = match transport {
         Transport::Spdy => {
-            let session = spdy::client::exec(url, options, Default::default()).await.context("connect")?;
-            let spdy::client::ExecSession { stdin, stdout, stderr, resize, outcome, .. } = session;
+            let session = spdy::exec(url, options, Default::default()).await.context("connect")?;
+            let spdy::ExecSession { stdin, stdout, stderr, resize, outcome, .. } = session;
             if let Some(mut stdin) = stdin {
                 tokio::spawn(async move {
                     let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut stdin).await;
@@ -128,7 +129,7 @@ async fn run_session(url: &str, options: StreamOptions, transport: Transport) ->
             outcome.await.context("read the outcome")?
         }
         Transport::Websocket => {
-            let session = websocket::connect_exec(url, websocket::EXEC_PROTOCOLS).await.context("connect")?;
+            let session = websocket::connect_exec(url, EXEC_PROTOCOLS).await.context("connect")?;
             let websocket::ExecClient { mut stdin, stdout, stderr, resize, outcome, .. } = session;
             if options.stdin {
                 tokio::spawn(async move {
@@ -224,9 +225,7 @@ pub async fn port_forward(
         Transport::Spdy => {
             let request = cri::PortForwardRequest { pod_sandbox_id: pod.clone(), port: remote.clone() };
             let url = client.port_forward(request).await?.into_inner().url;
-            Some(std::sync::Arc::new(
-                spdy::client::port_forward(&url, Default::default()).await.context("connect")?,
-            ))
+            Some(std::sync::Arc::new(spdy::port_forward(&url, Default::default()).await.context("connect")?))
         }
         Transport::Websocket => None,
     };
@@ -259,7 +258,7 @@ pub async fn port_forward(
 async fn forward_one(
     mut local: tokio::net::TcpStream,
     remote: u16,
-    spdy_session: Option<&spdy::client::PortForwardSession>,
+    spdy_session: Option<&spdy::PortForwardSession>,
     mut client: berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient<Channel>,
     pod: &str,
 ) -> anyhow::Result<()> {

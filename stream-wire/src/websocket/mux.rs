@@ -21,23 +21,23 @@ use super::SessionLimits;
 use super::channel::{ChannelReader, ChannelWriter};
 use super::frame::{Codec, Frame, WireMessage};
 
-pub(crate) type WireStream = Pin<Box<dyn Stream<Item = io::Result<WireMessage>> + Send>>;
-pub(crate) type WireSink = Pin<Box<dyn Sink<WireMessage, Error = io::Error> + Send>>;
+pub type WireStream = Pin<Box<dyn Stream<Item = io::Result<WireMessage>> + Send>>;
+pub type WireSink = Pin<Box<dyn Sink<WireMessage, Error = io::Error> + Send>>;
 
 /// Frames queued for the socket, over all of a session's channel writers.
 const OUTBOUND_QUEUE: usize = 16;
 /// Frames queued per inbound channel before the reader stops reading the socket.
-pub(crate) const INBOUND_QUEUE: usize = 16;
+pub const INBOUND_QUEUE: usize = 16;
 /// How long a session being dropped may spend telling the peer why.
 const ABORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_NORMAL: u16 = 1000;
 pub(crate) const CLOSE_POLICY: u16 = 1008;
-pub(crate) const CLOSE_INTERNAL: u16 = 1011;
+pub const CLOSE_INTERNAL: u16 = 1011;
 
 /// What the writer task is asked to do.
 #[derive(Debug)]
-pub(crate) enum Outgoing {
+pub enum Outgoing {
     Message(WireMessage),
     /// Send a close frame: the session is over once the peer answers it.
     Finish {
@@ -48,7 +48,7 @@ pub(crate) enum Outgoing {
 
 /// How a session ended, as its reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SessionEnd {
+pub enum SessionEnd {
     /// The peer sent a close frame.
     PeerClosed { code: Option<u16>, reason: String },
     /// The connection broke without a close frame.
@@ -63,7 +63,7 @@ pub(crate) enum SessionEnd {
 
 impl SessionEnd {
     /// Whether the peer ended the session the way a finished session ends.
-    pub(crate) fn is_normal(&self) -> bool {
+    pub fn is_normal(&self) -> bool {
         matches!(self, Self::PeerClosed { code: None | Some(CLOSE_NORMAL), .. })
     }
 }
@@ -125,7 +125,7 @@ impl Shared {
 
 /// A running session's handle: what channel writers and the end report need.
 #[derive(Clone)]
-pub(crate) struct Mux {
+pub struct Mux {
     outbound: mpsc::Sender<Outgoing>,
     codec: Codec,
     shared: Arc<Shared>,
@@ -133,20 +133,20 @@ pub(crate) struct Mux {
 
 /// The queues of the channels this side receives on, by channel number.
 #[derive(Default)]
-pub(crate) struct Inbound {
+pub struct Inbound {
     channels: Vec<Option<mpsc::Sender<Bytes>>>,
 }
 
 impl Inbound {
     /// Opens `channel` for receiving; its bytes come out of the returned reader.
-    pub(crate) fn open(&mut self, channel: u8) -> ChannelReader {
+    pub fn open(&mut self, channel: u8) -> ChannelReader {
         let (sender, receiver) = mpsc::channel(INBOUND_QUEUE);
         self.open_raw(channel, sender);
         ChannelReader::new(receiver)
     }
 
     /// Opens `channel` for receiving into `sender`.
-    pub(crate) fn open_raw(&mut self, channel: u8, sender: mpsc::Sender<Bytes>) {
+    pub fn open_raw(&mut self, channel: u8, sender: mpsc::Sender<Bytes>) {
         let index = usize::from(channel);
         if self.channels.len() <= index {
             self.channels.resize_with(index + 1, || None);
@@ -165,7 +165,7 @@ impl Inbound {
     }
 }
 
-pub(crate) struct MuxOptions {
+pub struct MuxOptions {
     pub codec: Codec,
     /// Whether `[255, channel]` from the peer closes its channel (v5).
     pub accept_close_signal: bool,
@@ -176,7 +176,7 @@ impl Mux {
     /// Starts the session's reader and writer tasks. `preamble` is sent before anything a
     /// channel writer queues. The session finishes (close frame) once every clone of the
     /// returned handle and every writer made from it is gone, or on [`Outgoing::Finish`].
-    pub(crate) fn start(
+    pub fn start(
         stream: WireStream,
         sink: WireSink,
         options: MuxOptions,
@@ -202,7 +202,7 @@ impl Mux {
         Self { outbound, codec: options.codec, shared }
     }
 
-    pub(crate) fn writer(&self, channel: u8, signal_close_on_shutdown: bool) -> ChannelWriter {
+    pub fn writer(&self, channel: u8, signal_close_on_shutdown: bool) -> ChannelWriter {
         ChannelWriter {
             channel,
             codec: self.codec,
@@ -212,22 +212,22 @@ impl Mux {
         }
     }
 
-    pub(crate) fn codec(&self) -> Codec {
+    pub fn codec(&self) -> Codec {
         self.codec
     }
 
     /// Queues `message`, waiting for room; false when the session is gone.
-    pub(crate) async fn send(&self, outgoing: Outgoing) -> bool {
+    pub async fn send(&self, outgoing: Outgoing) -> bool {
         self.outbound.send(outgoing).await.is_ok()
     }
 
     /// Queues `message` if there is room now; for `Drop`, which cannot wait.
-    pub(crate) fn try_send(&self, outgoing: Outgoing) {
+    pub fn try_send(&self, outgoing: Outgoing) {
         let _ = self.outbound.try_send(outgoing);
     }
 
     /// How the session ended, once its reader has stopped.
-    pub(crate) fn end(&self) -> Option<SessionEnd> {
+    pub fn end(&self) -> Option<SessionEnd> {
         self.shared.end.get().cloned()
     }
 }

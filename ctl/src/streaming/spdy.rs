@@ -1,4 +1,4 @@
-//! The client side: upgrade an `http://` URL to SPDY/3.1 and run an exec/attach or a
+//! The SPDY/3.1 client: upgrade an `http://` URL to SPDY/3.1 and run an exec/attach or a
 //! port-forward session over it, as client-go does (berthctl and the end-to-end tests).
 
 use std::future::Future;
@@ -7,18 +7,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-
-use super::conn::{self, Connection, ConnectionConfig, Role};
-use super::stream::{Stream, StreamReader, StreamWriter};
-use super::{
-    HeaderBlock, PORT_HEADER, PROTOCOL_VERSION_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, SpdyError,
-    UPGRADE_PROTOCOL,
-};
-use crate::streaming::session::{
+use berth_stream_wire::session::{
     CommandOutcome, PORT_FORWARD_PROTOCOL, RemoteCommandProtocol, StreamOptions, TerminalSize,
 };
+use berth_stream_wire::spdy::conn::{self, Connection, ConnectionConfig, Role};
+use berth_stream_wire::spdy::{
+    HeaderBlock, PORT_HEADER, PROTOCOL_VERSION_HEADER, REQUEST_ID_HEADER, STREAM_TYPE_HEADER, SpdyError,
+    Stream, StreamReader, StreamWriter, UPGRADE_PROTOCOL,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 /// The most of an HTTP response head we read before giving up on it.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -47,7 +45,7 @@ impl ClientTls {
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
             roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
         }
-        let config = rustls::ClientConfig::builder_with_provider(crate::streaming::tls_provider())
+        let config = rustls::ClientConfig::builder_with_provider(super::tls_provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| bad(&e))?
             .with_root_certificates(roots)
@@ -65,7 +63,7 @@ pub async fn connect(
     config: ConnectionConfig,
     tls: Option<&ClientTls>,
 ) -> Result<(Connection, String), SpdyError> {
-    let uri: axum::http::Uri = url.parse().map_err(|e| SpdyError::Upgrade(format!("bad URL {url}: {e}")))?;
+    let uri: http::Uri = url.parse().map_err(|e| SpdyError::Upgrade(format!("bad URL {url}: {e}")))?;
     let secure = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
@@ -394,15 +392,10 @@ impl PortForwardSession {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
+    use berth_stream_wire::session::encode_outcome;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-    use tokio::net::TcpListener;
 
     use super::*;
-    use crate::streaming::session::encode_outcome;
-    use crate::streaming::spdy::negotiate;
-    use crate::streaming::spdy::remotecommand::serve_remote_command;
 
     /// Reads an HTTP request head byte by byte, so nothing after it is consumed.
     async fn read_head<T: AsyncRead + Unpin>(socket: &mut T) -> String {
@@ -482,39 +475,6 @@ mod tests {
         }
         let odd = decode_outcome(RemoteCommandProtocol::V4, b"{\"status\":\"Failure\"}");
         assert_eq!(odd, CommandOutcome::Failed("unknown error".into()));
-    }
-
-    /// The whole path over TCP: URL, upgrade request, negotiation, exec streams, outcome.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn exec_over_tcp() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let options = StreamOptions { stdin: false, stdout: true, stderr: false, tty: false };
-        let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let head = read_head(&mut socket).await;
-            let chosen = negotiate(&offers(&head), &["v4.channel.k8s.io", "v3.channel.k8s.io"]).unwrap();
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-                 X-Stream-Protocol-Version: {chosen}\r\n\r\n"
-            );
-            socket.write_all(response.as_bytes()).await.unwrap();
-            let protocol = RemoteCommandProtocol::from_name(chosen).unwrap();
-            let streams =
-                serve_remote_command(socket, protocol, options, Duration::from_secs(5)).await.unwrap();
-            let mut stdout = streams.stdout.unwrap();
-            stdout.write_all(b"over tcp").await.unwrap();
-            stdout.shutdown().await.unwrap();
-            streams.outcome.report(CommandOutcome::Exited(7)).await;
-        });
-        let url = format!("http://{address}/exec/token?output=1&stdout=1");
-        let mut session = exec(&url, options, ConnectionConfig::default()).await.unwrap();
-        assert_eq!(session.protocol, RemoteCommandProtocol::V4);
-        let mut out = String::new();
-        session.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
-        assert_eq!(out, "over tcp");
-        assert_eq!(session.outcome.await.unwrap(), CommandOutcome::Exited(7));
-        tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
     }
 
     #[tokio::test]

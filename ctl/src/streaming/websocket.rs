@@ -1,8 +1,15 @@
-//! The client side, for berthctl and the end-to-end tests: what kubectl and crictl do with
-//! `--transport websocket`, over plain `ws://` (the streaming server listens on loopback).
+//! The WebSocket client, for berthctl and the end-to-end tests: what kubectl and crictl do
+//! with `--transport websocket`, over plain `ws://` (the streaming server listens on loopback).
 
 use std::io;
 
+use berth_stream_wire::session::{CommandOutcome, RemoteCommandProtocol, TerminalSize};
+use berth_stream_wire::websocket::frame::{Codec, WireMessage};
+use berth_stream_wire::websocket::mux::{Inbound, Mux, MuxOptions, WireSink, WireStream};
+use berth_stream_wire::websocket::{
+    ChannelReader, ChannelStream, ChannelWriter, ERROR, Error, PORT_FORWARD_PROTOCOLS, RESIZE, STDERR, STDIN,
+    STDOUT, SessionLimits, exec_protocol, port_forward_codec,
+};
 use futures::{SinkExt, StreamExt, future};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -13,14 +20,6 @@ use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-
-use super::channel::{ChannelReader, ChannelStream, ChannelWriter};
-use super::frame::{Codec, WireMessage};
-use super::mux::{Inbound, Mux, MuxOptions, WireSink, WireStream};
-use super::protocol::{PORT_FORWARD_PROTOCOLS, exec_protocol, port_forward_codec};
-use super::server::{ERROR, RESIZE, STDERR, STDIN, STDOUT};
-use super::{Error, SessionLimits};
-use crate::streaming::session::{CommandOutcome, RemoteCommandProtocol, TerminalSize};
 
 /// An exec or attach session, connected. Every stream is there whatever the session asked
 /// for: the server drops stdin and resize frames it did not ask for, and sends nothing on
@@ -87,7 +86,7 @@ impl OutcomeReceiver {
 }
 
 /// Connects to an exec or attach URL (`http://` or `ws://`), offering `protocols` in order
-/// of preference ([`EXEC_PROTOCOLS`](super::EXEC_PROTOCOLS) for all of them).
+/// of preference ([`EXEC_PROTOCOLS`](berth_stream_wire::websocket::EXEC_PROTOCOLS) for all of them).
 pub async fn connect_exec(url: &str, protocols: &[&str]) -> Result<ExecClient, Error> {
     let (negotiated, stream, sink) = connect(url, protocols).await?;
     let (protocol, codec) = exec_protocol(&negotiated)?;
@@ -303,8 +302,9 @@ pub fn decode_outcome(protocol: RemoteCommandProtocol, message: &[u8]) -> Result
 
 #[cfg(test)]
 mod tests {
+    use berth_stream_wire::session::encode_outcome;
+
     use super::*;
-    use crate::streaming::session::encode_outcome;
 
     #[test]
     fn outcomes_round_trip_through_the_error_channel() {

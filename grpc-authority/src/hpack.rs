@@ -375,11 +375,11 @@ mod tests {
         assert_eq!(scan_first_block(&go), FirstBlock::Accepted);
 
         // grpcio's first block (plain literals) as captured, and a grpc-java-like one (Huffman).
-        let grpcio = &super::super::tests::GRPCIO[100..429];
+        let grpcio = &crate::tests::GRPCIO[100..429];
         let authority = b"dev%2Fshm%2Ftmp-authority%2Fcap.sock".to_vec();
         assert!(BlockDecoder::default().decode(grpcio).unwrap().contains(&(AUTHORITY.to_vec(), authority)));
         assert_eq!(scan_first_block(grpcio), FirstBlock::Refused);
-        assert_eq!(scan_first_block(&hex(super::super::tests::HUFFMAN_FIRST)), FirstBlock::Refused);
+        assert_eq!(scan_first_block(&hex(crate::tests::HUFFMAN_FIRST)), FirstBlock::Refused);
 
         // A literal name, Huffman-coded, that is ":authority"; then a good value for it.
         let mut literal_name = hex("00 88 b83b5339ec327d7f 8f b6a379b8c596d4c465b133ae8393af");

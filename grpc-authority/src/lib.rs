@@ -38,6 +38,8 @@
 //! answers as it always did); once rewriting, h2's decoder can no longer make sense of the
 //! client's original bytes, so such input closes the connection.
 
+#![deny(unsafe_code)]
+
 mod frame;
 // Public, hidden, only for the fuzz target in fuzz/: the HPACK decoder fed client bytes.
 #[doc(hidden)]

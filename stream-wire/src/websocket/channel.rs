@@ -1,4 +1,4 @@
-//! One channel of a session as a byte stream: what the session runners and the client read
+//! One channel of a session as a byte stream: what the session runners and the clients read
 //! and write.
 
 use std::future::Future;
@@ -142,8 +142,8 @@ impl Drop for ChannelWriter {
 /// A channel the peer both reads and writes (a forwarded port's data).
 #[derive(Debug)]
 pub struct ChannelStream {
-    pub(crate) reader: ChannelReader,
-    pub(crate) writer: ChannelWriter,
+    pub reader: ChannelReader,
+    pub writer: ChannelWriter,
 }
 
 impl AsyncRead for ChannelStream {

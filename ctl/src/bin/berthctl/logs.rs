@@ -11,11 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_ctl::cri_log::{Message, Parser, Stream};
 use berth_proto::runtime::v1 as cri;
 use clap::Args;
 use tonic::transport::Channel;
-
-use berth_supervisor::cri_log::{Message, Parser, Stream};
 
 use crate::{containers, runtime_client};
 

@@ -4,7 +4,15 @@ use percent_encoding::percent_decode_str;
 
 use super::Error;
 use super::frame::Codec;
-use crate::streaming::session::RemoteCommandProtocol;
+use crate::session::RemoteCommandProtocol;
+
+/// The channels of an exec or attach: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize (JSON
+/// `TerminalSize`).
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const ERROR: u8 = 3;
+pub const RESIZE: u8 = 4;
 
 /// Sub-protocols for exec and attach, newest first. [`select_protocol`] prefers earlier ones.
 ///

@@ -26,6 +26,7 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod spec;
 pub mod stats;
+pub mod status_context;
 pub mod streaming;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};

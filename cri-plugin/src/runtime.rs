@@ -22,6 +22,7 @@ use crate::sandbox::host::PodHost;
 use crate::sandbox::network::PodNetwork;
 use crate::sandbox::starts::PodStarts;
 use crate::stats::CpuRates;
+use crate::status_context::StatusContext;
 use crate::streaming::StreamingEndpoint;
 
 /// Where the plugin keeps files.
@@ -113,8 +114,12 @@ impl CriRuntime {
         metrics: CriMetrics,
     ) -> Result<Arc<Self>, Status> {
         paths.prepare().map_err(|e| Status::internal(format!("the CRI plugin's directories: {e}")))?;
-        let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone()).await?;
-        let containers = Records::load(RecordKind::Container, backends.records.clone()).await?;
+        let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone())
+            .await
+            .context("load the sandbox records")?;
+        let containers = Records::load(RecordKind::Container, backends.records.clone())
+            .await
+            .context("load the container records")?;
         let streaming = StreamingEndpoint::new(config.streaming.clone());
         let runtime = Arc::new(Self {
             config,

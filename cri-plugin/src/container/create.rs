@@ -20,6 +20,7 @@ use crate::sandbox::{SandboxRecord, SandboxState};
 use crate::spec::{
     AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec,
 };
+use crate::status_context::StatusContext;
 
 /// Label on the engine's container record: what kind of CRI object it is.
 pub const KIND_LABEL: &str = "io.cri-containerd.kind";
@@ -97,7 +98,8 @@ impl CriRuntime {
         let image = self
             .images
             .find(&image_name)
-            .await?
+            .await
+            .with_context(|| format!("look up image {image_name:?}"))?
             .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found: pull it first")))?;
         let log_path = if config.log_path.is_empty() || sandbox.config.log_directory.is_empty() {
             String::new()
@@ -158,10 +160,16 @@ impl CriRuntime {
         image_name: String,
         log_path: String,
     ) -> Result<(), Status> {
-        let image_files = ImageUserFiles {
-            passwd: self.rootfs.read_image_file(&image.id, "/etc/passwd").await?,
-            group: self.rootfs.read_image_file(&image.id, "/etc/group").await?,
-        };
+        let mut image_files = ImageUserFiles::default();
+        for (path, contents) in
+            [("/etc/passwd", &mut image_files.passwd), ("/etc/group", &mut image_files.group)]
+        {
+            *contents = self
+                .rootfs
+                .read_image_file(&image.id, path)
+                .await
+                .with_context(|| format!("read {path} of image {}", image.id))?;
+        }
         let target_pid = self.target_pid(&config, sandbox)?;
         let pod = self.pod_context(sandbox);
         let node = self.node_context();
@@ -231,13 +239,13 @@ impl CriRuntime {
             Ok(rootfs) => rootfs,
             Err(e) => {
                 self.remove_container_files(id).await;
-                return Err(e);
+                return Err(e).context("prepare the container's root filesystem");
             }
         };
         if let Err(e) = self.containers.save(record).await {
             let _ = self.rootfs.remove(id).await;
             self.remove_container_files(id).await;
-            return Err(e);
+            return Err(e).context("record the new container");
         }
         let log_uri = if log_path.is_empty() { String::new() } else { cri_log_uri(&log_path) };
         let task = TaskCreate {
@@ -257,7 +265,7 @@ impl CriRuntime {
             let _ = self.containers.remove(id).await;
             let _ = self.rootfs.remove(id).await;
             self.remove_container_files(id).await;
-            return Err(e);
+            return Err(e).context("create the container's task");
         }
         Ok(())
     }

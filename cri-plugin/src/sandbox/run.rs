@@ -17,6 +17,7 @@ use berth_sys::clock::now_nanos;
 
 use crate::ids::new_id;
 use crate::runtime::CriRuntime;
+use crate::status_context::StatusContext;
 
 /// Size of a pod's `/dev/shm`, as Docker and containerd default it.
 const SHM_SIZE: u64 = 64 * 1024 * 1024;
@@ -123,12 +124,12 @@ impl CriRuntime {
         // stops and removes, and whose teardown finds everything set up so far.
         if let Err(e) = self.sandboxes.save(record.clone()).await {
             self.sandbox_names.release(&name);
-            return Err(e);
+            return Err(e).context("record the new sandbox");
         }
         match self.set_up_sandbox(&mut record).await {
             Ok(()) => {
                 record.state = SandboxState::Ready;
-                self.sandboxes.save(record).await?;
+                self.sandboxes.save(record).await.context("record the ready sandbox")?;
                 // Watched from Ready on: a holder that died during setup is found at once.
                 self.watch_sandbox(&id);
                 self.metrics.pod_phase("sandbox_total", started.elapsed());
@@ -222,7 +223,7 @@ impl CriRuntime {
                 .map_err(blocking_error)?
                 .map_err(|e| Status::internal(format!("start the pod's PID namespace holder: {e}")))?;
             record.pid_holder = Some(holder);
-            self.sandboxes.save(record.clone()).await?;
+            self.sandboxes.save(record.clone()).await.context("record the pod's PID holder")?;
             self.pin_pid_namespace(record).await?;
         }
         self.metrics.pod_phase("sandbox_namespaces", phase.elapsed());
@@ -230,9 +231,16 @@ impl CriRuntime {
         if let Some(netns) = record.netns.clone() {
             // Marked before the call: a failed or interrupted ADD is undone with DEL.
             record.network_attached = true;
-            self.sandboxes.save(record.clone()).await?;
+            self.sandboxes
+                .save(record.clone())
+                .await
+                .context("record the pod's network before attaching it")?;
             let phase = Instant::now();
-            let ips = self.network.set_up(&PodNetworkRequest::new(&record.id, netns, &record.config)).await?;
+            let ips = self
+                .network
+                .set_up(&PodNetworkRequest::new(&record.id, netns, &record.config))
+                .await
+                .context("attach the pod's network")?;
             self.metrics.pod_phase("sandbox_network", phase.elapsed());
             record.ips = ips.iter().map(|ip| ip.to_string()).collect();
         }
@@ -245,7 +253,10 @@ impl CriRuntime {
         let Some(holder) = record.pid_holder else { return Ok(()) };
         let path = record.dir.join("ns").join("pid");
         record.pid_ns = Some(path.clone());
-        self.sandboxes.save(record.clone()).await?;
+        self.sandboxes
+            .save(record.clone())
+            .await
+            .context("record where the pod's PID namespace is pinned")?;
         let host = self.host.clone();
         tokio::task::spawn_blocking(move || host.pin_pid_namespace(&holder, &path))
             .await
@@ -267,7 +278,8 @@ impl CriRuntime {
         let mut failure = None;
         if record.network_attached {
             let netns = record.netns.clone().unwrap_or_default();
-            match self.network.tear_down(&PodNetworkRequest::new(&record.id, netns, &record.config)).await {
+            let request = PodNetworkRequest::new(&record.id, netns, &record.config);
+            match self.network.tear_down(&request).await.context("detach the pod's network") {
                 Ok(()) => record.network_attached = false,
                 Err(e) if best_effort => failure = Some(e),
                 Err(e) => return Err(e),

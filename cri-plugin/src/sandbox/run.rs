@@ -126,10 +126,16 @@ impl CriRuntime {
             self.sandbox_names.release(&name);
             return Err(e).context("record the new sandbox");
         }
-        match self.set_up_sandbox(&mut record).await {
+        // Not recorded ready is not made: undone as a failed step is.
+        let made = match self.set_up_sandbox(&mut record).await {
             Ok(()) => {
                 record.state = SandboxState::Ready;
-                self.sandboxes.save(record).await.context("record the ready sandbox")?;
+                self.sandboxes.save(record.clone()).await.context("record the ready sandbox")
+            }
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(()) => {
                 // Watched from Ready on: a holder that died during setup is found at once.
                 self.watch_sandbox(&id);
                 self.metrics.pod_phase("sandbox_total", started.elapsed());

@@ -273,9 +273,10 @@ impl CriRuntime {
             })
     }
 
-    /// Detaches the network and unpins namespaces and shm; safe to repeat. A failed detach
-    /// stops there (so a retry still has the namespace to detach from) unless `best_effort`,
-    /// which undoing a failed setup uses: then everything else is still undone.
+    /// Detaches the network, stops the infra container or PID holder, and unpins namespaces
+    /// and shm; safe to repeat. A failed step stops there (so a retry still has the namespace
+    /// to detach from) unless `best_effort`, which undoing a failed setup uses: then every
+    /// other step is still done, and the first failure is the answer.
     pub(crate) async fn tear_down_sandbox(
         &self,
         record: &mut SandboxRecord,
@@ -299,28 +300,49 @@ impl CriRuntime {
                 .collect();
         let shm = record.shm.take();
         if record.infra_image.is_some() {
-            self.stop_infra(record).await?;
+            match self.stop_infra(record).await {
+                Ok(()) => {}
+                Err(e) if best_effort => failure = failure.or(Some(e)),
+                Err(e) => return Err(e),
+            }
         }
         let holder = record.pid_holder.take();
-        tokio::task::spawn_blocking(move || -> Result<(), Status> {
+        let unpinned = tokio::task::spawn_blocking(move || -> Result<(), Status> {
+            let mut failure = None;
+            // A failed step ends the teardown, or at best effort is kept for the answer.
+            let mut step = |done: Result<(), Status>| match done {
+                Err(e) if !best_effort => Err(e),
+                Err(e) => {
+                    failure = failure.take().or(Some(e));
+                    Ok(())
+                }
+                Ok(()) => Ok(()),
+            };
             if let Some(holder) = holder {
-                host.stop_pid_holder(&holder).map_err(|e| {
+                step(host.stop_pid_holder(&holder).map_err(|e| {
                     Status::internal(format!("stop the pod's PID holder {}: {e}", holder.pid))
-                })?;
+                }))?;
             }
             for path in paths {
-                host.unpin_namespace(&path)
-                    .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display())))?;
+                step(
+                    host.unpin_namespace(&path)
+                        .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display()))),
+                )?;
             }
             if let Some(shm) = shm {
-                host.unmount(&shm)
-                    .map_err(|e| Status::internal(format!("unmount {}: {e}", shm.display())))?;
+                step(
+                    host.unmount(&shm)
+                        .map_err(|e| Status::internal(format!("unmount {}: {e}", shm.display()))),
+                )?;
             }
-            Ok(())
+            failure.map_or(Ok(()), Err)
         })
         .await
-        .map_err(blocking_error)??;
-        failure.map_or(Ok(()), Err)
+        .map_err(blocking_error)?;
+        match failure {
+            Some(e) => Err(e),
+            None => unpinned,
+        }
     }
 
     pub(crate) async fn remove_sandbox_dir(&self, record: &SandboxRecord) {

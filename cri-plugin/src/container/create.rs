@@ -279,7 +279,11 @@ impl CriRuntime {
             nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(std::io::Error::from)
         };
-        made.await.map_err(|e| Status::internal(format!("create the stdin FIFO {}: {e}", path.display())))?;
+        if let Err(e) = made.await {
+            // Its directory may have been made: it goes with the failure.
+            self.remove_container_files(id).await;
+            return Err(Status::internal(format!("create the stdin FIFO {}: {e}", path.display())));
+        }
         Ok(path.to_string_lossy().into_owned())
     }
 

@@ -28,6 +28,8 @@ pub mod spec;
 pub mod stats;
 pub mod status_context;
 pub mod streaming;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{

@@ -165,6 +165,12 @@ impl CriRuntime {
             locks.remove(id);
         }
     }
+
+    /// How many ids have a lock entry.
+    #[cfg(test)]
+    pub(crate) fn lock_count(&self) -> usize {
+        self.locks.lock().map(|locks| locks.len()).unwrap_or_default()
+    }
 }
 
 impl CriRuntime {

@@ -15,6 +15,9 @@ pub mod status;
 pub mod stop;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 use berth_proto::runtime::v1 as cri;

@@ -123,7 +123,7 @@ impl CriRuntime {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::sandbox::host::fake::FakePodHost;
+    use crate::testing::FakePodHost;
     use std::sync::atomic::Ordering;
 
     fn sandbox(dir: &std::path::Path) -> SandboxRecord {

@@ -9,6 +9,9 @@ pub mod lifecycle;
 pub mod status;
 pub mod update;
 
+#[cfg(test)]
+mod tests;
+
 use berth_proto::runtime::v1 as cri;
 use serde::{Deserialize, Serialize};
 

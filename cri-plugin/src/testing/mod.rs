@@ -14,8 +14,9 @@ pub mod steps;
 pub mod tasks;
 
 pub use engine::FakeRecords;
-pub use harness::Harness;
+pub use harness::{Fakes, Harness};
 pub use host::FakePodHost;
-pub use pods::Pod;
+pub use images::image;
+pub use pods::{IMAGE, IMAGE_ID, Pod};
 pub use recorder::INJECTED_CODE;
 pub use steps::{Step, assert_outcome, assert_sequence, fails, numbered, tolerated};

@@ -35,8 +35,11 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod spec;
 pub mod stats;
+pub mod status_context;
 pub mod stream_endpoint;
 pub mod streaming;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{

@@ -36,6 +36,12 @@ impl NameRegistry {
             names.remove(name);
         }
     }
+
+    /// Every reserved name.
+    #[cfg(test)]
+    pub fn reserved(&self) -> Vec<String> {
+        self.names.lock().map(|names| names.keys().cloned().collect()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

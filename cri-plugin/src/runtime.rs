@@ -22,6 +22,7 @@ use crate::pod::starts::PodStarts;
 use crate::records::Records;
 use crate::records::container::ContainerRecord;
 use crate::records::sandbox::SandboxRecord;
+use crate::status_context::StatusContext;
 use crate::stream_endpoint::StreamingEndpoint;
 
 /// Where the plugin keeps files.
@@ -113,8 +114,12 @@ impl CriRuntime {
         metrics: CriMetrics,
     ) -> Result<Arc<Self>, Status> {
         paths.prepare().map_err(|e| Status::internal(format!("the CRI plugin's directories: {e}")))?;
-        let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone()).await?;
-        let containers = Records::load(RecordKind::Container, backends.records.clone()).await?;
+        let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone())
+            .await
+            .context("load the sandbox records")?;
+        let containers = Records::load(RecordKind::Container, backends.records.clone())
+            .await
+            .context("load the container records")?;
         let streaming = StreamingEndpoint::new(config.streaming.clone());
         let runtime = Arc::new(Self {
             config,
@@ -159,6 +164,12 @@ impl CriRuntime {
         if let Ok(mut locks) = self.locks.lock() {
             locks.remove(id);
         }
+    }
+
+    /// How many ids have a lock entry.
+    #[cfg(test)]
+    pub(crate) fn lock_count(&self) -> usize {
+        self.locks.lock().map(|locks| locks.len()).unwrap_or_default()
     }
 }
 

@@ -22,6 +22,7 @@ use crate::runtime::CriRuntime;
 use crate::spec::{
     AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec,
 };
+use crate::status_context::StatusContext;
 
 /// `dir/relative`, refused when `relative` climbs out of `dir` or is absolute.
 pub fn confined_path(dir: &str, relative: &str, what: &str) -> Result<PathBuf, Status> {
@@ -94,7 +95,8 @@ impl CriRuntime {
         let image = self
             .images
             .find(&image_name)
-            .await?
+            .await
+            .with_context(|| format!("look up image {image_name:?}"))?
             .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found: pull it first")))?;
         let log_path = if config.log_path.is_empty() || sandbox.config.log_directory.is_empty() {
             String::new()
@@ -149,10 +151,16 @@ impl CriRuntime {
         image_name: String,
         log_path: String,
     ) -> Result<(), Status> {
-        let image_files = ImageUserFiles {
-            passwd: self.rootfs.read_image_file(image, "/etc/passwd").await?,
-            group: self.rootfs.read_image_file(image, "/etc/group").await?,
-        };
+        let mut image_files = ImageUserFiles::default();
+        for (path, contents) in
+            [("/etc/passwd", &mut image_files.passwd), ("/etc/group", &mut image_files.group)]
+        {
+            *contents = self
+                .rootfs
+                .read_image_file(image, path)
+                .await
+                .with_context(|| format!("read {path} of image {}", image.id))?;
+        }
         let target_pid = self.target_pid(&config, sandbox)?;
         let pod = self.pod_context(sandbox);
         let node = self.node_context();
@@ -222,13 +230,13 @@ impl CriRuntime {
             Ok(rootfs) => rootfs,
             Err(e) => {
                 self.remove_container_files(id).await;
-                return Err(e);
+                return Err(e).context("prepare the container's root filesystem");
             }
         };
         if let Err(e) = self.containers.save(record).await {
             let _ = self.rootfs.remove(id).await;
             self.remove_container_files(id).await;
-            return Err(e);
+            return Err(e).context("record the new container");
         }
         let log_uri = if log_path.is_empty() { String::new() } else { cri_log_uri(&log_path) };
         let task = TaskCreate {
@@ -248,7 +256,7 @@ impl CriRuntime {
             let _ = self.containers.remove(id).await;
             let _ = self.rootfs.remove(id).await;
             self.remove_container_files(id).await;
-            return Err(e);
+            return Err(e).context("create the container's task");
         }
         Ok(())
     }
@@ -262,7 +270,11 @@ impl CriRuntime {
             nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(std::io::Error::from)
         };
-        made.await.map_err(|e| Status::internal(format!("create the stdin FIFO {}: {e}", path.display())))?;
+        if let Err(e) = made.await {
+            // Its directory may have been made: it goes with the failure.
+            self.remove_container_files(id).await;
+            return Err(Status::internal(format!("create the stdin FIFO {}: {e}", path.display())));
+        }
         Ok(path.to_string_lossy().into_owned())
     }
 

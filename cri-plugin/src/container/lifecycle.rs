@@ -12,6 +12,7 @@ use crate::engine::{SIGKILL, TaskExit, TaskStatus};
 use crate::records::container::ContainerState;
 use crate::records::sandbox::SandboxState;
 use crate::runtime::CriRuntime;
+use crate::status_context::StatusContext;
 use berth_sys::clock::{now_nanos, unix_nanos};
 
 /// After SIGKILL, how long a container has to be gone before StopContainer gives up on it.
@@ -149,7 +150,8 @@ impl CriRuntime {
                 c.exit_code = exit.exit_status as i32;
                 c.reason = exit_reason(&exit).to_string();
             })
-            .await?;
+            .await
+            .with_context(|| format!("record the exit of container {id:?}"))?;
         if changed {
             tracing::info!(
                 container = id,
@@ -228,7 +230,10 @@ impl CriRuntime {
             match self.tasks.kill(&id, "", signal, false).await {
                 Ok(()) => {}
                 Err(e) if e.code() == tonic::Code::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("signal container {id:?} with {}", container.stop_signal));
+                }
             }
             if let Ok(Ok(exit)) =
                 tokio::time::timeout(Duration::from_secs(timeout as u64), self.tasks.wait(&id, "")).await
@@ -240,12 +245,12 @@ impl CriRuntime {
         match self.tasks.kill(&id, "", SIGKILL, true).await {
             Ok(()) => {}
             Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e).with_context(|| format!("kill container {id:?}")),
         }
         match tokio::time::timeout(KILL_GRACE, self.tasks.wait(&id, "")).await {
             Ok(Ok(exit)) => self.record_exit(&id, exit).await,
             Ok(Err(e)) if e.code() == tonic::Code::NotFound => Ok(()),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(e).with_context(|| format!("wait for container {id:?} to exit")),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "container {id:?} did not exit within {KILL_GRACE:?} of SIGKILL"
             ))),
@@ -270,10 +275,12 @@ impl CriRuntime {
             // A created task's process waits to be started: kill it so delete may proceed.
             let _ = self.tasks.kill(&id, "", SIGKILL, true).await;
         }
-        self.tasks.delete(&id).await?;
-        self.rootfs.remove(&id).await?;
+        self.tasks.delete(&id).await.with_context(|| format!("delete the task of container {id:?}"))?;
+        let removed = self.rootfs.remove(&id).await;
+        removed.with_context(|| format!("remove the root filesystem of container {id:?}"))?;
         self.remove_container_files(&id).await;
-        self.containers.remove(&id).await?;
+        let forgotten = self.containers.remove(&id).await;
+        forgotten.with_context(|| format!("remove the record of container {id:?}"))?;
         self.container_names.release(&container.name);
         self.forget_lock(&id);
         self.emit_container_event(&id, cri::ContainerEventType::ContainerDeletedEvent);

@@ -9,3 +9,6 @@ pub mod exec_sync;
 pub mod lifecycle;
 pub mod status;
 pub mod update;
+
+#[cfg(test)]
+mod tests;

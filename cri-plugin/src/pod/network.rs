@@ -1,5 +1,6 @@
 //! A pod's network as the sandbox code sees it. CNI implements it (`crate::cni`); tests use
-//! a fake, so sandbox setup and teardown are checked without root.
+//! a fake (`crate::testing::FakeNetwork`), so sandbox setup and teardown are checked without
+//! root.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,47 +46,4 @@ pub trait PodNetwork: Send + Sync + 'static {
     /// kubelet's pod CIDR for this node (UpdateRuntimeConfig): the network berth configured
     /// itself allocates from it.
     async fn set_pod_cidr(&self, cidr: &str) -> Result<(), Status>;
-}
-
-#[cfg(test)]
-pub mod fake {
-    use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    pub struct FakeNetwork {
-        pub fail_setup: Option<String>,
-        pub calls: Mutex<Vec<String>>,
-    }
-
-    impl FakeNetwork {
-        pub fn calls(&self) -> Vec<String> {
-            self.calls.lock().map(|c| c.clone()).unwrap_or_default()
-        }
-    }
-
-    #[tonic::async_trait]
-    impl PodNetwork for FakeNetwork {
-        async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, Status> {
-            if let Ok(mut calls) = self.calls.lock() {
-                calls.push(format!("add {}", request.sandbox_id));
-            }
-            match &self.fail_setup {
-                Some(message) => Err(Status::internal(message.clone())),
-                None => Ok(vec![IpAddr::from([10, 88, 0, 2])]),
-            }
-        }
-        async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), Status> {
-            if let Ok(mut calls) = self.calls.lock() {
-                calls.push(format!("del {}", request.sandbox_id));
-            }
-            Ok(())
-        }
-        async fn set_pod_cidr(&self, cidr: &str) -> Result<(), Status> {
-            if let Ok(mut calls) = self.calls.lock() {
-                calls.push(format!("cidr {cidr}"));
-            }
-            Ok(())
-        }
-    }
 }

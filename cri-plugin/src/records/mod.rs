@@ -106,46 +106,11 @@ impl<T: Record> Records<T> {
     }
 }
 
-/// A [`RecordStore`] in memory: for tests.
-#[cfg(test)]
-pub mod memory {
-    use super::*;
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    pub struct MemoryRecords {
-        pub items: Mutex<BTreeMap<(String, String), Vec<u8>>>,
-    }
-
-    #[tonic::async_trait]
-    impl RecordStore for MemoryRecords {
-        async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), Status> {
-            self.items.lock().map_err(|_| poisoned())?.insert((kind.as_str().into(), id.into()), value);
-            Ok(())
-        }
-        async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), Status> {
-            self.items.lock().map_err(|_| poisoned())?.remove(&(kind.as_str().into(), id.into()));
-            Ok(())
-        }
-        async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, Status> {
-            Ok(self
-                .items
-                .lock()
-                .map_err(|_| poisoned())?
-                .iter()
-                .filter(|((k, _), _)| k == kind.as_str())
-                .map(|((_, id), v)| (id.clone(), v.clone()))
-                .collect())
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::memory::MemoryRecords;
     use super::*;
+    use crate::testing::FakeRecords;
 
     #[derive(Clone, Serialize, serde::Deserialize, PartialEq, Debug)]
     struct Thing {
@@ -160,7 +125,7 @@ mod tests {
 
     #[tokio::test]
     async fn written_through_and_reloaded() {
-        let backend = Arc::new(MemoryRecords::default());
+        let backend = Arc::new(FakeRecords::default());
         let records: Records<Thing> = Records::load(RecordKind::Sandbox, backend.clone()).await.unwrap();
         records.save(Thing { id: "abc".into(), n: 1 }).await.unwrap();
         records.update("abc", |t| t.n = 2).await.unwrap();
@@ -173,7 +138,7 @@ mod tests {
         let empty: Records<Thing> = Records::load(RecordKind::Sandbox, backend).await.unwrap();
         assert!(empty.is_empty());
         let other: Records<Thing> =
-            Records::load(RecordKind::Container, Arc::new(MemoryRecords::default())).await.unwrap();
+            Records::load(RecordKind::Container, Arc::new(FakeRecords::default())).await.unwrap();
         assert!(other.is_empty());
     }
 }

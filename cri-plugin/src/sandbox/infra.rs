@@ -15,6 +15,7 @@ use crate::records::container::{KIND_LABEL, SANDBOX_LABEL};
 use crate::records::sandbox::{SandboxRecord, namespace_options};
 use crate::runtime::CriRuntime;
 use crate::spec::{ContainerSpecInput, ImageUserFiles, RealHost, container_spec};
+use crate::status_context::StatusContext;
 
 /// How long the infra process has to go after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -24,11 +25,18 @@ impl CriRuntime {
     /// sandbox's), and records its process as the pod's PID holder.
     pub(crate) async fn start_infra(&self, record: &mut SandboxRecord) -> Result<(), Status> {
         let image_name = self.config.sandbox_image.clone();
-        let image = match self.images.find(&image_name).await? {
+        let found = self.images.find(&image_name).await;
+        let image = match found.with_context(|| format!("look up the sandbox image {image_name}"))? {
             Some(image) => image,
             None => {
-                self.images.pull(&image_name, Default::default()).await?;
-                self.images.find(&image_name).await?.ok_or_else(|| {
+                self.images
+                    .pull(&image_name, Default::default())
+                    .await
+                    .with_context(|| format!("pull the sandbox image {image_name}"))?;
+                let found = self.images.find(&image_name).await;
+                let found =
+                    found.with_context(|| format!("look up the sandbox image {image_name} after pulling it"));
+                found?.ok_or_else(|| {
                     Status::not_found(format!("sandbox image {image_name:?} not found after pulling it"))
                 })?
             }
@@ -75,9 +83,13 @@ impl CriRuntime {
         })
         .await
         .map_err(|e| Status::internal(format!("spec task: {e}")))??;
-        let rootfs = self.rootfs.prepare(&record.id, &image).await?;
+        let rootfs = self
+            .rootfs
+            .prepare(&record.id, &image)
+            .await
+            .context("prepare the infra container's root filesystem")?;
         record.infra_image = Some(image_name.clone());
-        self.sandboxes.save(record.clone()).await?;
+        self.sandboxes.save(record.clone()).await.context("record the pod's infra container")?;
         self.tasks
             .create(TaskCreate {
                 id: record.id.clone(),
@@ -92,8 +104,9 @@ impl CriRuntime {
                     (SANDBOX_LABEL.to_string(), record.id.clone()),
                 ]),
             })
-            .await?;
-        let pid = self.tasks.start(&record.id).await?;
+            .await
+            .context("create the infra container's task")?;
+        let pid = self.tasks.start(&record.id).await.context("start the infra container")?;
         let id = record.id.clone();
         let exited_at_once = || Status::internal(format!("the infra process {pid} of {id} exited at once"));
         let start_time = process_start_time(pid).ok_or_else(exited_at_once)?;
@@ -102,7 +115,7 @@ impl CriRuntime {
         // The shim reaps the infra process, so its pid is free for reuse as soon as it exits.
         // Still running now with the same pid, it ran throughout: the start time read and the
         // namespace pinned above were its own.
-        match self.tasks.state(&id).await? {
+        match self.tasks.state(&id).await.context("check that the infra container runs")? {
             Some(state) if state.status == TaskStatus::Running && state.pid == pid => Ok(()),
             _ => Err(exited_at_once()),
         }
@@ -111,7 +124,7 @@ impl CriRuntime {
     /// Kills and deletes the infra task and its snapshot; safe to repeat.
     pub(crate) async fn stop_infra(&self, record: &mut SandboxRecord) -> Result<(), Status> {
         let id = record.id.clone();
-        match self.tasks.kill(&id, "", SIGKILL, true).await {
+        match self.tasks.kill(&id, "", SIGKILL, true).await.context("kill the infra container") {
             Ok(()) => {
                 let _ = tokio::time::timeout(KILL_GRACE, self.tasks.wait(&id, "")).await;
             }
@@ -119,8 +132,8 @@ impl CriRuntime {
             Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
             Err(e) => return Err(e),
         }
-        self.tasks.delete(&id).await?;
-        self.rootfs.remove(&id).await?;
+        self.tasks.delete(&id).await.context("delete the infra container's task")?;
+        self.rootfs.remove(&id).await.context("remove the infra container's root filesystem")?;
         record.infra_image = None;
         record.pid_holder = None;
         Ok(())

@@ -10,3 +10,6 @@ pub mod run;
 pub mod status;
 pub mod stop;
 pub mod watch;
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,7 @@ use berth_sys::clock::now_nanos;
 
 use crate::ids::new_id;
 use crate::runtime::CriRuntime;
+use crate::status_context::StatusContext;
 
 /// Size of a pod's `/dev/shm`, as Docker and containerd default it.
 const SHM_SIZE: u64 = 64 * 1024 * 1024;
@@ -123,12 +124,18 @@ impl CriRuntime {
         // stops and removes, and whose teardown finds everything set up so far.
         if let Err(e) = self.sandboxes.save(record.clone()).await {
             self.sandbox_names.release(&name);
-            return Err(e);
+            return Err(e).context("record the new sandbox");
         }
-        match self.set_up_sandbox(&mut record).await {
+        // Not recorded ready is not made: undone as a failed step is.
+        let made = match self.set_up_sandbox(&mut record).await {
             Ok(()) => {
                 record.state = SandboxState::Ready;
-                self.sandboxes.save(record).await?;
+                self.sandboxes.save(record.clone()).await.context("record the ready sandbox")
+            }
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(()) => {
                 // Watched from Ready on: a holder that died during setup is found at once.
                 self.watch_sandbox(&id);
                 self.metrics.pod_phase("sandbox_total", started.elapsed());
@@ -222,7 +229,7 @@ impl CriRuntime {
                 .map_err(blocking_error)?
                 .map_err(|e| Status::internal(format!("start the pod's PID namespace holder: {e}")))?;
             record.pid_holder = Some(holder);
-            self.sandboxes.save(record.clone()).await?;
+            self.sandboxes.save(record.clone()).await.context("record the pod's PID holder")?;
             self.pin_pid_namespace(record).await?;
         }
         self.metrics.pod_phase("sandbox_namespaces", phase.elapsed());
@@ -230,9 +237,16 @@ impl CriRuntime {
         if let Some(netns) = record.netns.clone() {
             // Marked before the call: a failed or interrupted ADD is undone with DEL.
             record.network_attached = true;
-            self.sandboxes.save(record.clone()).await?;
+            self.sandboxes
+                .save(record.clone())
+                .await
+                .context("record the pod's network before attaching it")?;
             let phase = Instant::now();
-            let ips = self.network.set_up(&PodNetworkRequest::new(&record.id, netns, &record.config)).await?;
+            let ips = self
+                .network
+                .set_up(&PodNetworkRequest::new(&record.id, netns, &record.config))
+                .await
+                .context("attach the pod's network")?;
             self.metrics.pod_phase("sandbox_network", phase.elapsed());
             record.ips = ips.iter().map(|ip| ip.to_string()).collect();
         }
@@ -245,7 +259,10 @@ impl CriRuntime {
         let Some(holder) = record.pid_holder else { return Ok(()) };
         let path = record.dir.join("ns").join("pid");
         record.pid_ns = Some(path.clone());
-        self.sandboxes.save(record.clone()).await?;
+        self.sandboxes
+            .save(record.clone())
+            .await
+            .context("record where the pod's PID namespace is pinned")?;
         let host = self.host.clone();
         tokio::task::spawn_blocking(move || host.pin_pid_namespace(&holder, &path))
             .await
@@ -256,9 +273,10 @@ impl CriRuntime {
             })
     }
 
-    /// Detaches the network and unpins namespaces and shm; safe to repeat. A failed detach
-    /// stops there (so a retry still has the namespace to detach from) unless `best_effort`,
-    /// which undoing a failed setup uses: then everything else is still undone.
+    /// Detaches the network, stops the infra container or PID holder, and unpins namespaces
+    /// and shm; safe to repeat. A failed step stops there (so a retry still has the namespace
+    /// to detach from) unless `best_effort`, which undoing a failed setup uses: then every
+    /// other step is still done, and the first failure is the answer.
     pub(crate) async fn tear_down_sandbox(
         &self,
         record: &mut SandboxRecord,
@@ -267,7 +285,8 @@ impl CriRuntime {
         let mut failure = None;
         if record.network_attached {
             let netns = record.netns.clone().unwrap_or_default();
-            match self.network.tear_down(&PodNetworkRequest::new(&record.id, netns, &record.config)).await {
+            let request = PodNetworkRequest::new(&record.id, netns, &record.config);
+            match self.network.tear_down(&request).await.context("detach the pod's network") {
                 Ok(()) => record.network_attached = false,
                 Err(e) if best_effort => failure = Some(e),
                 Err(e) => return Err(e),
@@ -281,28 +300,49 @@ impl CriRuntime {
                 .collect();
         let shm = record.shm.take();
         if record.infra_image.is_some() {
-            self.stop_infra(record).await?;
+            match self.stop_infra(record).await {
+                Ok(()) => {}
+                Err(e) if best_effort => failure = failure.or(Some(e)),
+                Err(e) => return Err(e),
+            }
         }
         let holder = record.pid_holder.take();
-        tokio::task::spawn_blocking(move || -> Result<(), Status> {
+        let unpinned = tokio::task::spawn_blocking(move || -> Result<(), Status> {
+            let mut failure = None;
+            // A failed step ends the teardown, or at best effort is kept for the answer.
+            let mut step = |done: Result<(), Status>| match done {
+                Err(e) if !best_effort => Err(e),
+                Err(e) => {
+                    failure = failure.take().or(Some(e));
+                    Ok(())
+                }
+                Ok(()) => Ok(()),
+            };
             if let Some(holder) = holder {
-                host.stop_pid_holder(&holder).map_err(|e| {
+                step(host.stop_pid_holder(&holder).map_err(|e| {
                     Status::internal(format!("stop the pod's PID holder {}: {e}", holder.pid))
-                })?;
+                }))?;
             }
             for path in paths {
-                host.unpin_namespace(&path)
-                    .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display())))?;
+                step(
+                    host.unpin_namespace(&path)
+                        .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display()))),
+                )?;
             }
             if let Some(shm) = shm {
-                host.unmount(&shm)
-                    .map_err(|e| Status::internal(format!("unmount {}: {e}", shm.display())))?;
+                step(
+                    host.unmount(&shm)
+                        .map_err(|e| Status::internal(format!("unmount {}: {e}", shm.display()))),
+                )?;
             }
-            Ok(())
+            failure.map_or(Ok(()), Err)
         })
         .await
-        .map_err(blocking_error)??;
-        failure.map_or(Ok(()), Err)
+        .map_err(blocking_error)?;
+        match failure {
+            Some(e) => Err(e),
+            None => unpinned,
+        }
     }
 
     pub(crate) async fn remove_sandbox_dir(&self, record: &SandboxRecord) {

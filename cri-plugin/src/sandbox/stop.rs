@@ -7,6 +7,7 @@ use tonic::Status;
 
 use crate::records::sandbox::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
+use crate::status_context::StatusContext;
 
 impl CriRuntime {
     /// Stops every container of the pod, detaches its network and unpins its namespaces.
@@ -24,7 +25,7 @@ impl CriRuntime {
         let Some(mut sandbox) = self.sandboxes.get(&id) else { return Ok(()) };
         self.tear_down_sandbox(&mut sandbox, false).await?;
         sandbox.state = SandboxState::NotReady;
-        self.sandboxes.save(sandbox).await?;
+        self.sandboxes.save(sandbox).await.context("record the stopped sandbox")?;
         tracing::info!("sandbox stopped");
         Ok(())
     }
@@ -43,7 +44,7 @@ impl CriRuntime {
         let _lock = self.lock(&id).await;
         let Some(sandbox) = self.sandboxes.get(&id) else { return Ok(()) };
         self.remove_sandbox_dir(&sandbox).await;
-        self.sandboxes.remove(&id).await?;
+        self.sandboxes.remove(&id).await.with_context(|| format!("remove the record of sandbox {id:?}"))?;
         self.sandbox_names.release(&sandbox.name);
         self.forget_lock(&id);
         tracing::info!(pod = %id, "sandbox removed");

@@ -128,7 +128,7 @@ impl CriRuntime {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::pod::host::fake::FakePodHost;
+    use crate::testing::FakePodHost;
     use std::sync::atomic::Ordering;
 
     fn sandbox(dir: &std::path::Path) -> SandboxRecord {

@@ -27,8 +27,8 @@
 //! reset, which can discard what the peer has not yet read).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,7 +37,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use super::SpdyError;
 use super::frame::{Frame, goaway, rst};
 use super::headers::HeaderBlock;
-use super::stream::{Stream, StreamEnd, StreamShared, StreamState};
+pub use super::incoming::{IncomingStream, IncomingStreams};
+use super::shared::{ConnShared, ConnState, Outgoing, StreamEnd, StreamShared, StreamState, lock};
+pub use super::shared::{ConnectionConfig, Role};
+use super::stream::Stream;
 use super::tasks;
 
 /// Frames queued by stream writes before writers wait.
@@ -48,150 +51,6 @@ const CONTROL_QUEUE: usize = 1024;
 const INCOMING_QUEUE: usize = 64;
 pub(super) const LARGEST_STREAM_ID: u32 = 0x7fff_ffff;
 
-/// Which end of the upgrade this is: clients open odd streams and pings, servers even.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Client,
-    Server,
-}
-
-impl Role {
-    pub(super) fn first_id(self) -> u32 {
-        match self {
-            Role::Client => 1,
-            Role::Server => 2,
-        }
-    }
-
-    /// Whether `id` (a stream or ping id) was chosen by the peer.
-    pub(super) fn is_peer_id(self, id: u32) -> bool {
-        (id % 2 == 1) == (self == Role::Server)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ConnectionConfig {
-    /// Close the connection when no frame has been read or written for this long.
-    pub idle_timeout: Option<Duration>,
-    /// Bytes buffered per stream before the stream's sender is held back.
-    pub stream_buffer: usize,
-    /// How long a full stream buffer may hold the connection's reader before that stream is
-    /// reset.
-    pub stall_timeout: Duration,
-    /// Streams open at once; more are refused with RST_STREAM.
-    pub max_streams: usize,
-    /// How long a closing connection waits for the peer to close its side.
-    pub linger: Duration,
-    /// How long `open_stream` waits for the peer's SYN_REPLY (Go waits 30 s).
-    pub open_timeout: Duration,
-}
-
-impl Default for ConnectionConfig {
-    fn default() -> Self {
-        Self {
-            idle_timeout: Some(Duration::from_secs(4 * 60 * 60)),
-            // With no window to hold senders back, this only absorbs bursts; a steady consumer
-            // gets backpressure however small it is. 128 streams x 256 KiB bounds a
-            // connection's buffers at 32 MiB.
-            stream_buffer: 256 * 1024,
-            stall_timeout: Duration::from_secs(5),
-            max_streams: 128,
-            linger: Duration::from_secs(2),
-            open_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks leaves plain data behind; carrying on is safe.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) enum Outgoing {
-    Frame(Frame),
-    /// Write what is queued, then half-close the socket.
-    Close,
-}
-
-pub(super) struct ConnState {
-    pub(super) streams: HashMap<u32, Arc<StreamShared>>,
-    pub(super) next_stream_id: u32,
-    pub(super) last_peer_stream_id: u32,
-    pub(super) next_ping_id: u32,
-    pub(super) pings: HashMap<u32, oneshot::Sender<()>>,
-    /// No new streams either way (a GOAWAY went out or came in).
-    pub(super) going_away: bool,
-    pub(super) goaway_sent: bool,
-    pub(super) closed: bool,
-}
-
-pub(super) struct ConnShared {
-    pub(super) role: Role,
-    pub(super) config: ConnectionConfig,
-    pub(super) state: Mutex<ConnState>,
-    pub(super) control: mpsc::Sender<Outgoing>,
-    pub(super) data: mpsc::Sender<Outgoing>,
-    /// Signalled whenever a stream's buffer shrinks.
-    pub(super) space: Notify,
-    /// Set once either task is done with the socket: the other stops too.
-    pub(super) stop: watch::Sender<bool>,
-    /// Set once the writer has written all it will and half-closed the socket.
-    pub(super) flushed: watch::Sender<bool>,
-    /// Set once the connection is fully torn down.
-    pub(super) done: watch::Sender<bool>,
-    pub(super) epoch: Instant,
-    pub(super) last_activity_ms: AtomicU64,
-}
-
-impl ConnShared {
-    pub(super) fn state(&self) -> MutexGuard<'_, ConnState> {
-        lock(&self.state)
-    }
-
-    pub(super) fn touch(&self) {
-        self.last_activity_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    pub(super) fn idle_deadline(&self) -> Option<tokio::time::Instant> {
-        let idle = self.config.idle_timeout?;
-        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
-        Some(tokio::time::Instant::from_std(self.epoch + last + idle))
-    }
-
-    /// Queues a frame from the reader; false when the queue is full or gone.
-    pub(super) fn send_control(&self, frame: Frame) -> bool {
-        self.control.try_send(Outgoing::Frame(frame)).is_ok()
-    }
-
-    pub(super) fn forget_stream(&self, id: u32) {
-        self.state().streams.remove(&id);
-    }
-
-    /// Drops the stream from routing once both directions are over.
-    pub(super) fn forget_if_finished(&self, stream: &StreamShared) {
-        let finished = {
-            let st = lock(&stream.state);
-            st.end.is_some() || (st.local_fin && st.remote_fin)
-        };
-        if finished {
-            self.forget_stream(stream.id);
-        }
-    }
-
-    pub(super) fn reset_stream(&self, stream: &StreamShared, why: StreamEnd, status: u32) {
-        let already = {
-            let mut st = lock(&stream.state);
-            let already = st.end.is_some() || (st.local_fin && st.remote_fin);
-            st.end(why);
-            already
-        };
-        self.forget_stream(stream.id);
-        if !already {
-            self.send_control(Frame::RstStream { stream_id: stream.id, status });
-        }
-    }
-}
-
 /// A handle on a connection; clones share it.
 #[derive(Clone)]
 pub struct Connection {
@@ -201,70 +60,6 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("role", &self.shared.role).finish()
-    }
-}
-
-/// Streams the peer opens, in the order it opened them.
-pub struct IncomingStreams {
-    rx: mpsc::Receiver<IncomingStream>,
-}
-
-impl std::fmt::Debug for IncomingStreams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IncomingStreams")
-    }
-}
-
-impl IncomingStreams {
-    /// The next stream the peer opened; `None` once the connection is over.
-    pub async fn next(&mut self) -> Option<IncomingStream> {
-        self.rx.recv().await
-    }
-}
-
-/// A stream the peer opened and that has not been answered yet. Dropping it refuses it.
-pub struct IncomingStream {
-    pub(super) conn: Arc<ConnShared>,
-    pub(super) stream: Option<Arc<StreamShared>>,
-    pub(super) headers: HeaderBlock,
-}
-
-impl std::fmt::Debug for IncomingStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IncomingStream").field("id", &self.id()).field("headers", &self.headers).finish()
-    }
-}
-
-impl IncomingStream {
-    pub fn id(&self) -> u32 {
-        self.stream.as_ref().map_or(0, |s| s.id)
-    }
-
-    pub fn headers(&self) -> &HeaderBlock {
-        &self.headers
-    }
-
-    /// Answers SYN_REPLY and hands over the stream.
-    pub async fn accept(mut self) -> Result<Stream, SpdyError> {
-        let stream = self.stream.take().ok_or(SpdyError::ConnectionClosed)?;
-        let reply = Frame::SynReply { stream_id: stream.id, fin: false, headers: HeaderBlock::new() };
-        self.conn.control.send(Outgoing::Frame(reply)).await.map_err(|_| SpdyError::ConnectionClosed)?;
-        Ok(Stream::new(self.conn.clone(), stream, std::mem::take(&mut self.headers)))
-    }
-
-    /// Refuses the stream with RST_STREAM REFUSED_STREAM.
-    pub fn reject(mut self) {
-        if let Some(stream) = self.stream.take() {
-            self.conn.reset_stream(&stream, StreamEnd::LocalReset, rst::REFUSED_STREAM);
-        }
-    }
-}
-
-impl Drop for IncomingStream {
-    fn drop(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            self.conn.reset_stream(&stream, StreamEnd::LocalReset, rst::REFUSED_STREAM);
-        }
     }
 }
 

@@ -8,8 +8,8 @@
 //! * [`frame`] — frames, with a strict decoder and an encoder;
 //! * [`headers`] — name/value header blocks and their stateful zlib compression;
 //! * [`conn`] — a connection of either role: opening and accepting streams, PING, GOAWAY,
-//!   idle timeout; `stream` holds a stream's buffer and halves, `tasks` the socket's reader
-//!   and writer.
+//!   idle timeout; `shared` holds the state its parts share, `stream` a stream's halves,
+//!   `incoming` the streams the peer opened, `tasks` the socket's reader and writer.
 //!
 //! The Kubernetes protocols over it have their two ends elsewhere: the server side in
 //! berth-cri-plugin's streaming server, the client side in berth-ctl.
@@ -23,12 +23,16 @@
 pub mod conn;
 pub mod frame;
 pub mod headers;
+mod incoming;
+mod shared;
 mod stream;
 mod tasks;
 
-pub use conn::{Connection, ConnectionConfig, IncomingStream, IncomingStreams, Role};
+pub use conn::Connection;
 pub use frame::FrameError;
 pub use headers::HeaderBlock;
+pub use incoming::{IncomingStream, IncomingStreams};
+pub use shared::{ConnectionConfig, Role};
 pub use stream::{Stream, StreamReader, StreamWriter};
 
 /// The `Upgrade` token.

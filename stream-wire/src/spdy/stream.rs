@@ -1,70 +1,21 @@
 //! One stream of a connection: its receive buffer and its read and write halves.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::SpdyError;
-use super::conn::{ConnShared, Outgoing, lock};
 use super::frame::{Frame, rst};
 use super::headers::HeaderBlock;
+use super::shared::{ConnShared, Outgoing, StreamEnd, StreamShared, StreamState, lock};
 
 /// The most one DATA frame carries from a stream write; keeps frames of different streams
 /// interleaving finely.
 const MAX_DATA_CHUNK: usize = 32 * 1024;
-
-/// Why a stream ended before both sides finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StreamEnd {
-    PeerReset,
-    LocalReset,
-    /// Reset because its consumer stopped reading and its buffer filled.
-    Overflow,
-    ConnectionClosed,
-}
-
-#[derive(Default)]
-pub(super) struct StreamState {
-    pub(super) inbound: VecDeque<Vec<u8>>,
-    /// Bytes of `inbound`'s front chunk already read.
-    pub(super) front_read: usize,
-    pub(super) buffered: usize,
-    pub(super) remote_fin: bool,
-    pub(super) local_fin: bool,
-    pub(super) end: Option<StreamEnd>,
-    pub(super) reader_waker: Option<Waker>,
-    pub(super) reader_gone: bool,
-    pub(super) reply: Option<oneshot::Sender<Result<(), SpdyError>>>,
-}
-
-impl StreamState {
-    pub(super) fn wake_reader(&mut self) {
-        if let Some(waker) = self.reader_waker.take() {
-            waker.wake();
-        }
-    }
-
-    pub(super) fn end(&mut self, why: StreamEnd) {
-        if self.end.is_none() {
-            self.end = Some(why);
-        }
-        self.wake_reader();
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(Err(SpdyError::ConnectionClosed));
-        }
-    }
-}
-
-pub(super) struct StreamShared {
-    pub(super) id: u32,
-    pub(super) state: Mutex<StreamState>,
-}
 
 /// One bidirectional stream. Reads yield the peer's DATA (EOF on its FIN); writes send DATA
 /// and `shutdown` sends FIN.

@@ -7,10 +7,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::SpdyError;
-use super::conn::{ConnShared, IncomingStream, Outgoing, lock};
 use super::frame::{Frame, FrameDecoder, FrameEncoder, goaway, rst};
 use super::headers::HeaderBlock;
-use super::stream::{StreamEnd, StreamShared, StreamState};
+use super::incoming::IncomingStream;
+use super::shared::{ConnShared, Outgoing, StreamEnd, StreamShared, StreamState, lock};
 
 /// Bytes the writer gathers into one socket write.
 const WRITE_BATCH: usize = 64 * 1024;

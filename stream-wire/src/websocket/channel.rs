@@ -10,8 +10,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::frame::{Codec, MAX_PAYLOAD, close_signal};
-use super::mux::Outgoing;
+use super::frame::{Codec, MAX_PAYLOAD, Outgoing, close_signal};
 
 /// The bytes a peer sends on one channel. EOF when the peer closes the channel (v5) or the
 /// session ends.

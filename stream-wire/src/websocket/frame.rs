@@ -113,6 +113,17 @@ pub enum FrameError {
     Base64Channel(u8),
 }
 
+/// What a session's writer task is asked to do (the mux's queue carries these).
+#[derive(Debug)]
+pub enum Outgoing {
+    Message(WireMessage),
+    /// Send a close frame: the session is over once the peer answers it.
+    Finish {
+        code: u16,
+        reason: &'static str,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

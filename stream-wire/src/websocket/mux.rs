@@ -19,6 +19,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::SessionLimits;
 use super::channel::{ChannelReader, ChannelWriter};
+pub use super::frame::Outgoing;
 use super::frame::{Codec, Frame, WireMessage};
 
 pub type WireStream = Pin<Box<dyn Stream<Item = io::Result<WireMessage>> + Send>>;
@@ -34,17 +35,6 @@ const ABORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const CLOSE_NORMAL: u16 = 1000;
 pub(crate) const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_INTERNAL: u16 = 1011;
-
-/// What the writer task is asked to do.
-#[derive(Debug)]
-pub enum Outgoing {
-    Message(WireMessage),
-    /// Send a close frame: the session is over once the peer answers it.
-    Finish {
-        code: u16,
-        reason: &'static str,
-    },
-}
 
 /// How a session ended, as its reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]

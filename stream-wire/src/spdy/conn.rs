@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::SpdyError;
+use super::error::SpdyError;
 use super::frame::{Frame, goaway, rst};
 use super::headers::HeaderBlock;
 pub use super::incoming::{IncomingStream, IncomingStreams};

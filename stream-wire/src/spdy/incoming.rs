@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::SpdyError;
+use super::error::SpdyError;
 use super::frame::{Frame, rst};
 use super::headers::HeaderBlock;
 use super::shared::{ConnShared, Outgoing, StreamEnd, StreamShared};

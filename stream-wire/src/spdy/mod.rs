@@ -21,6 +21,7 @@
 //! what happens when one fills.
 
 pub mod conn;
+mod error;
 pub mod frame;
 pub mod headers;
 mod incoming;
@@ -51,26 +52,6 @@ pub const REQUEST_ID_HEADER: &str = "requestID";
 /// share none.
 pub fn negotiate<'a>(client_offers: &[&str], supported: &[&'a str]) -> Option<&'a str> {
     client_offers.iter().find_map(|offer| supported.iter().copied().find(|s| offer.trim() == *s))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpdyError {
-    #[error("malformed SPDY frame: {0}")]
-    Frame(#[from] FrameError),
-    #[error("SPDY connection i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("SPDY connection is closed")]
-    ConnectionClosed,
-    #[error("the peer refused or reset stream {0}")]
-    StreamRefused(u32),
-    #[error("timed out {0}")]
-    Timeout(&'static str),
-    #[error("no stream ids are left on this connection")]
-    StreamIdsExhausted,
-    #[error("SPDY upgrade failed: {0}")]
-    Upgrade(String),
-    #[error("{0}")]
-    Protocol(String),
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use super::SpdyError;
+use super::error::SpdyError;
 use super::frame::Frame;
 
 /// Which end of the upgrade this is: clients open odd streams and pings, servers even.

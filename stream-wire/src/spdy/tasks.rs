@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::SpdyError;
+use super::error::SpdyError;
 use super::frame::{Frame, FrameDecoder, FrameEncoder, goaway, rst};
 use super::headers::HeaderBlock;
 use super::incoming::IncomingStream;

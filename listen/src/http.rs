@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::AcceptBackoff;
+use crate::accept::AcceptBackoff;
 
 /// What one HTTP server may spend on its clients.
 #[derive(Debug, Clone, Copy)]

@@ -38,10 +38,10 @@ pub fn delete(args: &Args) -> Result<Vec<u8>> {
         .map_err(|e| Error::io("tokio runtime", e))?;
     tokio_rt.block_on(async {
         if let Err(e) = reaper::start() {
-            crate::warn!("{e}");
+            warn!("{e}");
         }
         if let Err(e) = rt.delete(&id, true).await {
-            crate::warn!("failed to remove runc container {id}: {e}");
+            warn!("failed to remove runc container {id}: {e}");
         }
     });
     mount::unmount_all(&bundle.join("rootfs"));
@@ -54,7 +54,7 @@ pub fn delete(args: &Args) -> Result<Vec<u8>> {
     let pid: u32 = match std::fs::read_to_string(bundle.join("init.pid")) {
         Ok(s) => s.trim().parse().unwrap_or(0),
         Err(e) => {
-            crate::warn!("read init.pid: {e}");
+            warn!("read init.pid: {e}");
             0
         }
     };

@@ -44,11 +44,11 @@ impl Dropped {
 
     fn add(&self, topic: &str, why: &str) {
         let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::warn!("dropping event {topic}: {why} ({total} dropped so far)");
+        warn!("dropping event {topic}: {why} ({total} dropped so far)");
         let Some(file) = &self.file else { return };
         // Replaced whole: berthd never reads half a number.
         if let Err(e) = util::replace_file(file, total.to_string().as_bytes()) {
-            crate::warn!("recording dropped events: {e}");
+            warn!("recording dropped events: {e}");
         }
     }
 }
@@ -111,7 +111,7 @@ impl Publisher {
         let value = match e.write_to_bytes() {
             Ok(v) => v,
             Err(err) => {
-                crate::warn!("encode {}: {err}", E::TYPE);
+                warn!("encode {}: {err}", E::TYPE);
                 return;
             }
         };
@@ -141,7 +141,7 @@ async fn connect(address: &str) -> Option<EventsClient> {
     match Client::connect(&addr).await {
         Ok(c) => Some(EventsClient::new(c)),
         Err(e) => {
-            crate::debug!("connect to {address}: {e}");
+            debug!("connect to {address}: {e}");
             None
         }
     }
@@ -158,7 +158,7 @@ async fn run(address: String, namespace: String, mut rx: mpsc::Receiver<Msg>, dr
             }
         };
         if address.is_empty() {
-            crate::debug!("no TTRPC_ADDRESS: dropping {}", e.topic);
+            debug!("no TTRPC_ADDRESS: dropping {}", e.topic);
             continue;
         }
         let req = request(&namespace, &e);
@@ -177,8 +177,8 @@ async fn run(address: String, namespace: String, mut rx: mpsc::Receiver<Msg>, dr
                         sent = true;
                         break;
                     }
-                    Ok(Err(err)) => crate::warn!("forward {} (attempt {attempt}): {err}", e.topic),
-                    Err(_) => crate::warn!("forward {} (attempt {attempt}): timed out", e.topic),
+                    Ok(Err(err)) => warn!("forward {} (attempt {attempt}): {err}", e.topic),
+                    Err(_) => warn!("forward {} (attempt {attempt}): timed out", e.topic),
                 }
                 client = None;
             }

@@ -32,6 +32,7 @@
 #[macro_use]
 mod log;
 
+mod afd;
 mod args;
 mod cgroup;
 mod container;

@@ -32,6 +32,6 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 /// Unmounts everything stacked on `target` (lazy), until nothing is left.
 pub fn unmount_all(target: &Path) {
     if let Err(e) = unmount_stack(target, MntFlags::MNT_DETACH) {
-        crate::warn!("{e}");
+        warn!("{e}");
     }
 }

@@ -12,9 +12,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::task::JoinHandle;
 
+use crate::afd::{Fd, ReadResult};
 use crate::cgroup::Cgroup;
 use crate::error::{Error, IoContext, Result};
-use crate::io::afd::{Fd, ReadResult};
 use crate::stats;
 
 /// Starts watching; `on_oom` is called once per OOM event.

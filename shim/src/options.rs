@@ -72,16 +72,16 @@ impl Options {
             RUNC_OPTIONS => match RuncOptions::parse_from_bytes(&any.value) {
                 Ok(o) => o.into(),
                 Err(e) => {
-                    crate::warn!("ignoring undecodable {RUNC_OPTIONS}: {e}");
+                    warn!("ignoring undecodable {RUNC_OPTIONS}: {e}");
                     Options::default()
                 }
             },
             RUNTIME_OPTIONS => {
-                crate::info!("ignoring {RUNTIME_OPTIONS} (no shim config file is read)");
+                info!("ignoring {RUNTIME_OPTIONS} (no shim config file is read)");
                 Options::default()
             }
             other => {
-                crate::info!("ignoring runtime options of unknown type {other:?}");
+                info!("ignoring runtime options of unknown type {other:?}");
                 Options::default()
             }
         }
@@ -95,7 +95,7 @@ impl Options {
         match Any::parse_from_bytes(data) {
             Ok(a) => Options::from_any(Some(&a)),
             Err(e) => {
-                crate::info!("ignoring undecodable options on stdin: {e}");
+                info!("ignoring undecodable options on stdin: {e}");
                 Options::default()
             }
         }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::fcntl::OFlag;
 use serde::Deserialize;
 
+use crate::afd::Fd;
 use crate::error::{Error, IoContext, Result};
-use crate::io::afd::Fd;
 use crate::reaper;
 
 /// The container-side stdio given to `create`/`exec`; `None` means `/dev/null`.
@@ -148,7 +148,7 @@ impl Runtime {
         let stderr = stderr.unwrap_or_default();
         if exit.status != 0 {
             let msg = self.error_text(from, &stderr, exit.status);
-            crate::debug!("{} {what} failed: {msg}", self.binary);
+            debug!("{} {what} failed: {msg}", self.binary);
             return Err(Error::Runtime(msg));
         }
         Ok(stdout)

@@ -72,7 +72,7 @@ async fn serve(args: Args, std_listener: StdUnixListener) -> Result<()> {
     }
     let mut server = Server::new().add_listener(Listener::from(tokio_listener)).register_service(services);
     server.start().await.map_err(|e| Error::Other(format!("ttrpc server: {e}")))?;
-    crate::info!("shim serving {} (namespace {})", args.id, args.namespace);
+    info!("shim serving {} (namespace {})", args.id, args.namespace);
 
     let mut term = signal(SignalKind::terminate()).ctx(|| "SIGTERM handler".into())?;
     let mut int = signal(SignalKind::interrupt()).ctx(|| "SIGINT handler".into())?;

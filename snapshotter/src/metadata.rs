@@ -16,7 +16,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::{Info, Kind, Labels, Usage};
+use crate::snapshot::{Info, Kind, Labels, Usage};
 
 type Records<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
 type Children<'a> = MultimapTableDefinition<'a, &'static str, &'static str>;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use crate::database::MetaDatabase;
 
-use crate::Kind;
 use crate::copy::copy_tree;
 use crate::error::Result;
 use crate::mount::Mount;
+use crate::snapshot::Kind;
 use crate::store::{Dirs, Layout, Store, snapshotter_via_store};
 
 /// Snapshots as plain directory copies, mounted like containerd's native snapshotter: an

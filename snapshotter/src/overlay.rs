@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use crate::database::MetaDatabase;
 
+use crate::attrs;
 use crate::error::{Context, Error, Result};
 use crate::mount::Mount;
+use crate::snapshot::Kind;
 use crate::store::{Dirs, Layout, Store, snapshotter_via_store};
-use crate::{Kind, attrs};
 
 /// Snapshots as overlayfs layers, the mounts made exactly like containerd's overlayfs
 /// snapshotter: a bind for a snapshot without parents, an overlay of `lowerdir`s (nearest

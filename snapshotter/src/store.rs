@@ -19,8 +19,8 @@ use crate::database::MetaDatabase;
 use crate::error::{Context, Error, Result};
 use crate::metadata::{MetaStore, NewRecord, Record};
 use crate::mount::Mount;
+use crate::snapshot::{Info, Kind, Labels, Usage, WalkFilter};
 use crate::usage::disk_usage;
-use crate::{Info, Kind, Labels, Usage, WalkFilter};
 
 const TEMP_PREFIX: &str = "new-";
 const REMOVING_PREFIX: &str = "rm-";
@@ -338,10 +338,10 @@ fn remove_dir_tolerant(dir: &Path) {
     }
 }
 
-/// Implements [`Snapshotter`](crate::Snapshotter) for a wrapper around a [`Store`] field.
+/// Implements [`Snapshotter`](crate::snapshot::Snapshotter) for a wrapper around a [`Store`] field.
 macro_rules! snapshotter_via_store {
     ($ty:ty, $field:ident) => {
-        impl $crate::Snapshotter for $ty {
+        impl $crate::snapshot::Snapshotter for $ty {
             fn name(&self) -> &'static str {
                 self.$field.name()
             }
@@ -349,19 +349,24 @@ macro_rules! snapshotter_via_store {
                 &self,
                 key: &str,
                 parent: Option<&str>,
-                labels: $crate::Labels,
-            ) -> $crate::Result<Vec<$crate::Mount>> {
-                self.$field.create(key, parent, $crate::Kind::Active, labels)
+                labels: $crate::snapshot::Labels,
+            ) -> $crate::error::Result<Vec<$crate::mount::Mount>> {
+                self.$field.create(key, parent, $crate::snapshot::Kind::Active, labels)
             }
             fn view(
                 &self,
                 key: &str,
                 parent: Option<&str>,
-                labels: $crate::Labels,
-            ) -> $crate::Result<Vec<$crate::Mount>> {
-                self.$field.create(key, parent, $crate::Kind::View, labels)
+                labels: $crate::snapshot::Labels,
+            ) -> $crate::error::Result<Vec<$crate::mount::Mount>> {
+                self.$field.create(key, parent, $crate::snapshot::Kind::View, labels)
             }
-            fn commit(&self, name: &str, key: &str, labels: $crate::Labels) -> $crate::Result<()> {
+            fn commit(
+                &self,
+                name: &str,
+                key: &str,
+                labels: $crate::snapshot::Labels,
+            ) -> $crate::error::Result<()> {
                 self.$field.commit(name, key, labels)
             }
             fn can_stack(&self) -> bool {
@@ -373,34 +378,37 @@ macro_rules! snapshotter_via_store {
                 key: &str,
                 parent: Option<&str>,
                 implied: &[std::path::PathBuf],
-                labels: $crate::Labels,
-            ) -> $crate::Result<()> {
+                labels: $crate::snapshot::Labels,
+            ) -> $crate::error::Result<()> {
                 self.$field.commit_onto(name, key, parent, implied, labels)
             }
-            fn remove(&self, key: &str) -> $crate::Result<()> {
+            fn remove(&self, key: &str) -> $crate::error::Result<()> {
                 self.$field.remove(key)
             }
-            fn mounts(&self, key: &str) -> $crate::Result<Vec<$crate::Mount>> {
+            fn mounts(&self, key: &str) -> $crate::error::Result<Vec<$crate::mount::Mount>> {
                 self.$field.mounts(key)
             }
-            fn stat(&self, key: &str) -> $crate::Result<$crate::Info> {
+            fn stat(&self, key: &str) -> $crate::error::Result<$crate::snapshot::Info> {
                 self.$field.stat(key)
             }
             fn update(
                 &self,
                 key: &str,
-                labels: $crate::Labels,
+                labels: $crate::snapshot::Labels,
                 fieldpaths: &[String],
-            ) -> $crate::Result<$crate::Info> {
+            ) -> $crate::error::Result<$crate::snapshot::Info> {
                 self.$field.update(key, labels, fieldpaths)
             }
-            fn usage(&self, key: &str) -> $crate::Result<$crate::Usage> {
+            fn usage(&self, key: &str) -> $crate::error::Result<$crate::snapshot::Usage> {
                 self.$field.usage(key)
             }
-            fn walk(&self, filter: Option<$crate::WalkFilter<'_>>) -> $crate::Result<Vec<$crate::Info>> {
+            fn walk(
+                &self,
+                filter: Option<$crate::snapshot::WalkFilter<'_>>,
+            ) -> $crate::error::Result<Vec<$crate::snapshot::Info>> {
                 self.$field.walk(filter)
             }
-            fn cleanup(&self) -> $crate::Result<()> {
+            fn cleanup(&self) -> $crate::error::Result<()> {
                 self.$field.cleanup()
             }
         }

@@ -12,8 +12,8 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
-use crate::Usage;
 use crate::error::{Context, Result};
+use crate::snapshot::Usage;
 
 /// Allocated bytes (`st_blocks * 512`) and inode count of the tree at `root`, the root
 /// included; each inode counts once however many hardlinks it has. Never follows symlinks.

@@ -115,7 +115,7 @@ impl CriLog {
         if let Some(f) = g.as_mut()
             && let Err(e) = f.write_all(data)
         {
-            crate::warn!("write log {}: {e}", self.path.display());
+            warn!("write log {}: {e}", self.path.display());
         }
     }
 

@@ -8,7 +8,6 @@
 //! FIFO is read by the shim, which also keeps its own write handle open until `CloseIO`, so a
 //! client detaching does not close the container's stdin.
 
-pub mod afd;
 pub mod attach;
 pub mod console;
 pub mod cri_log;
@@ -29,9 +28,9 @@ use nix::unistd::{Gid, Uid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::afd::{Fd, ReadResult};
 use crate::error::{Error, IoContext, Result};
 use crate::runtime::Stdio3;
-use afd::{Fd, ReadResult};
 use attach::AttachHub;
 use console::ConsoleSocket;
 use cri_log::{CriLog, LineSplitter};
@@ -64,7 +63,7 @@ impl Sink {
             Sink::Null => {}
             Sink::Fifo(fd) | Sink::Pipe(fd) => {
                 if let Err(e) = fd.write_all(data).await {
-                    crate::warn!("write container output: {e}");
+                    warn!("write container output: {e}");
                     *self = Sink::Null;
                 }
             }

@@ -92,7 +92,7 @@ impl Service {
                     h.close();
                 }
                 if let Err(de) = rt.delete(id, true).await {
-                    crate::warn!("cleanup of failed create {id}: {de}");
+                    warn!("cleanup of failed create {id}: {de}");
                 }
                 cleanup_mounts(false);
                 return Err(e);
@@ -138,7 +138,7 @@ impl Service {
         }) {
             Ok(t) => Some(t),
             Err(err) => {
-                crate::warn!("oom watch for {id}: {err}");
+                warn!("oom watch for {id}: {err}");
                 None
             }
         }

@@ -49,7 +49,7 @@ impl Service {
             let cid = cid.to_string();
             tokio::spawn(async move {
                 if let Err(err) = rt.kill(&cid, Signal::SIGKILL as u32, true).await {
-                    crate::debug!("kill --all {cid} after init exit: {err}");
+                    debug!("kill --all {cid} after init exit: {err}");
                 }
                 if let Ok(mut st) = svc.lock() {
                     svc.init_exited(&mut st, &cid, e);
@@ -88,7 +88,7 @@ pub(super) fn finalize(publisher: &Publisher, bundle: &Path, cid: &str, p: &mut 
     }
     let rec = ExitRecord { pid: p.pid, exit_status: e.status as u32, exited_at: e.at };
     if let Err(err) = exit_file::write(bundle, &p.exec_id, &rec) {
-        crate::warn!("record exit of {cid}/{}: {err}", p.exec_id);
+        warn!("record exit of {cid}/{}: {err}", p.exec_id);
     }
     p.set_exited(rec);
     let mut ev = ev::TaskExit::new();

@@ -63,7 +63,7 @@ impl Service {
         };
         io::wait_copies(copies, IO_DRAIN).await;
         if let Err(e) = rt.delete(id, false).await {
-            crate::warn!("delete {id}: {e}; retrying with --force");
+            warn!("delete {id}: {e}; retrying with --force");
             rt.delete(id, true)
                 .await
                 .map_err(|e| Error::Runtime(format!("OCI runtime delete failed: {e}")))?;

@@ -30,6 +30,7 @@ mod stream;
 mod tasks;
 
 pub use conn::Connection;
+pub use error::SpdyError;
 pub use frame::FrameError;
 pub use headers::HeaderBlock;
 pub use incoming::{IncomingStream, IncomingStreams};

@@ -7,8 +7,8 @@ use berth_proto::runtime::v1 as cri;
 use clap::{Args, ValueEnum};
 use tonic::transport::Channel;
 
+use crate::shared::{exit_code, parse_key_value, runtime_client};
 use crate::table::{self, Table};
-use crate::{exit_code, parse_key_value, runtime_client};
 
 #[derive(Args)]
 pub struct PsArgs {

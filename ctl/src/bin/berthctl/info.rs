@@ -4,7 +4,7 @@ use berth_proto::containerd::services::version::v1::version_client::VersionClien
 use berth_proto::runtime::v1 as cri;
 use tonic::transport::Channel;
 
-use crate::runtime_client;
+use crate::shared::runtime_client;
 
 pub async fn version(channel: &Channel) -> anyhow::Result<()> {
     let cri = runtime_client(channel).version(cri::VersionRequest::default()).await?.into_inner();

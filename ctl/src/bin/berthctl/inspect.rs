@@ -8,7 +8,7 @@ use berth_proto::runtime::v1 as cri;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::runtime_client;
+use crate::shared::runtime_client;
 use crate::table::rfc3339;
 
 /// Prints one document per id: a container's if the id names one, else a pod's. Several ids

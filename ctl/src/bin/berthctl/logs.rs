@@ -16,7 +16,8 @@ use berth_proto::runtime::v1 as cri;
 use clap::Args;
 use tonic::transport::Channel;
 
-use crate::{containers, runtime_client};
+use crate::containers;
+use crate::shared::runtime_client;
 
 #[derive(Args)]
 pub struct LogsArgs {

@@ -10,14 +10,14 @@ mod logs;
 mod namespaces;
 mod pods;
 mod run;
+mod shared;
 mod stats;
 mod stream;
 mod table;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::transport::Channel;
 
@@ -125,21 +125,6 @@ enum Command {
     },
 }
 
-/// `key=value` from the command line.
-pub fn parse_key_value(pair: &str) -> anyhow::Result<(String, String)> {
-    match pair.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => bail!("{pair:?} is not key=value"),
-    }
-}
-
-/// The CRI client, with kubelet's 16 MiB message limit.
-pub fn runtime_client(channel: &Channel) -> RuntimeServiceClient<Channel> {
-    RuntimeServiceClient::new(channel.clone())
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20)
-}
-
 /// Runs a command; returns the process's exit code.
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let address = cli.address_short.unwrap_or(cli.address);
@@ -205,12 +190,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A container's or process's exit code as a process exit code (the low 8 bits, as a shell
-/// sees it).
-pub fn exit_code(code: i32) -> u8 {
-    (code & 0xff) as u8
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -218,12 +197,5 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         super::Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn key_values() {
-        assert_eq!(super::parse_key_value("a=b=c").unwrap(), ("a".to_string(), "b=c".to_string()));
-        assert!(super::parse_key_value("=v").is_err());
-        assert!(super::parse_key_value("novalue").is_err());
     }
 }

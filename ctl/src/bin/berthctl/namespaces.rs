@@ -6,7 +6,8 @@ use berth_proto::containerd::services::namespaces::v1::namespaces_client::Namesp
 use clap::Subcommand;
 use tonic::transport::Channel;
 
-use crate::{parse_key_value, table};
+use crate::shared::parse_key_value;
+use crate::table;
 
 #[derive(Subcommand)]
 pub enum NamespaceAction {

@@ -13,7 +13,8 @@ use clap::Args;
 use tonic::transport::Channel;
 
 use crate::logs::{self, Printer};
-use crate::{containers, exit_code, images, parse_key_value, runtime_client};
+use crate::shared::{exit_code, parse_key_value, runtime_client};
+use crate::{containers, images};
 
 #[derive(Args)]
 pub struct RunArgs {

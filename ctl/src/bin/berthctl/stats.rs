@@ -8,8 +8,9 @@ use berth_proto::runtime::v1 as cri;
 use clap::Args;
 use tonic::transport::Channel;
 
+use crate::containers;
+use crate::shared::{parse_key_value, runtime_client};
 use crate::table::{self, Table};
-use crate::{containers, parse_key_value, runtime_client};
 
 #[derive(Args)]
 pub struct StatsArgs {

@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
 
-use crate::{exit_code, runtime_client};
+use crate::shared::{exit_code, runtime_client};
 
 /// How the streams travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

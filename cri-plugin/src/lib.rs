@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 pub mod counters;
 pub mod engine;
+pub mod error;
 pub mod events;
 pub mod ids;
 pub mod image_service;
@@ -42,6 +43,7 @@ pub mod streaming;
 pub(crate) mod testing;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
+pub use error::CriError;
 pub use engine::{
     CgroupSample, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
     RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,

@@ -36,18 +36,17 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod spec;
 pub mod stats;
-pub mod status_context;
 pub mod stream_endpoint;
 pub mod streaming;
 #[cfg(test)]
 pub(crate) mod testing;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
-pub use error::CriError;
 pub use engine::{
     CgroupSample, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
     RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
 };
+pub use error::CriError;
 pub use image_service::CriImageService;
 pub use images::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 pub use metrics::CriMetrics;

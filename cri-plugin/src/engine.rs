@@ -8,13 +8,12 @@
 //! - [`TaskRuntime`]: containers' processes, through their shims;
 //! - [`RecordStore`]: where the plugin keeps its own records, so they survive restarts.
 //!
-//! Errors are `tonic::Status`, already coded the way the CRI answers them.
+//! Errors are [`CriError`], already coded the way the CRI answers them.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use tonic::Status;
-
+use crate::error::CriError;
 use crate::images::ImageSummary;
 
 /// A readiness condition as the CRI `Status` call reports it.
@@ -79,14 +78,14 @@ pub struct LayerUsage {
 pub trait RootfsStore: Send + Sync + 'static {
     /// Makes the writable snapshot `key` on the top layer of `image` and returns how to mount
     /// it. NotFound when the image is not unpacked.
-    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, Status>;
+    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, CriError>;
     /// Removes snapshot `key`; one already gone is success.
-    async fn remove(&self, key: &str) -> Result<(), Status>;
+    async fn remove(&self, key: &str) -> Result<(), CriError>;
     /// What the writable layer of `key` holds.
-    async fn usage(&self, key: &str) -> Result<LayerUsage, Status>;
+    async fn usage(&self, key: &str) -> Result<LayerUsage, CriError>;
     /// Reads `path` (absolute, inside the image) from the image's root filesystem, without
     /// following links out of it: `/etc/passwd`, `/etc/group`. `None` when there is no such file.
-    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, Status>;
+    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, CriError>;
 }
 
 /// Where a process's stdio goes, in the shim's URI forms: a FIFO path, `file:///abs/path`
@@ -176,16 +175,16 @@ pub const SIGKILL: u32 = 9;
 pub trait TaskRuntime: Send + Sync + 'static {
     /// Records the container and creates its task (the shim starts; the process does not).
     /// On failure nothing is left: no record, no shim, no bundle.
-    async fn create(&self, task: TaskCreate) -> Result<u32, Status>;
-    async fn start(&self, id: &str) -> Result<u32, Status>;
+    async fn create(&self, task: TaskCreate) -> Result<u32, CriError>;
+    async fn start(&self, id: &str) -> Result<u32, CriError>;
     /// `None` when there is no task (never created, or deleted).
-    async fn state(&self, id: &str) -> Result<Option<TaskState>, Status>;
+    async fn state(&self, id: &str) -> Result<Option<TaskState>, CriError>;
     /// Signals the init (`exec_id` empty) or an exec; `all` signals every process of the task.
-    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), Status>;
+    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), CriError>;
     /// Waits for the init (`exec_id` empty) or an exec to exit; the caller's drop cancels it.
-    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, Status>;
+    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, CriError>;
     /// Deletes the task and the container record; gone already is `Ok(None)`.
-    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, Status>;
+    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, CriError>;
     /// Adds the process `exec_id` to a running task (not started yet).
     async fn exec(
         &self,
@@ -193,27 +192,27 @@ pub trait TaskRuntime: Send + Sync + 'static {
         exec_id: &str,
         process: oci_spec::runtime::Process,
         io: TaskIo,
-    ) -> Result<(), Status>;
-    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, Status>;
+    ) -> Result<(), CriError>;
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, CriError>;
     /// Forgets an exited exec; gone already is success.
-    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), Status>;
-    async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Status>;
-    async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), Status>;
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), CriError>;
+    async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), CriError>;
+    async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), CriError>;
     /// Joins the running container's stdio (its shim's attach socket): frames of output
     /// come in (see [`ATTACH_STDOUT`]), and bytes written go to the container's stdin.
-    async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, Status>;
+    async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, CriError>;
     /// Applies new cgroup limits to a running task.
     async fn update_resources(
         &self,
         id: &str,
         resources: oci_spec::runtime::LinuxResources,
-    ) -> Result<(), Status>;
+    ) -> Result<(), CriError>;
     /// Makes the shim reopen the container's log file (after kubelet rotated it).
-    async fn reopen_log(&self, id: &str) -> Result<(), Status>;
+    async fn reopen_log(&self, id: &str) -> Result<(), CriError>;
     /// The task's cgroup now; `None` when it has no task.
-    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, Status>;
+    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, CriError>;
     /// Dumps the running task with CRIU into `images` (a directory), leaving it running.
-    async fn checkpoint(&self, id: &str, images: &std::path::Path) -> Result<(), Status>;
+    async fn checkpoint(&self, id: &str, images: &std::path::Path) -> Result<(), CriError>;
 }
 
 /// The kinds of record the plugin keeps.
@@ -235,8 +234,8 @@ impl RecordKind {
 /// The plugin's own durable records (JSON it encodes itself), written atomically.
 #[tonic::async_trait]
 pub trait RecordStore: Send + Sync + 'static {
-    async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), Status>;
+    async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), CriError>;
     /// Removes a record; one already gone is success.
-    async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), Status>;
-    async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, Status>;
+    async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), CriError>;
+    async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, CriError>;
 }

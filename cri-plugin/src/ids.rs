@@ -2,19 +2,19 @@
 
 use std::io::Read;
 
-use tonic::Status;
+use crate::error::CriError;
 
 /// `N` random bytes from the kernel; `what` says what for, in the error.
-pub fn random_bytes<const N: usize>(what: &str) -> Result<[u8; N], Status> {
+pub fn random_bytes<const N: usize>(what: &str) -> Result<[u8; N], CriError> {
     let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Status::internal(format!("read /dev/urandom for {what}: {e}")))?;
+        .map_err(|e| CriError::internal(format!("read /dev/urandom for {what}: {e}")))?;
     Ok(bytes)
 }
 
 /// A new random id.
-pub fn new_id() -> Result<String, Status> {
+pub fn new_id() -> Result<String, CriError> {
     let bytes = random_bytes::<32>("a new id")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

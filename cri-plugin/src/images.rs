@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tonic::Status;
+use crate::error::CriError;
 
 /// An image as the CRI sees it: one image ID (its config digest) with every name pointing
 /// at it.
@@ -52,13 +52,13 @@ pub struct FilesystemUsage {
 #[tonic::async_trait]
 pub trait ImageStore: Send + Sync + 'static {
     /// Pulls `image` and returns its ID.
-    async fn pull(&self, image: &str, credentials: RegistryCredentials) -> Result<String, Status>;
-    async fn list(&self) -> Result<Vec<ImageSummary>, Status>;
+    async fn pull(&self, image: &str, credentials: RegistryCredentials) -> Result<String, CriError>;
+    async fn list(&self) -> Result<Vec<ImageSummary>, CriError>;
     /// The image a name, ID, ID prefix or repo digest names; `None` when there is none.
-    async fn find(&self, image: &str) -> Result<Option<ImageSummary>, Status>;
+    async fn find(&self, image: &str) -> Result<Option<ImageSummary>, CriError>;
     /// Removes every name of the image `image` names; nothing to remove is success.
-    async fn remove(&self, image: &str) -> Result<(), Status>;
-    async fn filesystems(&self) -> Result<Vec<FilesystemUsage>, Status>;
+    async fn remove(&self, image: &str) -> Result<(), CriError>;
+    async fn filesystems(&self) -> Result<Vec<FilesystemUsage>, CriError>;
 }
 
 /// Verbose info of an image status, as containerd shapes it (`info` → JSON).

@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 pub mod counters;
 pub mod engine;
+pub mod error;
 pub mod events;
 pub mod ids;
 pub mod image_service;
@@ -35,7 +36,6 @@ pub mod runtime_service;
 pub mod sandbox;
 pub mod spec;
 pub mod stats;
-pub mod status_context;
 pub mod stream_endpoint;
 pub mod streaming;
 #[cfg(test)]
@@ -46,6 +46,7 @@ pub use engine::{
     CgroupSample, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
     RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
 };
+pub use error::CriError;
 pub use image_service::CriImageService;
 pub use images::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 pub use metrics::CriMetrics;

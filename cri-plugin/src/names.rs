@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tonic::Status;
+use crate::error::CriError;
 
 #[derive(Default)]
 pub struct NameRegistry {
@@ -13,11 +13,11 @@ pub struct NameRegistry {
 impl NameRegistry {
     /// Reserves `name` for `id`. Reserving it again for the same id is fine; a name another
     /// id holds is AlreadyExists naming that owner.
-    pub fn reserve(&self, name: &str, id: &str) -> Result<(), Status> {
-        let mut names = self.names.lock().map_err(|_| Status::internal("name registry poisoned"))?;
+    pub fn reserve(&self, name: &str, id: &str) -> Result<(), CriError> {
+        let mut names = self.names.lock().map_err(|_| CriError::internal("name registry poisoned"))?;
         match names.get(name) {
             Some(owner) if owner != id => {
-                Err(Status::already_exists(format!("the name {name:?} is reserved for {owner:?}")))
+                Err(CriError::already_exists(format!("the name {name:?} is reserved for {owner:?}")))
             }
             _ => {
                 names.insert(name.to_string(), id.to_string());

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tonic::Status;
-
 use crate::config::CriConfig;
 use crate::counters::CpuRates;
 use crate::engine::{RecordKind, RecordStore, RootfsStore, RuntimeInfo, TaskRuntime};
+use crate::error::{CriError, ErrorContext};
 use crate::events::ContainerEvents;
 use crate::images::ImageStore;
 use crate::metrics::CriMetrics;
@@ -22,7 +21,6 @@ use crate::pod::starts::PodStarts;
 use crate::records::Records;
 use crate::records::container::ContainerRecord;
 use crate::records::sandbox::SandboxRecord;
-use crate::status_context::StatusContext;
 use crate::stream_endpoint::StreamingEndpoint;
 
 /// Where the plugin keeps files.
@@ -112,8 +110,8 @@ impl CriRuntime {
         paths: CriPaths,
         backends: CriBackends,
         metrics: CriMetrics,
-    ) -> Result<Arc<Self>, Status> {
-        paths.prepare().map_err(|e| Status::internal(format!("the CRI plugin's directories: {e}")))?;
+    ) -> Result<Arc<Self>, CriError> {
+        paths.prepare().map_err(|e| CriError::internal(format!("the CRI plugin's directories: {e}")))?;
         let sandboxes = Records::load(RecordKind::Sandbox, backends.records.clone())
             .await
             .context("load the sandbox records")?;
@@ -175,7 +173,7 @@ impl CriRuntime {
 
 impl CriRuntime {
     /// UpdateRuntimeConfig: kubelet tells the node's pod CIDR.
-    pub async fn update_pod_cidr(&self, cidr: &str) -> Result<(), Status> {
+    pub async fn update_pod_cidr(&self, cidr: &str) -> Result<(), CriError> {
         if cidr.is_empty() {
             return Ok(());
         }

@@ -3,10 +3,10 @@
 //! the same figures as cAdvisor-style metrics for ListPodSandboxMetrics.
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
 use crate::counters::InterfaceCounters;
 use crate::engine::CgroupSample;
+use crate::error::CriError;
 use crate::records::container::{ContainerRecord, ContainerState};
 use crate::records::sandbox::SandboxRecord;
 use crate::runtime::CriRuntime;
@@ -29,7 +29,7 @@ impl CriRuntime {
         })
     }
 
-    async fn container_stats_of(&self, container: &ContainerRecord) -> Result<cri::ContainerStats, Status> {
+    async fn container_stats_of(&self, container: &ContainerRecord) -> Result<cri::ContainerStats, CriError> {
         let sample = self.sample_of(container).await;
         self.container_stats_from(container, sample).await
     }
@@ -39,7 +39,7 @@ impl CriRuntime {
         &self,
         container: &ContainerRecord,
         sample: Option<CgroupSample>,
-    ) -> Result<cri::ContainerStats, Status> {
+    ) -> Result<cri::ContainerStats, CriError> {
         let at = sample.and_then(|s| s.timestamp).map(unix_nanos).unwrap_or_else(now_nanos);
         let layer = self.rootfs.usage(&container.id).await.unwrap_or_default();
         let mut stats = cri::ContainerStats {
@@ -65,7 +65,7 @@ impl CriRuntime {
         Ok(stats)
     }
 
-    pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, Status> {
+    pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, CriError> {
         let container = self.container(id)?;
         self.container_stats_of(&container).await
     }
@@ -73,7 +73,7 @@ impl CriRuntime {
     pub async fn list_container_stats(
         &self,
         filter: Option<cri::ContainerStatsFilter>,
-    ) -> Result<Vec<cri::ContainerStats>, Status> {
+    ) -> Result<Vec<cri::ContainerStats>, CriError> {
         let filter = filter.unwrap_or_default();
         let mut stats = Vec::new();
         for container in self.containers.list() {
@@ -89,7 +89,7 @@ impl CriRuntime {
         Ok(stats)
     }
 
-    async fn pod_stats_of(&self, sandbox: &SandboxRecord) -> Result<cri::PodSandboxStats, Status> {
+    async fn pod_stats_of(&self, sandbox: &SandboxRecord) -> Result<cri::PodSandboxStats, CriError> {
         let at = now_nanos();
         let mut containers = Vec::new();
         let mut total = CgroupSample::default();
@@ -115,7 +115,7 @@ impl CriRuntime {
                 let netns = netns.clone();
                 let counters = tokio::task::spawn_blocking(move || host.interface_counters(&netns))
                     .await
-                    .map_err(|e| Status::internal(format!("network stats task: {e}")))?
+                    .map_err(|e| CriError::internal(format!("network stats task: {e}")))?
                     .unwrap_or_default();
                 let usage = |c: &InterfaceCounters| cri::NetworkInterfaceUsage {
                     name: c.name.clone(),
@@ -153,7 +153,7 @@ impl CriRuntime {
         })
     }
 
-    pub async fn pod_sandbox_stats(&self, id: &str) -> Result<cri::PodSandboxStats, Status> {
+    pub async fn pod_sandbox_stats(&self, id: &str) -> Result<cri::PodSandboxStats, CriError> {
         let sandbox = self.sandbox(id)?;
         self.pod_stats_of(&sandbox).await
     }
@@ -161,7 +161,7 @@ impl CriRuntime {
     pub async fn list_pod_sandbox_stats(
         &self,
         filter: Option<cri::PodSandboxStatsFilter>,
-    ) -> Result<Vec<cri::PodSandboxStats>, Status> {
+    ) -> Result<Vec<cri::PodSandboxStats>, CriError> {
         let filter = filter.unwrap_or_default();
         let mut stats = Vec::new();
         for sandbox in self.sandboxes.list() {
@@ -187,7 +187,7 @@ impl CriRuntime {
             .collect()
     }
 
-    pub async fn list_pod_sandbox_metrics(&self) -> Result<Vec<cri::PodSandboxMetrics>, Status> {
+    pub async fn list_pod_sandbox_metrics(&self) -> Result<Vec<cri::PodSandboxMetrics>, CriError> {
         let mut pods = Vec::new();
         for sandbox in self.sandboxes.list() {
             let pod = sandbox.metadata();

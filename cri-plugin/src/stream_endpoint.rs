@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use berth_proto::runtime::v1 as cri;
 use tokio::sync::Semaphore;
-use tonic::Status;
 
 use crate::config::StreamingConfig;
+use crate::error::CriError;
 
 /// Port-forward connects berthd may have waiting across every session: each holds a
 /// descriptor for up to `portforward::CONNECT_TIMEOUT`, and pods that never answer must not use
@@ -48,9 +48,9 @@ impl StreamingEndpoint {
     }
 
     /// A URL for `request`, good once, until its token expires.
-    pub fn url_for(&self, request: StreamRequest) -> Result<String, Status> {
+    pub fn url_for(&self, request: StreamRequest) -> Result<String, CriError> {
         let base = self.base_url().ok_or_else(|| {
-            Status::unavailable(
+            CriError::unavailable(
                 "berth's streaming server is not listening (see [cri.streaming] in the config)",
             )
         })?;
@@ -108,7 +108,7 @@ pub struct TokenCache {
 }
 
 /// 16 random bytes as URL-safe text: unguessable, and safe in a path.
-fn random_token() -> Result<String, Status> {
+fn random_token() -> Result<String, CriError> {
     use base64::Engine as _;
     let bytes = crate::ids::random_bytes::<16>("a stream token")?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
@@ -120,7 +120,7 @@ impl TokenCache {
     }
 
     /// A new token for `request`.
-    pub fn insert(&self, request: StreamRequest) -> Result<String, Status> {
+    pub fn insert(&self, request: StreamRequest) -> Result<String, CriError> {
         let token = random_token()?;
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -128,7 +128,7 @@ impl TokenCache {
             pending.retain(|_, p| p.expires > now);
         }
         if pending.len() >= self.max_pending {
-            return Err(Status::resource_exhausted(format!(
+            return Err(CriError::resource_exhausted(format!(
                 "{} stream URLs are waiting to be used: use or let some expire (within {}) first",
                 pending.len(),
                 humantime::format_duration(self.ttl)

@@ -1,5 +1,6 @@
 //! The supervisor's error type, and how it maps to gRPC status codes.
 
+use berth_cri_plugin::CriError;
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,5 +117,59 @@ impl From<Error> for Status {
             }
             Error::Io { .. } | Error::Metadata(_) | Error::Internal(_) => Status::internal(message),
         }
+    }
+}
+
+/// The engine's errors as the CRI plugin's (what the engine traits of `cri/` return); the
+/// same codes and messages as [`Status`] gets, so a CRI client sees what a native one does.
+impl From<Error> for CriError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::NotFound(_) => CriError::not_found(message),
+            Error::AlreadyExists(_) => CriError::already_exists(message),
+            Error::InvalidArgument(_) | Error::Config(_) => CriError::invalid_argument(message),
+            Error::FailedPrecondition(_) | Error::Locked(_) => CriError::failed_precondition(message),
+            Error::Unavailable(_) => CriError::unavailable(message),
+            Error::DeadlineExceeded(_) => CriError::deadline_exceeded(message),
+            Error::Io { .. } if e.is_disk_full() => {
+                CriError::resource_exhausted(format!("{message}: free disk space and retry"))
+            }
+            Error::Io { .. } | Error::Metadata(_) | Error::Internal(_) => CriError::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_errors_keep_the_codes_and_messages_of_statuses() {
+        let io = |errno: i32| Error::io("write blob", std::io::Error::from_raw_os_error(errno));
+        let errors = || {
+            vec![
+                Error::Config("bad key".into()),
+                Error::Locked("root is locked".into()),
+                io(28),
+                io(5),
+                Error::Metadata("table".into()),
+                Error::NotFound("image x".into()),
+                Error::AlreadyExists("container y".into()),
+                Error::InvalidArgument("bad reference".into()),
+                Error::FailedPrecondition("not running".into()),
+                Error::Unavailable("shim gone".into()),
+                Error::DeadlineExceeded("too slow".into()),
+                Error::Internal("bug".into()),
+            ]
+        };
+        for (for_status, for_cri) in errors().into_iter().zip(errors()) {
+            let status = Status::from(for_status);
+            let cri = Status::from(CriError::from(for_cri));
+            assert_eq!((cri.code(), cri.message()), (status.code(), status.message()));
+        }
+        let full = Status::from(CriError::from(io(28)));
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        assert!(full.message().ends_with(": free disk space and retry"), "{}", full.message());
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::CriError;
+
 /// A CNI failure. Plugin errors keep the plugin's own words: kubelet shows them in pod events.
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
@@ -52,20 +54,20 @@ fn details_suffix(details: &str) -> String {
     if details.is_empty() { String::new() } else { format!("; {details}") }
 }
 
-impl From<CniError> for tonic::Status {
+impl From<CniError> for CriError {
     fn from(err: CniError) -> Self {
         let message = err.to_string();
         match err {
             CniError::NoConfig { .. } | CniError::InvalidConfig { .. } | CniError::PluginNotFound { .. } => {
-                tonic::Status::failed_precondition(message)
+                CriError::failed_precondition(message)
             }
-            CniError::NotCached { .. } => tonic::Status::failed_precondition(message),
-            CniError::Plugin { .. } | CniError::PluginFailed { .. } => tonic::Status::unknown(message),
-            CniError::Timeout { .. } => tonic::Status::deadline_exceeded(message),
+            CniError::NotCached { .. } => CriError::failed_precondition(message),
+            CniError::Plugin { .. } | CniError::PluginFailed { .. } => CriError::unknown(message),
+            CniError::Timeout { .. } => CriError::deadline_exceeded(message),
             CniError::InvalidRequest(_) | CniError::InvalidBandwidth { .. } => {
-                tonic::Status::invalid_argument(message)
+                CriError::invalid_argument(message)
             }
-            CniError::InvalidResult { .. } | CniError::Io { .. } => tonic::Status::internal(message),
+            CniError::InvalidResult { .. } | CniError::Io { .. } => CriError::internal(message),
         }
     }
 }
@@ -83,7 +85,7 @@ mod tests {
             msg: "failed to allocate for range 0".into(),
             details: "no IP addresses available in range set".into(),
         };
-        let status = tonic::Status::from(err);
+        let status = CriError::from(err);
         assert_eq!(status.code(), tonic::Code::Unknown);
         assert_eq!(
             status.message(),
@@ -94,7 +96,7 @@ mod tests {
 
     #[test]
     fn status_codes() {
-        let code = |e: CniError| tonic::Status::from(e).code();
+        let code = |e: CniError| CriError::from(e).code();
         assert_eq!(
             code(CniError::NoConfig { dir: "/etc/cni/net.d".into() }),
             tonic::Code::FailedPrecondition

@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
 use super::{Bandwidth, CniManager, CniRequest, DefaultNetwork, PortMapping};
+use crate::error::CriError;
 use crate::pod::network::{PodNetwork, PodNetworkRequest};
 
 /// The interface a pod's network appears as.
@@ -21,7 +21,7 @@ fn protocol(mapping: &cri::PortMapping) -> &'static str {
 }
 
 impl CniManager {
-    fn request(&self, pod: &PodNetworkRequest) -> Result<CniRequest, Status> {
+    fn request(&self, pod: &PodNetworkRequest) -> Result<CniRequest, CriError> {
         Ok(CniRequest {
             sandbox_id: pod.sandbox_id.clone(),
             netns: pod.netns.clone(),
@@ -46,23 +46,23 @@ impl CniManager {
 
 #[tonic::async_trait]
 impl PodNetwork for CniManager {
-    async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, Status> {
+    async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, CriError> {
         let result = self.setup(&self.request(request)?).await?;
         Ok(result.pod_ips())
     }
 
-    async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), Status> {
+    async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), CriError> {
         Ok(self.teardown(&self.request(request)?).await?)
     }
 
-    async fn set_pod_cidr(&self, cidr: &str) -> Result<(), Status> {
+    async fn set_pod_cidr(&self, cidr: &str) -> Result<(), CriError> {
         let config = self.config().clone();
         let cidr = cidr.to_string();
         tokio::task::spawn_blocking(move || {
             DefaultNetwork::default().apply_pod_cidr(&config.conf_dir, &config.bin_dirs, &cidr)
         })
         .await
-        .map_err(|e| Status::internal(format!("pod CIDR task: {e}")))??;
+        .map_err(|e| CriError::internal(format!("pod CIDR task: {e}")))??;
         Ok(())
     }
 }

@@ -334,7 +334,7 @@ async fn failed_add_deletes_what_was_added_and_reports_the_plugins_message() {
     let CniError::Plugin { plugin, code, msg, details, .. } = &err else { panic!("{err:?}") };
     assert_eq!((plugin.as_str(), *code), ("portmap", 7));
     assert_eq!((msg.as_str(), details.as_str()), ("failed to set up port 8080", "chain busy"));
-    let status = tonic::Status::from(err);
+    let status = crate::CriError::from(err);
     assert!(status.message().contains("failed to set up port 8080; chain busy"), "{}", status.message());
 
     assert_eq!(
@@ -368,7 +368,7 @@ async fn missing_plugin_names_the_dirs_and_runs_nothing() {
     assert!(
         message.contains(&f.bin.display().to_string()) && message.contains(&f.bin2.display().to_string())
     );
-    assert_eq!(tonic::Status::from(err).code(), tonic::Code::FailedPrecondition);
+    assert_eq!(crate::CriError::from(err).code(), tonic::Code::FailedPrecondition);
     assert!(f.calls().is_empty());
 }
 
@@ -377,7 +377,7 @@ async fn no_config_is_a_failed_precondition() {
     let f = Fixture::new();
     let err = f.manager().setup(&f.request()).await.unwrap_err();
     assert!(matches!(err, CniError::NoConfig { .. }), "{err:?}");
-    assert_eq!(tonic::Status::from(err).code(), tonic::Code::FailedPrecondition);
+    assert_eq!(crate::CriError::from(err).code(), tonic::Code::FailedPrecondition);
     // Nothing was set up, so stopping the pod must not fail.
     f.manager().teardown(&f.request()).await.unwrap();
 }
@@ -393,7 +393,7 @@ async fn a_plugin_that_hangs_is_killed_at_the_timeout() {
     let err = manager.setup(&f.request()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(matches!(err, CniError::Timeout { .. }), "{err:?}");
-    assert_eq!(tonic::Status::from(err).code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(crate::CriError::from(err).code(), tonic::Code::DeadlineExceeded);
 
     // What the plugin started dies with it.
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
@@ -454,7 +454,7 @@ async fn bad_sandbox_ids_are_refused() {
     let f = three_plugins();
     let request = CniRequest { sandbox_id: "../../etc".into(), ..f.request() };
     let err = f.manager().setup(&request).await.unwrap_err();
-    assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+    assert_eq!(crate::CriError::from(err).code(), tonic::Code::InvalidArgument);
     assert!(f.calls().is_empty());
     assert_eq!(f.manager().cached_result("../../etc"), None);
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
+use crate::error::CriError;
 use crate::records::container::ContainerState;
 use crate::runtime::CriRuntime;
 
@@ -51,20 +51,23 @@ fn write_archive(location: &Path, images: &Path, config: &[u8], spec: &[u8]) -> 
 }
 
 impl CriRuntime {
-    pub async fn checkpoint_container(&self, request: cri::CheckpointContainerRequest) -> Result<(), Status> {
+    pub async fn checkpoint_container(
+        &self,
+        request: cri::CheckpointContainerRequest,
+    ) -> Result<(), CriError> {
         let container = self.container(&request.container_id)?;
         let location = PathBuf::from(&request.location);
         if request.location.is_empty() || !location.is_absolute() {
-            return Err(Status::invalid_argument("CheckpointContainer needs an absolute archive location"));
+            return Err(CriError::invalid_argument("CheckpointContainer needs an absolute archive location"));
         }
         if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
+            return Err(CriError::failed_precondition(format!(
                 "container {:?} is not running: only a running container can be checkpointed",
                 container.id
             )));
         }
         if find_criu().is_none() {
-            return Err(Status::failed_precondition(
+            return Err(CriError::failed_precondition(
                 "checkpointing needs CRIU, which this node does not have (`criu` is not on PATH; on Debian: apt-get install criu)",
             ));
         }
@@ -73,13 +76,13 @@ impl CriRuntime {
         let images = work.join("images");
         tokio::fs::create_dir_all(&images)
             .await
-            .map_err(|e| Status::internal(format!("create {}: {e}", images.display())))?;
+            .map_err(|e| CriError::internal(format!("create {}: {e}", images.display())))?;
         let dump = self.tasks.checkpoint(&container.id, &images);
         let dumped = if request.timeout > 0 {
             tokio::time::timeout(Duration::from_secs(request.timeout as u64), dump)
                 .await
                 .map_err(|_| {
-                    Status::deadline_exceeded(format!("checkpoint did not finish in {}s", request.timeout))
+                    CriError::deadline_exceeded(format!("checkpoint did not finish in {}s", request.timeout))
                 })
                 .and_then(|r| r)
         } else {
@@ -92,9 +95,9 @@ impl CriRuntime {
                 let images = images.clone();
                 tokio::task::spawn_blocking(move || write_archive(&location, &images, &config, &spec))
                     .await
-                    .map_err(|e| Status::internal(format!("archive task: {e}")))?
+                    .map_err(|e| CriError::internal(format!("archive task: {e}")))?
                     .map_err(|e| {
-                        Status::internal(format!("write the checkpoint archive {}: {e}", request.location))
+                        CriError::internal(format!("write the checkpoint archive {}: {e}", request.location))
                     })
             }
             Err(e) => Err(e),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
 use crate::engine::{TaskCreate, TaskIo};
 use crate::records::container::{
@@ -16,27 +15,27 @@ use crate::records::container::{
 };
 use berth_sys::clock::now_nanos;
 
+use crate::error::{CriError, ErrorContext};
 use crate::ids::new_id;
 use crate::records::sandbox::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
 use crate::spec::{
     AppArmorSupport, ContainerSpecInput, ImageUserFiles, NodeContext, PodContext, RealHost, container_spec,
 };
-use crate::status_context::StatusContext;
 
 /// `dir/relative`, refused when `relative` climbs out of `dir` or is absolute.
-pub fn confined_path(dir: &str, relative: &str, what: &str) -> Result<PathBuf, Status> {
+pub fn confined_path(dir: &str, relative: &str, what: &str) -> Result<PathBuf, CriError> {
     let relative_path = Path::new(relative);
     if relative_path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(Status::invalid_argument(format!("{what} {relative:?} must not contain \"..\"")));
+        return Err(CriError::invalid_argument(format!("{what} {relative:?} must not contain \"..\"")));
     }
     if relative_path.is_absolute() {
-        return Err(Status::invalid_argument(format!(
+        return Err(CriError::invalid_argument(format!(
             "{what} {relative:?} must be relative to the pod's log directory"
         )));
     }
     if Path::new(dir).components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(Status::invalid_argument(format!(
+        return Err(CriError::invalid_argument(format!(
             "the pod's log directory {dir:?} must not contain \"..\""
         )));
     }
@@ -72,32 +71,31 @@ impl CriRuntime {
     pub async fn create_container(
         self: &Arc<Self>,
         request: cri::CreateContainerRequest,
-    ) -> Result<String, Status> {
+    ) -> Result<String, CriError> {
         let started = Instant::now();
         let sandbox = self.sandbox(&request.pod_sandbox_id)?;
         if sandbox.state != SandboxState::Ready {
-            return Err(Status::failed_precondition(format!(
+            return Err(CriError::failed_precondition(format!(
                 "pod sandbox {:?} is not ready; containers can only be created in a ready sandbox",
                 sandbox.id
             )));
         }
         let config =
-            request.config.ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
-        let metadata = config
-            .metadata
-            .clone()
-            .filter(|m| !m.name.is_empty())
-            .ok_or_else(|| Status::invalid_argument("the container config needs metadata with a name"))?;
+            request.config.ok_or_else(|| CriError::invalid_argument("CreateContainer needs a config"))?;
+        let metadata =
+            config.metadata.clone().filter(|m| !m.name.is_empty()).ok_or_else(|| {
+                CriError::invalid_argument("the container config needs metadata with a name")
+            })?;
         let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         if image_name.is_empty() {
-            return Err(Status::invalid_argument("the container config needs an image"));
+            return Err(CriError::invalid_argument("the container config needs an image"));
         }
         let image = self
             .images
             .find(&image_name)
             .await
             .with_context(|| format!("look up image {image_name:?}"))?
-            .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found: pull it first")))?;
+            .ok_or_else(|| CriError::not_found(format!("image {image_name:?} not found: pull it first")))?;
         let log_path = if config.log_path.is_empty() || sandbox.config.log_directory.is_empty() {
             String::new()
         } else {
@@ -137,7 +135,7 @@ impl CriRuntime {
         };
         tokio::spawn(tracing::Instrument::in_current_span(work))
             .await
-            .map_err(|e| Status::internal(format!("CreateContainer task: {e}")))?
+            .map_err(|e| CriError::internal(format!("CreateContainer task: {e}")))?
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -150,7 +148,7 @@ impl CriRuntime {
         image: &crate::images::ImageSummary,
         image_name: String,
         log_path: String,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         let mut image_files = ImageUserFiles::default();
         for (path, contents) in
             [("/etc/passwd", &mut image_files.passwd), ("/etc/group", &mut image_files.group)]
@@ -181,7 +179,7 @@ impl CriRuntime {
                 })
             })
             .await
-            .map_err(|e| Status::internal(format!("spec task: {e}")))??
+            .map_err(|e| CriError::internal(format!("spec task: {e}")))??
         };
         let process = spec.process().clone().unwrap_or_default();
         let user = process.user();
@@ -219,7 +217,7 @@ impl CriRuntime {
                 let mut builder = tokio::fs::DirBuilder::new();
                 builder.recursive(true).mode(0o750);
                 builder.create(&dir).await.map_err(|e| {
-                    Status::internal(format!("create the log directory {}: {e}", dir.display()))
+                    CriError::internal(format!("create the log directory {}: {e}", dir.display()))
                 })?;
             }
         }
@@ -262,7 +260,7 @@ impl CriRuntime {
     }
 
     /// Makes the FIFO the container's stdin comes through; its path is the task's stdin.
-    async fn make_stdin_fifo(&self, id: &str) -> Result<String, Status> {
+    async fn make_stdin_fifo(&self, id: &str) -> Result<String, CriError> {
         let dir = self.paths.container_dir(id);
         let path = dir.join("stdin");
         let made = async {
@@ -273,7 +271,7 @@ impl CriRuntime {
         if let Err(e) = made.await {
             // Its directory may have been made: it goes with the failure.
             self.remove_container_files(id).await;
-            return Err(Status::internal(format!("create the stdin FIFO {}: {e}", path.display())));
+            return Err(CriError::internal(format!("create the stdin FIFO {}: {e}", path.display())));
         }
         Ok(path.to_string_lossy().into_owned())
     }
@@ -294,7 +292,7 @@ impl CriRuntime {
         &self,
         config: &cri::ContainerConfig,
         sandbox: &SandboxRecord,
-    ) -> Result<Option<u32>, Status> {
+    ) -> Result<Option<u32>, CriError> {
         let options = config
             .linux
             .as_ref()
@@ -307,14 +305,14 @@ impl CriRuntime {
         let target =
             self.containers.resolve(&options.target_id).filter(|c| c.sandbox_id == sandbox.id).ok_or_else(
                 || {
-                    Status::not_found(format!(
+                    CriError::not_found(format!(
                         "target container {:?} of the PID namespace not found in the pod",
                         options.target_id
                     ))
                 },
             )?;
         if target.state != ContainerState::Running || target.pid == 0 {
-            return Err(Status::failed_precondition(format!(
+            return Err(CriError::failed_precondition(format!(
                 "target container {:?} of the PID namespace is not running",
                 target.id
             )));

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::unix::pipe;
-use tonic::Status;
 
 use crate::engine::SIGKILL;
+use crate::error::CriError;
 use crate::ids::new_id;
 use crate::records::container::ContainerRecord;
 use crate::runtime::CriRuntime;
@@ -41,28 +41,28 @@ pub fn read_remaining(
 }
 
 /// A FIFO for the exec's output, opened for reading.
-pub fn output_fifo(path: &Path) -> Result<pipe::Receiver, Status> {
+pub fn output_fifo(path: &Path) -> Result<pipe::Receiver, CriError> {
     make_fifo(path)?;
     // Read-write: opening never blocks, and the shim's writes never fail while we are here.
     pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
-        .map_err(|e| Status::internal(format!("open FIFO {}: {e}", path.display())))
+        .map_err(|e| CriError::internal(format!("open FIFO {}: {e}", path.display())))
 }
 
 /// A FIFO for the exec's stdin, opened for writing. Dropping it (and CloseIO, which drops the
 /// shim's own handle) delivers EOF to the process.
-pub fn input_fifo(path: &Path) -> Result<pipe::Sender, Status> {
+pub fn input_fifo(path: &Path) -> Result<pipe::Sender, CriError> {
     make_fifo(path)?;
     pipe::OpenOptions::new()
         .read_write(true)
         .open_sender(path)
-        .map_err(|e| Status::internal(format!("open FIFO {}: {e}", path.display())))
+        .map_err(|e| CriError::internal(format!("open FIFO {}: {e}", path.display())))
 }
 
-fn make_fifo(path: &Path) -> Result<(), Status> {
+fn make_fifo(path: &Path) -> Result<(), CriError> {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| Status::internal(format!("create FIFO {}: {e}", path.display())))
+        .map_err(|e| CriError::internal(format!("create FIFO {}: {e}", path.display())))
 }
 
 /// An exec about to be made: its id, its directory for FIFOs, and the guard that cleans up.
@@ -82,10 +82,10 @@ impl CriRuntime {
         container_id: &str,
         cmd: &[String],
         tty: bool,
-    ) -> Result<PreparedExec, Status> {
+    ) -> Result<PreparedExec, CriError> {
         let container = self.running_container(container_id, "exec")?;
         if cmd.is_empty() {
-            return Err(Status::invalid_argument("exec needs a command"));
+            return Err(CriError::invalid_argument("exec needs a command"));
         }
         let mut base = oci_spec::runtime::Spec::default();
         base.set_process(Some(container.process.clone()));
@@ -94,7 +94,7 @@ impl CriRuntime {
         let dir = self.paths.exec_dir().join(&exec_id);
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
+            .map_err(|e| CriError::internal(format!("create {}: {e}", dir.display())))?;
         let guard = ExecGuard {
             runtime: self.clone(),
             container: container.id.clone(),

@@ -13,10 +13,10 @@ use berth_proto::runtime::v1 as cri;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
-use tonic::Status;
 
 use super::exec_process::{DRAIN_LIMIT, KILL_GRACE, PreparedExec, output_fifo, read_remaining};
 use crate::engine::{SIGKILL, TaskIo};
+use crate::error::CriError;
 use crate::runtime::CriRuntime;
 
 /// Output kept per stream, as containerd caps ExecSync output (kubelet's messages are 16 MiB).
@@ -53,7 +53,7 @@ impl CriRuntime {
     pub async fn exec_sync(
         self: &Arc<Self>,
         request: cri::ExecSyncRequest,
-    ) -> Result<cri::ExecSyncResponse, Status> {
+    ) -> Result<cri::ExecSyncResponse, CriError> {
         let PreparedExec { container, exec_id, dir, process, mut guard } =
             self.prepare_exec(&request.container_id, &request.cmd, false).await?;
         let id = container.id.clone();
@@ -75,7 +75,7 @@ impl CriRuntime {
             if request.timeout > 0 {
                 let limit = Duration::from_secs(request.timeout as u64);
                 tokio::time::timeout(limit, wait).await.map_err(|_| {
-                    Status::deadline_exceeded(format!(
+                    CriError::deadline_exceeded(format!(
                         "command {:?} timed out after {}s and was killed",
                         request.cmd, request.timeout
                     ))

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
 use crate::engine::{SIGKILL, TaskExit, TaskStatus};
+use crate::error::{CriError, ErrorContext};
 use crate::records::container::ContainerState;
 use crate::records::sandbox::SandboxState;
 use crate::runtime::CriRuntime;
-use crate::status_context::StatusContext;
 use berth_sys::clock::{now_nanos, unix_nanos};
 
 /// After SIGKILL, how long a container has to be gone before StopContainer gives up on it.
@@ -42,17 +41,17 @@ fn exit_reason(exit: &TaskExit) -> &'static str {
 }
 
 impl CriRuntime {
-    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), Status> {
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), CriError> {
         let started = Instant::now();
         let container = self.container(id)?;
         let id = container.id.clone();
         tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else {
-            return Err(Status::not_found(format!("container {id:?} not found")));
+            return Err(CriError::not_found(format!("container {id:?} not found")));
         };
         if container.state != ContainerState::Created {
-            return Err(Status::failed_precondition(format!(
+            return Err(CriError::failed_precondition(format!(
                 "container {id:?} is {:?}: only a created container can be started",
                 container.state.to_cri()
             )));
@@ -60,7 +59,7 @@ impl CriRuntime {
         match self.sandboxes.get(&container.sandbox_id) {
             Some(sandbox) if sandbox.state == SandboxState::Ready => {}
             _ => {
-                return Err(Status::failed_precondition(format!(
+                return Err(CriError::failed_precondition(format!(
                     "the pod sandbox {:?} of container {id:?} is not ready",
                     container.sandbox_id
                 )));
@@ -137,7 +136,7 @@ impl CriRuntime {
     }
 
     /// Marks the container exited, once.
-    pub(crate) async fn record_exit(&self, id: &str, exit: TaskExit) -> Result<(), Status> {
+    pub(crate) async fn record_exit(&self, id: &str, exit: TaskExit) -> Result<(), CriError> {
         let mut changed = false;
         self.containers
             .update(id, |c| {
@@ -213,7 +212,7 @@ impl CriRuntime {
 
     /// Asks the container to stop with its stop signal, then SIGKILLs every process of it
     /// (through its cgroup) at `timeout` seconds; returns once it has exited.
-    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), CriError> {
         let Some(container) = self.containers.resolve(id) else {
             tracing::debug!(container = id, "StopContainer of a container that is gone");
             return Ok(());
@@ -251,7 +250,7 @@ impl CriRuntime {
             Ok(Ok(exit)) => self.record_exit(&id, exit).await,
             Ok(Err(e)) if e.code() == tonic::Code::NotFound => Ok(()),
             Ok(Err(e)) => Err(e).with_context(|| format!("wait for container {id:?} to exit")),
-            Err(_) => Err(Status::deadline_exceeded(format!(
+            Err(_) => Err(CriError::deadline_exceeded(format!(
                 "container {id:?} did not exit within {KILL_GRACE:?} of SIGKILL"
             ))),
         }
@@ -259,7 +258,7 @@ impl CriRuntime {
 
     /// Removes the container (stopping it first if it runs), its task, its snapshot and its
     /// record. A container already gone is success.
-    pub async fn remove_container(&self, id: &str) -> Result<(), Status> {
+    pub async fn remove_container(&self, id: &str) -> Result<(), CriError> {
         let Some(container) = self.containers.resolve(id) else {
             tracing::debug!(container = id, "RemoveContainer of a container that is gone");
             return Ok(());

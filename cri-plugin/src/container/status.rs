@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
+use crate::error::CriError;
 use crate::records::container::{ContainerRecord, ContainerState};
 use crate::runtime::CriRuntime;
 use crate::sandbox::status::labels_match;
@@ -84,19 +84,19 @@ impl ContainerRecord {
 }
 
 impl CriRuntime {
-    pub fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
+    pub fn container(&self, id: &str) -> Result<ContainerRecord, CriError> {
         if id.is_empty() {
-            return Err(Status::invalid_argument("a container id is required"));
+            return Err(CriError::invalid_argument("a container id is required"));
         }
-        self.containers.resolve(id).ok_or_else(|| Status::not_found(format!("container {id:?} not found")))
+        self.containers.resolve(id).ok_or_else(|| CriError::not_found(format!("container {id:?} not found")))
     }
 
     /// The container `id` names, if it is running; FailedPrecondition naming `what` (exec,
     /// attach) needs it otherwise.
-    pub fn running_container(&self, id: &str, what: &str) -> Result<ContainerRecord, Status> {
+    pub fn running_container(&self, id: &str, what: &str) -> Result<ContainerRecord, CriError> {
         let container = self.container(id)?;
         if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
+            return Err(CriError::failed_precondition(format!(
                 "container {:?} is not running ({:?}): {what} needs a running container",
                 container.id,
                 container.state.to_cri()
@@ -108,7 +108,7 @@ impl CriRuntime {
     pub fn container_status(
         &self,
         request: cri::ContainerStatusRequest,
-    ) -> Result<cri::ContainerStatusResponse, Status> {
+    ) -> Result<cri::ContainerStatusResponse, CriError> {
         let container = self.container(&request.container_id)?;
         Ok(cri::ContainerStatusResponse {
             status: Some(container.status()),

@@ -1,8 +1,8 @@
 //! UpdateContainerResources and ReopenContainerLog.
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
+use crate::error::CriError;
 use crate::records::container::ContainerState;
 use crate::runtime::CriRuntime;
 use crate::spec::linux_resources;
@@ -12,12 +12,12 @@ impl CriRuntime {
     pub async fn update_container_resources(
         &self,
         request: cri::UpdateContainerResourcesRequest,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         let container = self.container(&request.container_id)?;
         let id = container.id.clone();
         let _lock = self.lock(&id).await;
         let Some(resources) = request.linux else {
-            return Err(Status::invalid_argument("UpdateContainerResources needs linux resources"));
+            return Err(CriError::invalid_argument("UpdateContainerResources needs linux resources"));
         };
         let oci = linux_resources(&resources)?;
         let state = self.containers.get(&id).map(|c| c.state);
@@ -29,16 +29,19 @@ impl CriRuntime {
     }
 
     /// kubelet rotated the log file: the shim opens the path anew.
-    pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), CriError> {
         let container = self.container(id)?;
         if container.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
+            return Err(CriError::failed_precondition(format!(
                 "container {:?} is not running; only a running container's log can be reopened",
                 container.id
             )));
         }
         if container.log_path.is_empty() {
-            return Err(Status::failed_precondition(format!("container {:?} has no log file", container.id)));
+            return Err(CriError::failed_precondition(format!(
+                "container {:?} has no log file",
+                container.id
+            )));
         }
         self.tasks.reopen_log(&container.id).await
     }

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
+
+use crate::error::CriError;
 
 /// What setting up or tearing down a pod's network needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +41,10 @@ impl PodNetworkRequest {
 pub trait PodNetwork: Send + Sync + 'static {
     /// Attaches the pod's network namespace and returns its IPs (IPv4 first). On failure
     /// nothing stays allocated.
-    async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, Status>;
+    async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, CriError>;
     /// Detaches it and frees its addresses; repeating it is success.
-    async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), Status>;
+    async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), CriError>;
     /// kubelet's pod CIDR for this node (UpdateRuntimeConfig): the network berth configured
     /// itself allocates from it.
-    async fn set_pod_cidr(&self, cidr: &str) -> Result<(), Status>;
+    async fn set_pod_cidr(&self, cidr: &str) -> Result<(), CriError>;
 }

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
-use tonic::Status;
 
-type Outcome = Option<Result<String, (tonic::Code, String)>>;
+use crate::error::CriError;
+
+type Outcome = Option<Result<String, CriError>>;
 
 type Table = Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>;
 
@@ -25,12 +26,8 @@ pub struct StartGuard {
 }
 
 impl StartGuard {
-    pub fn finish(self, outcome: &Result<String, Status>) {
-        let value = match outcome {
-            Ok(id) => Ok(id.clone()),
-            Err(status) => Err((status.code(), status.message().to_string())),
-        };
-        let _ = self.sender.send(Some(value));
+    pub fn finish(self, outcome: &Result<String, CriError>) {
+        let _ = self.sender.send(Some(outcome.clone()));
     }
 }
 
@@ -42,8 +39,7 @@ impl Drop for StartGuard {
         // A call dropped before it finished (its client went away) tells waiters to retry.
         self.sender.send_if_modified(|outcome| {
             if outcome.is_none() {
-                *outcome =
-                    Some(Err((tonic::Code::Unavailable, "the first RunPodSandbox was cancelled".into())));
+                *outcome = Some(Err(CriError::unavailable("the first RunPodSandbox was cancelled")));
                 true
             } else {
                 false
@@ -72,16 +68,16 @@ impl PodStarts {
 }
 
 /// Waits for the first call's outcome.
-pub async fn follow(mut receiver: watch::Receiver<Outcome>) -> Result<String, Status> {
+pub async fn follow(mut receiver: watch::Receiver<Outcome>) -> Result<String, CriError> {
     let outcome = receiver
         .wait_for(|outcome| outcome.is_some())
         .await
-        .map_err(|_| Status::unavailable("the first RunPodSandbox went away"))?
+        .map_err(|_| CriError::unavailable("the first RunPodSandbox went away"))?
         .clone();
     match outcome {
         Some(Ok(id)) => Ok(id),
-        Some(Err((code, message))) => Err(Status::new(code, message)),
-        None => Err(Status::unavailable("the first RunPodSandbox went away")),
+        Some(Err(e)) => Err(e),
+        None => Err(CriError::unavailable("the first RunPodSandbox went away")),
     }
 }
 

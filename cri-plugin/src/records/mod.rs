@@ -10,9 +10,9 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::Status;
 
 use crate::engine::{RecordKind, RecordStore};
+use crate::error::CriError;
 use crate::ids::resolve_prefix;
 
 /// A record with an id.
@@ -28,13 +28,13 @@ pub struct Records<T: Record> {
     writes: tokio::sync::Mutex<()>,
 }
 
-fn poisoned() -> Status {
-    Status::internal("record cache poisoned")
+fn poisoned() -> CriError {
+    CriError::internal("record cache poisoned")
 }
 
 impl<T: Record> Records<T> {
     /// Loads every record of `kind`; one that does not decode is logged and skipped.
-    pub async fn load(kind: RecordKind, backend: Arc<dyn RecordStore>) -> Result<Self, Status> {
+    pub async fn load(kind: RecordKind, backend: Arc<dyn RecordStore>) -> Result<Self, CriError> {
         let mut items = HashMap::new();
         for (id, bytes) in backend.list(kind).await? {
             match serde_json::from_slice::<T>(&bytes) {
@@ -72,14 +72,14 @@ impl<T: Record> Records<T> {
         self.len() == 0
     }
 
-    async fn persist(&self, record: &T) -> Result<(), Status> {
+    async fn persist(&self, record: &T) -> Result<(), CriError> {
         let bytes = serde_json::to_vec(record)
-            .map_err(|e| Status::internal(format!("encode {} record: {e}", self.kind.as_str())))?;
+            .map_err(|e| CriError::internal(format!("encode {} record: {e}", self.kind.as_str())))?;
         self.backend.put(self.kind, record.id(), bytes).await
     }
 
     /// Stores a new or replaced record.
-    pub async fn save(&self, record: T) -> Result<(), Status> {
+    pub async fn save(&self, record: T) -> Result<(), CriError> {
         let _write = self.writes.lock().await;
         self.persist(&record).await?;
         self.items.write().map_err(|_| poisoned())?.insert(record.id().to_string(), Arc::new(record));
@@ -88,7 +88,7 @@ impl<T: Record> Records<T> {
 
     /// Changes the record `id` with `change` and stores it; `None` when there is no such
     /// record.
-    pub async fn update(&self, id: &str, change: impl FnOnce(&mut T)) -> Result<Option<T>, Status> {
+    pub async fn update(&self, id: &str, change: impl FnOnce(&mut T)) -> Result<Option<T>, CriError> {
         let _write = self.writes.lock().await;
         let Some(mut record) = self.get(id) else { return Ok(None) };
         change(&mut record);
@@ -98,7 +98,7 @@ impl<T: Record> Records<T> {
     }
 
     /// Removes the record `id`; one already gone is success.
-    pub async fn remove(&self, id: &str) -> Result<(), Status> {
+    pub async fn remove(&self, id: &str) -> Result<(), CriError> {
         let _write = self.writes.lock().await;
         self.backend.remove(self.kind, id).await?;
         self.items.write().map_err(|_| poisoned())?.remove(id);

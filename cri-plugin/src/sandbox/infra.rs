@@ -7,15 +7,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
 use crate::engine::{SIGKILL, TaskCreate, TaskIo, TaskStatus};
+use crate::error::{CriError, ErrorContext};
 use crate::pod::pidfd::{PidHolder, process_start_time};
 use crate::records::container::{KIND_LABEL, SANDBOX_LABEL};
 use crate::records::sandbox::{SandboxRecord, namespace_options};
 use crate::runtime::CriRuntime;
 use crate::spec::{ContainerSpecInput, ImageUserFiles, RealHost, container_spec};
-use crate::status_context::StatusContext;
 
 /// How long the infra process has to go after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -23,7 +22,7 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 impl CriRuntime {
     /// Pulls the sandbox image if missing, creates and starts the infra task (its id is the
     /// sandbox's), and records its process as the pod's PID holder.
-    pub(crate) async fn start_infra(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+    pub(crate) async fn start_infra(&self, record: &mut SandboxRecord) -> Result<(), CriError> {
         let image_name = self.config.sandbox_image.clone();
         let found = self.images.find(&image_name).await;
         let image = match found.with_context(|| format!("look up the sandbox image {image_name}"))? {
@@ -37,7 +36,7 @@ impl CriRuntime {
                 let found =
                     found.with_context(|| format!("look up the sandbox image {image_name} after pulling it"));
                 found?.ok_or_else(|| {
-                    Status::not_found(format!("sandbox image {image_name:?} not found after pulling it"))
+                    CriError::not_found(format!("sandbox image {image_name:?} not found after pulling it"))
                 })?
             }
         };
@@ -82,7 +81,7 @@ impl CriRuntime {
             })
         })
         .await
-        .map_err(|e| Status::internal(format!("spec task: {e}")))??;
+        .map_err(|e| CriError::internal(format!("spec task: {e}")))??;
         let rootfs = self
             .rootfs
             .prepare(&record.id, &image)
@@ -108,7 +107,7 @@ impl CriRuntime {
             .context("create the infra container's task")?;
         let pid = self.tasks.start(&record.id).await.context("start the infra container")?;
         let id = record.id.clone();
-        let exited_at_once = || Status::internal(format!("the infra process {pid} of {id} exited at once"));
+        let exited_at_once = || CriError::internal(format!("the infra process {pid} of {id} exited at once"));
         let start_time = process_start_time(pid).ok_or_else(exited_at_once)?;
         record.pid_holder = Some(PidHolder { pid, start_time });
         self.pin_pid_namespace(record).await?;
@@ -122,7 +121,7 @@ impl CriRuntime {
     }
 
     /// Kills and deletes the infra task and its snapshot; safe to repeat.
-    pub(crate) async fn stop_infra(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+    pub(crate) async fn stop_infra(&self, record: &mut SandboxRecord) -> Result<(), CriError> {
         let id = record.id.clone();
         match self.tasks.kill(&id, "", SIGKILL, true).await.context("kill the infra container") {
             Ok(()) => {

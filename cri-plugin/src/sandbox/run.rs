@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
 use crate::pod::files::{HostFiles, pod_hostname, write_pod_files};
 use crate::pod::host::PodNamespace;
@@ -15,38 +14,38 @@ use crate::pod::starts::{Start, follow};
 use crate::records::sandbox::{SandboxRecord, SandboxState, namespace_options, sandbox_name};
 use berth_sys::clock::now_nanos;
 
+use crate::error::{CriError, ErrorContext};
 use crate::ids::new_id;
 use crate::runtime::CriRuntime;
-use crate::status_context::StatusContext;
 
 /// Size of a pod's `/dev/shm`, as Docker and containerd default it.
 const SHM_SIZE: u64 = 64 * 1024 * 1024;
 
-fn blocking_error(e: tokio::task::JoinError) -> Status {
-    Status::internal(format!("sandbox setup task: {e}"))
+fn blocking_error(e: tokio::task::JoinError) -> CriError {
+    CriError::internal(format!("sandbox setup task: {e}"))
 }
 
 impl CriRuntime {
     pub async fn run_pod_sandbox(
         self: &Arc<Self>,
         request: cri::RunPodSandboxRequest,
-    ) -> Result<String, Status> {
+    ) -> Result<String, CriError> {
         let config =
-            request.config.ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+            request.config.ok_or_else(|| CriError::invalid_argument("RunPodSandbox needs a config"))?;
         let metadata = config
             .metadata
             .clone()
-            .ok_or_else(|| Status::invalid_argument("the sandbox config needs metadata"))?;
+            .ok_or_else(|| CriError::invalid_argument("the sandbox config needs metadata"))?;
         for (field, value) in
             [("name", &metadata.name), ("namespace", &metadata.namespace), ("uid", &metadata.uid)]
         {
             if value.is_empty() {
-                return Err(Status::invalid_argument(format!("the sandbox metadata needs a {field}")));
+                return Err(CriError::invalid_argument(format!("the sandbox metadata needs a {field}")));
             }
         }
         let handler = request.runtime_handler;
         if !handler.is_empty() && !self.info.runtime_handlers().contains(&handler) {
-            return Err(Status::invalid_argument(format!(
+            return Err(CriError::invalid_argument(format!(
                 "no runtime handler {handler:?} is configured (known: {})",
                 self.info.runtime_handlers().join(", ")
             )));
@@ -67,7 +66,7 @@ impl CriRuntime {
                 && m.attempt == metadata.attempt
                 && m.uid != metadata.uid
         }) {
-            return Err(Status::already_exists(format!(
+            return Err(CriError::already_exists(format!(
                 "pod {:?} in namespace {:?} (attempt {}) is already running as sandbox {:?} (uid {:?})",
                 metadata.name,
                 metadata.namespace,
@@ -87,7 +86,7 @@ impl CriRuntime {
                 };
                 tokio::spawn(tracing::Instrument::in_current_span(work))
                     .await
-                    .map_err(|e| Status::internal(format!("RunPodSandbox task: {e}")))?
+                    .map_err(|e| CriError::internal(format!("RunPodSandbox task: {e}")))?
             }
         }
     }
@@ -97,7 +96,7 @@ impl CriRuntime {
         name: String,
         config: cri::PodSandboxConfig,
         runtime_handler: String,
-    ) -> Result<String, Status> {
+    ) -> Result<String, CriError> {
         let started = Instant::now();
         let id = new_id()?;
         self.sandbox_names.reserve(&name, &id)?;
@@ -157,7 +156,7 @@ impl CriRuntime {
     }
 
     /// Namespaces, files, shm, network; each recorded in `record` as soon as it exists.
-    async fn set_up_sandbox(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+    async fn set_up_sandbox(&self, record: &mut SandboxRecord) -> Result<(), CriError> {
         let options = namespace_options(&record.config);
         let host_network = options.network() == cri::NamespaceMode::Node;
         let host_ipc = options.ipc() == cri::NamespaceMode::Node;
@@ -174,18 +173,19 @@ impl CriRuntime {
         let dir = record.dir.clone();
         let config = record.config.clone();
         let hostname = pod_hostname(&config, host_network);
-        let pinned = tokio::task::spawn_blocking(move || -> Result<_, Status> {
-            write_pod_files(&dir, &config, host_network, &HostFiles::default())
-                .map_err(|e| Status::internal(format!("write the pod's files in {}: {e}", dir.display())))?;
+        let pinned = tokio::task::spawn_blocking(move || -> Result<_, CriError> {
+            write_pod_files(&dir, &config, host_network, &HostFiles::default()).map_err(|e| {
+                CriError::internal(format!("write the pod's files in {}: {e}", dir.display()))
+            })?;
             let pinned = host
                 .pin_namespaces(&dir.join("ns"), &kinds, &hostname)
-                .map_err(|e| Status::internal(format!("create the pod's namespaces: {e}")))?;
+                .map_err(|e| CriError::internal(format!("create the pod's namespaces: {e}")))?;
             let shm = if host_ipc {
                 None
             } else {
                 let path = dir.join("shm");
                 host.mount_shm(&path, SHM_SIZE)
-                    .map_err(|e| Status::internal(format!("mount the pod's /dev/shm: {e}")))?;
+                    .map_err(|e| CriError::internal(format!("mount the pod's /dev/shm: {e}")))?;
                 Some(path)
             };
             Ok((kinds.into_iter().zip(pinned).collect::<Vec<_>>(), shm))
@@ -227,7 +227,7 @@ impl CriRuntime {
             let holder = tokio::task::spawn_blocking(move || host.start_pid_holder(&root, &joined))
                 .await
                 .map_err(blocking_error)?
-                .map_err(|e| Status::internal(format!("start the pod's PID namespace holder: {e}")))?;
+                .map_err(|e| CriError::internal(format!("start the pod's PID namespace holder: {e}")))?;
             record.pid_holder = Some(holder);
             self.sandboxes.save(record.clone()).await.context("record the pod's PID holder")?;
             self.pin_pid_namespace(record).await?;
@@ -255,7 +255,7 @@ impl CriRuntime {
 
     /// Pins the PID holder's namespace in the pod's directory and records where: the path
     /// containers join it by. Recorded before the pin, so teardown finds a half-made one.
-    pub(crate) async fn pin_pid_namespace(&self, record: &mut SandboxRecord) -> Result<(), Status> {
+    pub(crate) async fn pin_pid_namespace(&self, record: &mut SandboxRecord) -> Result<(), CriError> {
         let Some(holder) = record.pid_holder else { return Ok(()) };
         let path = record.dir.join("ns").join("pid");
         record.pid_ns = Some(path.clone());
@@ -268,8 +268,8 @@ impl CriRuntime {
             .await
             .map_err(blocking_error)?
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Status::failed_precondition(e.to_string()),
-                _ => Status::internal(format!("pin the pod's PID namespace: {e}")),
+                std::io::ErrorKind::NotFound => CriError::failed_precondition(e.to_string()),
+                _ => CriError::internal(format!("pin the pod's PID namespace: {e}")),
             })
     }
 
@@ -281,7 +281,7 @@ impl CriRuntime {
         &self,
         record: &mut SandboxRecord,
         best_effort: bool,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         let mut failure = None;
         if record.network_attached {
             let netns = record.netns.clone().unwrap_or_default();
@@ -307,10 +307,10 @@ impl CriRuntime {
             }
         }
         let holder = record.pid_holder.take();
-        let unpinned = tokio::task::spawn_blocking(move || -> Result<(), Status> {
+        let unpinned = tokio::task::spawn_blocking(move || -> Result<(), CriError> {
             let mut failure = None;
             // A failed step ends the teardown, or at best effort is kept for the answer.
-            let mut step = |done: Result<(), Status>| match done {
+            let mut step = |done: Result<(), CriError>| match done {
                 Err(e) if !best_effort => Err(e),
                 Err(e) => {
                     failure = failure.take().or(Some(e));
@@ -320,19 +320,19 @@ impl CriRuntime {
             };
             if let Some(holder) = holder {
                 step(host.stop_pid_holder(&holder).map_err(|e| {
-                    Status::internal(format!("stop the pod's PID holder {}: {e}", holder.pid))
+                    CriError::internal(format!("stop the pod's PID holder {}: {e}", holder.pid))
                 }))?;
             }
             for path in paths {
                 step(
                     host.unpin_namespace(&path)
-                        .map_err(|e| Status::internal(format!("unpin {}: {e}", path.display()))),
+                        .map_err(|e| CriError::internal(format!("unpin {}: {e}", path.display()))),
                 )?;
             }
             if let Some(shm) = shm {
                 step(
                     host.unmount(&shm)
-                        .map_err(|e| Status::internal(format!("unmount {}: {e}", shm.display()))),
+                        .map_err(|e| CriError::internal(format!("unmount {}: {e}", shm.display()))),
                 )?;
             }
             failure.map_or(Ok(()), Err)

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use berth_proto::runtime::v1 as cri;
-use tonic::Status;
 
+use crate::error::CriError;
 use crate::records::sandbox::{SandboxRecord, namespace_options};
 use crate::runtime::CriRuntime;
 use berth_sys::clock::now_nanos;
@@ -80,17 +80,17 @@ impl SandboxRecord {
 }
 
 impl CriRuntime {
-    pub fn sandbox(&self, id: &str) -> Result<SandboxRecord, Status> {
+    pub fn sandbox(&self, id: &str) -> Result<SandboxRecord, CriError> {
         if id.is_empty() {
-            return Err(Status::invalid_argument("a pod sandbox id is required"));
+            return Err(CriError::invalid_argument("a pod sandbox id is required"));
         }
-        self.sandboxes.resolve(id).ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))
+        self.sandboxes.resolve(id).ok_or_else(|| CriError::not_found(format!("pod sandbox {id:?} not found")))
     }
 
     pub async fn pod_sandbox_status(
         &self,
         request: cri::PodSandboxStatusRequest,
-    ) -> Result<cri::PodSandboxStatusResponse, Status> {
+    ) -> Result<cri::PodSandboxStatusResponse, CriError> {
         let sandbox = self.sandbox(&request.pod_sandbox_id)?;
         let containers_statuses = if request.verbose {
             let mut statuses = Vec::new();
@@ -123,7 +123,7 @@ impl CriRuntime {
     pub fn update_pod_sandbox_resources(
         &self,
         request: cri::UpdatePodSandboxResourcesRequest,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         let sandbox = self.sandbox(&request.pod_sandbox_id)?;
         tracing::debug!(pod = %sandbox.id, resources = ?request.resources, "pod resources updated");
         Ok(())

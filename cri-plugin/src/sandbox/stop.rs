@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use tonic::Status;
-
+use crate::error::{CriError, ErrorContext};
 use crate::records::sandbox::{SandboxRecord, SandboxState};
 use crate::runtime::CriRuntime;
-use crate::status_context::StatusContext;
 
 impl CriRuntime {
     /// Stops every container of the pod, detaches its network and unpins its namespaces.
-    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), CriError> {
         let Some(sandbox) = self.sandboxes.resolve(id) else {
             tracing::debug!(pod = id, "StopPodSandbox of a sandbox that is gone");
             return Ok(());
@@ -31,7 +29,7 @@ impl CriRuntime {
     }
 
     /// Stops the pod, removes its containers, its files and its record.
-    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), Status> {
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), CriError> {
         let Some(sandbox) = self.sandboxes.resolve(id) else {
             tracing::debug!(pod = id, "RemovePodSandbox of a sandbox that is gone");
             return Ok(());

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::engine::{RecordKind, TaskStatus};
+use crate::error::CriError;
 use crate::records::container::KIND_LABEL;
 use crate::records::sandbox::SandboxState;
 use crate::testing::{Harness, Pod, Step, assert_outcome, assert_sequence, fails, numbered, tolerated};
@@ -44,7 +45,7 @@ fn run_steps(pod: Pod) -> Vec<Step> {
     }
 }
 
-async fn run(harness: &Harness, pod: Pod) -> Result<String, tonic::Status> {
+async fn run(harness: &Harness, pod: Pod) -> Result<String, CriError> {
     harness.runtime.run_pod_sandbox(harness.pod_request(pod)).await
 }
 

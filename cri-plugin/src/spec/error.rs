@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::error::CriError;
+
 /// Every variant is bad input from the CRI caller or a fact missing on the node or in the image;
 /// none is a bug in berth, so each maps to a gRPC code the caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +61,14 @@ pub enum SpecError {
     NoProcess,
 }
 
-impl From<SpecError> for tonic::Status {
+impl From<SpecError> for CriError {
     fn from(e: SpecError) -> Self {
         match e {
             SpecError::SeccompProfileNotFound(_)
             | SpecError::DeviceNotFound(_)
-            | SpecError::ApparmorProfileNotLoaded(_) => tonic::Status::not_found(e.to_string()),
-            SpecError::NoProcess | SpecError::Apparmor(_) => {
-                tonic::Status::failed_precondition(e.to_string())
-            }
-            _ => tonic::Status::invalid_argument(e.to_string()),
+            | SpecError::ApparmorProfileNotLoaded(_) => CriError::not_found(e.to_string()),
+            SpecError::NoProcess | SpecError::Apparmor(_) => CriError::failed_precondition(e.to_string()),
+            _ => CriError::invalid_argument(e.to_string()),
         }
     }
 }

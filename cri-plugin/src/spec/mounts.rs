@@ -317,7 +317,7 @@ mod tests {
         {
             let err = container_mounts(&config(vec![cri_mount(c, h)]), &pod(), false, false).unwrap_err();
             assert!(matches!(err, SpecError::InvalidMount { .. }), "{c} {h}: {err}");
-            assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+            assert_eq!(crate::CriError::from(err).code(), tonic::Code::InvalidArgument);
         }
         let mut image = cri_mount("/img", "");
         image.image = Some(cri::ImageSpec { image: "busybox".into(), ..Default::default() });

@@ -165,7 +165,7 @@ mod tests {
     fn negative_shares_are_refused() {
         let err = linux_resources(&cri::LinuxContainerResources { cpu_shares: -2, ..Default::default() })
             .unwrap_err();
-        assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+        assert_eq!(crate::CriError::from(err).code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

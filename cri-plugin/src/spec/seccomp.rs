@@ -135,7 +135,7 @@ mod tests {
         let sc = sc_with(ProfileType::Localhost, "/nope.json");
         let err = container_seccomp(Some(&sc), true, &[], &host).unwrap_err();
         assert!(matches!(err, SpecError::SeccompProfileNotFound(_)));
-        assert_eq!(tonic::Status::from(err).code(), tonic::Code::NotFound);
+        assert_eq!(crate::CriError::from(err).code(), tonic::Code::NotFound);
         host.files.insert("/bad.json".into(), b"{not json".to_vec());
         let sc = sc_with(ProfileType::Localhost, "/bad.json");
         assert!(matches!(

@@ -229,7 +229,7 @@ fn unknown_run_as_username_is_invalid_argument() {
     let mut c = config();
     sc_mut(&mut c).run_as_username = "ghost".into();
     let err = build(&c, &pod()).unwrap_err();
-    assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+    assert_eq!(crate::CriError::from(err).code(), tonic::Code::InvalidArgument);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::container::exec_process::{
     DRAIN_LIMIT, ExecGuard, KILL_GRACE, PreparedExec, input_fifo, output_fifo,
 };
 use crate::engine::{SIGKILL, TaskIo};
+use crate::error::CriError;
 use crate::runtime::CriRuntime;
 
 /// The exit code a shell gives a command it could not find, and one it could not run.
@@ -77,7 +78,7 @@ impl CriRuntime {
             let stdin = stdin.as_ref().map(|_| input_fifo(&dir.join("stdin"))).transpose()?;
             let stdout = stdout.as_ref().map(|_| output_fifo(&dir.join("stdout"))).transpose()?;
             let stderr = stderr.as_ref().map(|_| output_fifo(&dir.join("stderr"))).transpose()?;
-            Ok::<_, tonic::Status>((stdin, stdout, stderr))
+            Ok::<_, CriError>((stdin, stdout, stderr))
         })();
         let (stdin_fifo, stdout_fifo, stderr_fifo) = match fifos {
             Ok(fifos) => fifos,
@@ -149,7 +150,7 @@ impl CriRuntime {
                 tracing::info!(container = %id, exec = %exec_id, "exec client went away: killing the command");
                 let _ = self.tasks.kill(&id, &exec_id, SIGKILL, false).await;
                 let exit = tokio::time::timeout(KILL_GRACE, self.tasks.wait(&id, &exec_id)).await;
-                exit.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("the exec did not die")))
+                exit.unwrap_or_else(|_| Err(CriError::deadline_exceeded("the exec did not die")))
             }
         };
         if exit.is_ok() {

@@ -4,12 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tonic::Status;
-
 use super::recorder::Recorder;
 use crate::engine::{
     LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts, RuntimeInfo,
 };
+use crate::error::CriError;
 use crate::images::ImageSummary;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,11 +67,11 @@ impl FakeRootfs {
 
 #[tonic::async_trait]
 impl RootfsStore for FakeRootfs {
-    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, Status> {
+    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, CriError> {
         self.recorder.call("rootfs.prepare", key)?;
         let mut snapshots = locked(&self.snapshots);
         if snapshots.contains_key(key) {
-            return Err(Status::already_exists(format!("snapshot {key:?} exists")));
+            return Err(CriError::already_exists(format!("snapshot {key:?} exists")));
         }
         snapshots.insert(key.to_string(), image.id.clone());
         Ok(vec![RootfsMount {
@@ -83,17 +82,17 @@ impl RootfsStore for FakeRootfs {
         }])
     }
 
-    async fn remove(&self, key: &str) -> Result<(), Status> {
+    async fn remove(&self, key: &str) -> Result<(), CriError> {
         self.recorder.call("rootfs.remove", key)?;
         locked(&self.snapshots).remove(key);
         Ok(())
     }
 
-    async fn usage(&self, _key: &str) -> Result<LayerUsage, Status> {
+    async fn usage(&self, _key: &str) -> Result<LayerUsage, CriError> {
         Ok(LayerUsage::default())
     }
 
-    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, Status> {
+    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, CriError> {
         self.recorder.call("rootfs.read_image_file", path)?;
         Ok(locked(&self.files).get(&(image.id.clone(), path.to_string())).cloned())
     }
@@ -125,19 +124,19 @@ impl FakeRecords {
 
 #[tonic::async_trait]
 impl RecordStore for FakeRecords {
-    async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), Status> {
+    async fn put(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), CriError> {
         self.recorder.call("records.put", format!("{} {id}", kind.as_str()))?;
         locked(&self.items).insert((kind.as_str(), id.to_string()), value);
         Ok(())
     }
 
-    async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), Status> {
+    async fn remove(&self, kind: RecordKind, id: &str) -> Result<(), CriError> {
         self.recorder.call("records.remove", format!("{} {id}", kind.as_str()))?;
         locked(&self.items).remove(&(kind.as_str(), id.to_string()));
         Ok(())
     }
 
-    async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, Status> {
+    async fn list(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, CriError> {
         self.recorder.call("records.list", kind.as_str())?;
         Ok(locked(&self.items)
             .iter()

@@ -12,6 +12,7 @@ use super::recorder::Recorder;
 use super::tasks::FakeTasks;
 use crate::config::CriConfig;
 use crate::engine::RecordKind;
+use crate::error::CriError;
 use crate::metrics::CriMetrics;
 use crate::runtime::{CriBackends, CriPaths, CriRuntime};
 
@@ -82,9 +83,9 @@ pub struct Harness {
 
 impl Harness {
     /// Opens a runtime with `config` on new fakes; the log starts empty.
-    pub async fn open(config: CriConfig) -> Result<Self, tonic::Status> {
+    pub async fn open(config: CriConfig) -> Result<Self, CriError> {
         let fakes = Fakes::default();
-        let (dir, paths) = temp_paths().map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let (dir, paths) = temp_paths().map_err(|e| CriError::internal(e.to_string()))?;
         let runtime =
             CriRuntime::open(config, paths.clone(), fakes.backends(), CriMetrics::unregistered()).await?;
         fakes.recorder.clear();

@@ -2,9 +2,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tonic::Status;
-
 use super::recorder::Recorder;
+use crate::error::CriError;
 use crate::images::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,10 +62,10 @@ impl FakeImages {
 
 #[tonic::async_trait]
 impl ImageStore for FakeImages {
-    async fn pull(&self, image: &str, _credentials: RegistryCredentials) -> Result<String, Status> {
+    async fn pull(&self, image: &str, _credentials: RegistryCredentials) -> Result<String, CriError> {
         self.recorder.call("images.pull", image)?;
         let found = locked(&self.registry).iter().find(|i| names(i, image)).cloned();
-        let found = found.ok_or_else(|| Status::not_found(format!("{image} is not in the registry")))?;
+        let found = found.ok_or_else(|| CriError::not_found(format!("{image} is not in the registry")))?;
         let id = found.id.clone();
         let mut local = locked(&self.local);
         if !local.iter().any(|i| i.id == id) {
@@ -75,23 +74,23 @@ impl ImageStore for FakeImages {
         Ok(id)
     }
 
-    async fn list(&self) -> Result<Vec<ImageSummary>, Status> {
+    async fn list(&self) -> Result<Vec<ImageSummary>, CriError> {
         self.recorder.call("images.list", "")?;
         Ok(locked(&self.local).clone())
     }
 
-    async fn find(&self, image: &str) -> Result<Option<ImageSummary>, Status> {
+    async fn find(&self, image: &str) -> Result<Option<ImageSummary>, CriError> {
         self.recorder.call("images.find", image)?;
         Ok(locked(&self.local).iter().find(|i| names(i, image)).cloned())
     }
 
-    async fn remove(&self, image: &str) -> Result<(), Status> {
+    async fn remove(&self, image: &str) -> Result<(), CriError> {
         self.recorder.call("images.remove", image)?;
         locked(&self.local).retain(|i| !names(i, image));
         Ok(())
     }
 
-    async fn filesystems(&self) -> Result<Vec<FilesystemUsage>, Status> {
+    async fn filesystems(&self) -> Result<Vec<FilesystemUsage>, CriError> {
         Ok(Vec::new())
     }
 }

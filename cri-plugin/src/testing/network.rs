@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use tonic::Status;
-
 use super::recorder::Recorder;
+use crate::error::CriError;
 use crate::pod::network::{PodNetwork, PodNetworkRequest};
 
 #[derive(Default)]
@@ -34,22 +33,22 @@ impl FakeNetwork {
 
 #[tonic::async_trait]
 impl PodNetwork for FakeNetwork {
-    async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, Status> {
+    async fn set_up(&self, request: &PodNetworkRequest) -> Result<Vec<IpAddr>, CriError> {
         self.recorder.call("network.set_up", request.sandbox_id.clone())?;
-        let mut attached = self.attached.lock().map_err(|_| Status::internal("poisoned"))?;
+        let mut attached = self.attached.lock().map_err(|_| CriError::internal("poisoned"))?;
         attached.insert(request.sandbox_id.clone(), request.clone());
         Ok(vec![IpAddr::from([10, 88, 0, 2])])
     }
 
-    async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), Status> {
+    async fn tear_down(&self, request: &PodNetworkRequest) -> Result<(), CriError> {
         self.recorder.call("network.tear_down", request.sandbox_id.clone())?;
-        self.attached.lock().map_err(|_| Status::internal("poisoned"))?.remove(&request.sandbox_id);
+        self.attached.lock().map_err(|_| CriError::internal("poisoned"))?.remove(&request.sandbox_id);
         Ok(())
     }
 
-    async fn set_pod_cidr(&self, cidr: &str) -> Result<(), Status> {
+    async fn set_pod_cidr(&self, cidr: &str) -> Result<(), CriError> {
         self.recorder.call("network.set_pod_cidr", cidr)?;
-        *self.pod_cidr.lock().map_err(|_| Status::internal("poisoned"))? = Some(cidr.to_string());
+        *self.pod_cidr.lock().map_err(|_| CriError::internal("poisoned"))? = Some(cidr.to_string());
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use tonic::Status;
+use crate::error::CriError;
 
 /// The calls that only watchers begin with.
 const WAITS: &[&str] = &["tasks.wait", "host.wait_for_pid_holder_exit"];
@@ -32,9 +32,9 @@ pub const INJECTED_CODE: tonic::Code = tonic::Code::Unavailable;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Injected;
 
-impl From<Injected> for Status {
+impl From<Injected> for CriError {
     fn from(_: Injected) -> Self {
-        Status::new(INJECTED_CODE, INJECTED)
+        CriError::unavailable(INJECTED)
     }
 }
 

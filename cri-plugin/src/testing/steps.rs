@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use tonic::Status;
-
 use super::recorder::{INJECTED, INJECTED_CODE, Recorder};
+
+use crate::error::CriError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -59,7 +59,7 @@ pub fn assert_sequence(recorder: &Recorder, steps: &[Step], what: &str) {
 pub fn assert_outcome<T: std::fmt::Debug>(
     recorder: &Recorder,
     step: Step,
-    outcome: &Result<T, Status>,
+    outcome: &Result<T, CriError>,
     what: &str,
 ) {
     assert!(!recorder.fired().is_empty(), "{what}: the planted failure of {} was never hit", step.op);

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
-use tonic::Status;
 
 use super::recorder::Recorder;
 use crate::engine::{CgroupSample, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus};
+use crate::error::CriError;
 
 /// A task as the fake keeps it.
 #[derive(Debug, Clone)]
@@ -29,12 +29,12 @@ pub struct FakeTasks {
     changed: Notify,
 }
 
-fn not_found(id: &str) -> Status {
-    Status::not_found(format!("task {id:?} not found"))
+fn not_found(id: &str) -> CriError {
+    CriError::not_found(format!("task {id:?} not found"))
 }
 
-fn unfaked(what: &str) -> Status {
-    Status::unimplemented(format!("the fake task runtime has no {what}"))
+fn unfaked(what: &str) -> CriError {
+    CriError::unimplemented(format!("the fake task runtime has no {what}"))
 }
 
 impl FakeTasks {
@@ -72,11 +72,11 @@ impl FakeTasks {
 
 #[tonic::async_trait]
 impl TaskRuntime for FakeTasks {
-    async fn create(&self, task: TaskCreate) -> Result<u32, Status> {
+    async fn create(&self, task: TaskCreate) -> Result<u32, CriError> {
         self.recorder.call("tasks.create", task.id.clone())?;
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.id) {
-            return Err(Status::already_exists(format!("task {:?} exists", task.id)));
+            return Err(CriError::already_exists(format!("task {:?} exists", task.id)));
         }
         // A pid that is alive: the infra container's is read in /proc.
         let pid = std::process::id();
@@ -85,37 +85,37 @@ impl TaskRuntime for FakeTasks {
         Ok(pid)
     }
 
-    async fn start(&self, id: &str) -> Result<u32, Status> {
+    async fn start(&self, id: &str) -> Result<u32, CriError> {
         self.recorder.call("tasks.start", id)?;
         let mut tasks = self.tasks();
         let task = tasks.get_mut(id).ok_or_else(|| not_found(id))?;
         if task.status != TaskStatus::Created {
-            return Err(Status::failed_precondition(format!("task {id:?} is {:?}", task.status)));
+            return Err(CriError::failed_precondition(format!("task {id:?} is {:?}", task.status)));
         }
         task.status = TaskStatus::Running;
         Ok(task.pid)
     }
 
-    async fn state(&self, id: &str) -> Result<Option<TaskState>, Status> {
+    async fn state(&self, id: &str) -> Result<Option<TaskState>, CriError> {
         self.recorder.call("tasks.state", id)?;
         Ok(self.tasks().get(id).map(|t| TaskState { status: t.status, pid: t.pid, exit: t.exit }))
     }
 
-    async fn kill(&self, id: &str, exec_id: &str, signal: u32, _all: bool) -> Result<(), Status> {
+    async fn kill(&self, id: &str, exec_id: &str, signal: u32, _all: bool) -> Result<(), CriError> {
         self.recorder.call("tasks.kill", format!("{id} {signal}"))?;
         if !exec_id.is_empty() {
             return Err(unfaked("execs"));
         }
         match self.tasks().get(id).map(|t| t.status) {
             None => return Err(not_found(id)),
-            Some(TaskStatus::Stopped) => return Err(Status::not_found("process already finished")),
+            Some(TaskStatus::Stopped) => return Err(CriError::not_found("process already finished")),
             Some(_) => {}
         }
         self.exit(id, 128 + signal);
         Ok(())
     }
 
-    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, Status> {
+    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, CriError> {
         self.recorder.call("tasks.wait", id)?;
         if !exec_id.is_empty() {
             return Err(unfaked("execs"));
@@ -131,12 +131,12 @@ impl TaskRuntime for FakeTasks {
         }
     }
 
-    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, Status> {
+    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, CriError> {
         self.recorder.call("tasks.delete", id)?;
         let mut tasks = self.tasks();
         let Some(task) = tasks.get(id) else { return Ok(None) };
         if matches!(task.status, TaskStatus::Running | TaskStatus::Paused) {
-            return Err(Status::failed_precondition(format!("task {id:?} is running")));
+            return Err(CriError::failed_precondition(format!("task {id:?} is running")));
         }
         let exit = tasks.remove(id).and_then(|t| t.exit);
         drop(tasks);
@@ -150,27 +150,27 @@ impl TaskRuntime for FakeTasks {
         _exec_id: &str,
         _process: oci_spec::runtime::Process,
         _io: TaskIo,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         Err(unfaked("execs"))
     }
 
-    async fn start_exec(&self, _id: &str, _exec_id: &str) -> Result<u32, Status> {
+    async fn start_exec(&self, _id: &str, _exec_id: &str) -> Result<u32, CriError> {
         Err(unfaked("execs"))
     }
 
-    async fn delete_exec(&self, _id: &str, _exec_id: &str) -> Result<(), Status> {
+    async fn delete_exec(&self, _id: &str, _exec_id: &str) -> Result<(), CriError> {
         Err(unfaked("execs"))
     }
 
-    async fn resize_pty(&self, _id: &str, _exec_id: &str, _width: u32, _height: u32) -> Result<(), Status> {
+    async fn resize_pty(&self, _id: &str, _exec_id: &str, _width: u32, _height: u32) -> Result<(), CriError> {
         Err(unfaked("ptys"))
     }
 
-    async fn close_stdin(&self, _id: &str, _exec_id: &str) -> Result<(), Status> {
+    async fn close_stdin(&self, _id: &str, _exec_id: &str) -> Result<(), CriError> {
         Err(unfaked("stdin"))
     }
 
-    async fn attach(&self, _id: &str) -> Result<tokio::net::UnixStream, Status> {
+    async fn attach(&self, _id: &str) -> Result<tokio::net::UnixStream, CriError> {
         Err(unfaked("attach"))
     }
 
@@ -178,19 +178,19 @@ impl TaskRuntime for FakeTasks {
         &self,
         _id: &str,
         _resources: oci_spec::runtime::LinuxResources,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         Err(unfaked("resource updates"))
     }
 
-    async fn reopen_log(&self, _id: &str) -> Result<(), Status> {
+    async fn reopen_log(&self, _id: &str) -> Result<(), CriError> {
         Err(unfaked("logs"))
     }
 
-    async fn stats(&self, _id: &str) -> Result<Option<CgroupSample>, Status> {
+    async fn stats(&self, _id: &str) -> Result<Option<CgroupSample>, CriError> {
         Ok(None)
     }
 
-    async fn checkpoint(&self, _id: &str, _images: &std::path::Path) -> Result<(), Status> {
+    async fn checkpoint(&self, _id: &str, _images: &std::path::Path) -> Result<(), CriError> {
         Err(unfaked("checkpoints"))
     }
 }

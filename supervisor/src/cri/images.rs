@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use berth_cri_plugin::{FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
-use tonic::Status;
+use berth_cri_plugin::{CriError, FilesystemUsage, ImageStore, ImageSummary, RegistryCredentials};
 
 use crate::content::Digest;
 use crate::engine::Engine;
@@ -181,18 +180,18 @@ impl CriImageStore {
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&CriImageStore) -> Result<T> + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, CriError> {
         let this = CriImageStore { engine: self.engine.clone() };
         let outcome = tokio::task::spawn_blocking(move || work(&this))
             .await
-            .map_err(|e| Status::internal(format!("image task: {e}")))?;
+            .map_err(|e| CriError::internal(format!("image task: {e}")))?;
         Ok(outcome?)
     }
 }
 
 #[tonic::async_trait]
 impl ImageStore for CriImageStore {
-    async fn pull(&self, image: &str, credentials: RegistryCredentials) -> Result<String, Status> {
+    async fn pull(&self, image: &str, credentials: RegistryCredentials) -> Result<String, CriError> {
         let auth = Credentials {
             username: credentials.username,
             password: credentials.password,
@@ -206,16 +205,16 @@ impl ImageStore for CriImageStore {
         Ok(pulled.config_digest)
     }
 
-    async fn list(&self) -> Result<Vec<ImageSummary>, Status> {
+    async fn list(&self) -> Result<Vec<ImageSummary>, CriError> {
         self.blocking(|store| store.summaries()).await
     }
 
-    async fn find(&self, image: &str) -> Result<Option<ImageSummary>, Status> {
+    async fn find(&self, image: &str) -> Result<Option<ImageSummary>, CriError> {
         let image = image.to_string();
         self.blocking(move |store| store.find_blocking(&image)).await
     }
 
-    async fn remove(&self, image: &str) -> Result<(), Status> {
+    async fn remove(&self, image: &str) -> Result<(), CriError> {
         let image = image.to_string();
         let removed = self
             .blocking(move |store| {
@@ -239,7 +238,7 @@ impl ImageStore for CriImageStore {
         Ok(())
     }
 
-    async fn filesystems(&self) -> Result<Vec<FilesystemUsage>, Status> {
+    async fn filesystems(&self) -> Result<Vec<FilesystemUsage>, CriError> {
         Ok(vec![self.blocking(|store| store.usage_blocking()).await?])
     }
 }

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use berth_cri_plugin::{ImageSummary, LayerUsage, RootfsMount, RootfsStore};
+use berth_cri_plugin::{CriError, ImageSummary, LayerUsage, RootfsMount, RootfsStore};
 use berth_snapshotter::Snapshotter;
-use tonic::Status;
 
 use super::images::CRI_NAMESPACE;
 use crate::engine::Engine;
@@ -210,16 +209,18 @@ fn image_file_too_large(path: &str, size: u64) -> Error {
     ))
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, Status> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, CriError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Status::internal(format!("rootfs task: {e}")))?
-        .map_err(Status::from)
+        .map_err(|e| CriError::internal(format!("rootfs task: {e}")))?
+        .map_err(CriError::from)
 }
 
 #[tonic::async_trait]
 impl RootfsStore for CriRootfs {
-    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, Status> {
+    async fn prepare(&self, key: &str, image: &ImageSummary) -> Result<Vec<RootfsMount>, CriError> {
         let snapshotter = self.snapshotter()?;
         let parent = Self::top_layer(image)?;
         let scoped = format!("{CRI_NAMESPACE}/{key}");
@@ -238,7 +239,7 @@ impl RootfsStore for CriRootfs {
         Ok(mounts.into_iter().map(to_api_mount).collect())
     }
 
-    async fn remove(&self, key: &str) -> Result<(), Status> {
+    async fn remove(&self, key: &str) -> Result<(), CriError> {
         let snapshotter = self.snapshotter()?;
         let scoped = format!("{CRI_NAMESPACE}/{key}");
         blocking(move || match snapshotter.remove(&scoped) {
@@ -249,14 +250,14 @@ impl RootfsStore for CriRootfs {
         .await
     }
 
-    async fn usage(&self, key: &str) -> Result<LayerUsage, Status> {
+    async fn usage(&self, key: &str) -> Result<LayerUsage, CriError> {
         let snapshotter = self.snapshotter()?;
         let scoped = format!("{CRI_NAMESPACE}/{key}");
         let usage = blocking(move || snapshotter.usage(&scoped).map_err(Error::from)).await?;
         Ok(LayerUsage { bytes: usage.bytes, inodes: usage.inodes })
     }
 
-    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, Status> {
+    async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, CriError> {
         let cache_key = (image.id.clone(), path.to_string());
         if let Some(cached) = self.files.lock().ok().and_then(|files| files.get(&cache_key).cloned()) {
             return Ok(cached);

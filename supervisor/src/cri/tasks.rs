@@ -7,10 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use berth_cri_plugin::{CgroupSample, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus};
+use berth_cri_plugin::{
+    CgroupSample, CriError, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
+};
 use berth_proto::containerd::services::containers::v1::{Container, container::Runtime};
 use containerd_shim_protos::protobuf::Message as _;
-use tonic::Status;
 
 use super::images::CRI_NAMESPACE;
 use crate::engine::Engine;
@@ -39,14 +40,15 @@ async fn connect_long_path(dir: &std::path::Path, name: &str) -> std::io::Result
     tokio::net::UnixStream::connect(path.as_path()).await
 }
 
-fn json_any<T: serde::Serialize>(type_url: &str, value: &T) -> Result<prost_types::Any, Status> {
+fn json_any<T: serde::Serialize>(type_url: &str, value: &T) -> Result<prost_types::Any, CriError> {
     Ok(prost_types::Any {
         type_url: type_url.to_string(),
-        value: serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode {type_url}: {e}")))?,
+        value: serde_json::to_vec(value)
+            .map_err(|e| CriError::internal(format!("encode {type_url}: {e}")))?,
     })
 }
 
-fn not_found_is_none<T>(result: crate::error::Result<T>) -> Result<Option<T>, Status> {
+fn not_found_is_none<T>(result: crate::error::Result<T>) -> Result<Option<T>, CriError> {
     match result {
         Ok(value) => Ok(Some(value)),
         Err(Error::NotFound(_)) => Ok(None),
@@ -142,7 +144,7 @@ fn sample(any: &prost_types::Any) -> Option<CgroupSample> {
 
 #[tonic::async_trait]
 impl TaskRuntime for CriTasks {
-    async fn create(&self, task: TaskCreate) -> Result<u32, Status> {
+    async fn create(&self, task: TaskCreate) -> Result<u32, CriError> {
         // Encoded once: the container's record and the bundle hold the same bytes.
         let spec = PreparedSpec::from_typed(task.spec, self.engine.tasks.oom_policy())?;
         let container = Container {
@@ -187,11 +189,11 @@ impl TaskRuntime for CriTasks {
         }
     }
 
-    async fn start(&self, id: &str) -> Result<u32, Status> {
+    async fn start(&self, id: &str) -> Result<u32, CriError> {
         Ok(self.engine.tasks.start(CRI_NAMESPACE, id, "").await?)
     }
 
-    async fn state(&self, id: &str) -> Result<Option<TaskState>, Status> {
+    async fn state(&self, id: &str) -> Result<Option<TaskState>, CriError> {
         use containerd_shim_protos::types::task::Status as Shim;
         let Some(process) = not_found_is_none(self.engine.tasks.state(CRI_NAMESPACE, id, "").await)? else {
             return Ok(None);
@@ -215,16 +217,16 @@ impl TaskRuntime for CriTasks {
         Ok(Some(TaskState { status, pid: state.pid, exit }))
     }
 
-    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), Status> {
+    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), CriError> {
         Ok(self.engine.tasks.kill(CRI_NAMESPACE, id, exec_id, signal, all).await?)
     }
 
-    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, Status> {
+    async fn wait(&self, id: &str, exec_id: &str) -> Result<TaskExit, CriError> {
         let info = self.engine.tasks.wait(CRI_NAMESPACE, id, exec_id).await?;
         Ok(self.exit(id, info))
     }
 
-    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, Status> {
+    async fn delete(&self, id: &str) -> Result<Option<TaskExit>, CriError> {
         let exit = not_found_is_none(self.engine.tasks.delete(CRI_NAMESPACE, id).await)?
             .map(|info| self.exit(id, info));
         let owned = id.to_string();
@@ -244,7 +246,7 @@ impl TaskRuntime for CriTasks {
         exec_id: &str,
         process: oci_spec::runtime::Process,
         io: TaskIo,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         let spec = json_any(PROCESS_TYPE, &process)?;
         Ok(self
             .engine
@@ -253,34 +255,34 @@ impl TaskRuntime for CriTasks {
             .await?)
     }
 
-    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, Status> {
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32, CriError> {
         Ok(self.engine.tasks.start(CRI_NAMESPACE, id, exec_id).await?)
     }
 
-    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), Status> {
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(), CriError> {
         match self.engine.tasks.delete_process(CRI_NAMESPACE, id, exec_id).await {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Status> {
+    async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), CriError> {
         Ok(self.engine.tasks.resize_pty(CRI_NAMESPACE, id, exec_id, width, height).await?)
     }
 
-    async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), Status> {
+    async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), CriError> {
         Ok(self.engine.tasks.close_io(CRI_NAMESPACE, id, exec_id, true).await?)
     }
 
-    async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, Status> {
+    async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, CriError> {
         let bundle = Bundle::path_for(&self.engine.config.state, CRI_NAMESPACE, id);
         connect_long_path(&bundle, ATTACH_SOCKET).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                Status::failed_precondition(format!(
+                CriError::failed_precondition(format!(
                     "container {id:?} has no attach socket: it is not running, or its runtime handler's shim does not offer attach"
                 ))
             }
-            _ => Status::internal(format!("attach to container {id:?}: {e}")),
+            _ => CriError::internal(format!("attach to container {id:?}: {e}")),
         })
     }
 
@@ -288,22 +290,22 @@ impl TaskRuntime for CriTasks {
         &self,
         id: &str,
         resources: oci_spec::runtime::LinuxResources,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CriError> {
         let resources = json_any(RESOURCES_TYPE, &resources)?;
         Ok(self.engine.tasks.update(CRI_NAMESPACE, id, Some(resources), HashMap::new()).await?)
     }
 
-    async fn reopen_log(&self, id: &str) -> Result<(), Status> {
+    async fn reopen_log(&self, id: &str) -> Result<(), CriError> {
         let annotations = HashMap::from([(LOG_REOPEN_ANNOTATION.to_string(), "true".to_string())]);
         Ok(self.engine.tasks.update(CRI_NAMESPACE, id, None, annotations).await?)
     }
 
-    async fn checkpoint(&self, id: &str, images: &std::path::Path) -> Result<(), Status> {
+    async fn checkpoint(&self, id: &str, images: &std::path::Path) -> Result<(), CriError> {
         let path = images.to_string_lossy().into_owned();
         Ok(self.engine.tasks.checkpoint(CRI_NAMESPACE, id, &path, None).await?)
     }
 
-    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, Status> {
+    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, CriError> {
         let Some(stats) = not_found_is_none(self.engine.tasks.stats(CRI_NAMESPACE, id).await)? else {
             return Ok(None);
         };

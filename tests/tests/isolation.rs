@@ -4,13 +4,18 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use berth_ctl::streaming::spdy;
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_stream_wire::session::StreamOptions;
+use berth_stream_wire::spdy::HeaderBlock;
+use berth_stream_wire::spdy::frame::{Frame, FrameEncoder};
 use berth_tests::cri::{
     berthd_with_busybox, container_config, create_container, exec_sync, pod_config, pull, run_pod,
     start_container, wait_for_state,
 };
 use berth_tests::{ImageBuilder, LayerBuilder, as_nobody, rss_kib, skip_unless, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 /// An image whose `/etc/group` is a FIFO used to hang CreateContainer for ever, and one whose
@@ -310,4 +315,66 @@ async fn berths_default_apparmor_profile_compiles() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "apparmor_parser refused berth-default: {stderr}\n{text}");
     }
+}
+
+/// One SYN_STREAM whose header block inflates to a 512 KiB name with 512 Ki NUL-separated
+/// values once grew berthd to 24 GB. Now the connection that sends it is closed, berthd's memory
+/// stays where it was, and the streaming server goes on serving.
+#[tokio::test]
+async fn a_spdy_header_bomb_closes_its_connection_and_costs_berthd_nothing() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("bomb", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let id =
+        start_container(&mut client, &pod, &config, container_config("bomb", &image, &["sleep", "3600"]))
+            .await;
+    wait_for_state(&mut client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(30)).await;
+    let exec = |cmd: &str| cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["echo".into(), cmd.into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let url = client.exec(exec("never")).await.unwrap().into_inner().url;
+
+    let mut headers = HeaderBlock::new();
+    headers.push(&"x".repeat(512 * 1024), &"\0".repeat(512 * 1024));
+    let bomb = Frame::SynStream {
+        stream_id: 1,
+        associated_to: 0,
+        priority: 0,
+        fin: false,
+        unidirectional: false,
+        headers,
+    };
+    let mut frame = Vec::new();
+    FrameEncoder::new().unwrap().encode(&bomb, &mut frame).unwrap();
+
+    let rss_before = rss_kib(berthd.pid());
+    let (base, path) = url.split_at(url.find("/exec/").unwrap());
+    let authority = base.trim_start_matches("http://");
+    let mut raw = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let upgrade = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+         X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"
+    );
+    raw.write_all(upgrade.as_bytes()).await.unwrap();
+    // The server may close the connection before it has read the whole frame.
+    let _ = raw.write_all(&frame).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), raw.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection with the header bomb was not closed");
+    let rss_after = rss_kib(berthd.pid());
+    assert!(rss_after < rss_before + 16 * 1024, "berthd grew from {rss_before} KiB to {rss_after} KiB");
+
+    // The server still serves: an exec over a fresh URL runs.
+    let url = client.exec(exec("still serving")).await.unwrap().into_inner().url;
+    let options = StreamOptions { stdout: true, ..Default::default() };
+    let session = spdy::exec(&url, options, Default::default()).await.unwrap();
+    let mut stdout = String::new();
+    session.stdout.unwrap().read_to_string(&mut stdout).await.unwrap();
+    assert_eq!(stdout, "still serving\n");
 }

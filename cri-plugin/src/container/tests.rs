@@ -243,15 +243,7 @@ async fn create_container_removes_its_directory_when_the_stdin_fifo_fails() {
         created_at: 0,
         state: SandboxState::Ready,
         dir: pod_dir,
-        netns: None,
-        ipc_ns: None,
-        uts_ns: None,
-        shm: None,
-        pid_holder: None,
-        pid_ns: None,
-        infra_image: None,
-        network_attached: false,
-        ips: Vec::new(),
+        ..Default::default()
     };
     harness.runtime.sandboxes.save(sandbox).await.unwrap();
     let before = harness.leftovers();

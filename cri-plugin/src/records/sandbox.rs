@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 use super::Record;
 use crate::pod::{files, pidfd};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {
     Ready,
+    #[default]
     NotReady,
 }
 
-/// A pod sandbox, as kept across restarts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A pod sandbox, as kept across restarts. Its default is a NotReady pod with nothing made yet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SandboxRecord {
     pub id: String,
     /// The reserved name: `<name>_<namespace>_<uid>_<attempt>`.

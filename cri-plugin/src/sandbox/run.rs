@@ -109,15 +109,7 @@ impl CriRuntime {
             created_at: now_nanos(),
             state: SandboxState::NotReady,
             dir: self.paths.sandbox_dir(&id),
-            netns: None,
-            ipc_ns: None,
-            uts_ns: None,
-            shm: None,
-            pid_holder: None,
-            pid_ns: None,
-            infra_image: None,
-            network_attached: false,
-            ips: Vec::new(),
+            ..Default::default()
         };
         // Recorded first: a berthd killed halfway leaves a NotReady sandbox, which kubelet
         // stops and removes, and whose teardown finds everything set up so far.

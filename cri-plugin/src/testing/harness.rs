@@ -147,15 +147,7 @@ mod tests {
             created_at: 0,
             state: SandboxState::NotReady,
             dir: "/nowhere".into(),
-            netns: None,
-            ipc_ns: None,
-            uts_ns: None,
-            shm: None,
-            pid_holder: None,
-            pid_ns: None,
-            infra_image: None,
-            network_attached: false,
-            ips: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -148,6 +148,25 @@ pub async fn wait_for_state(
     }
 }
 
+/// A pod `name` with one container running `command` from `image` (its config changed by
+/// `adjust` first), once it runs; returns (pod id, container id).
+pub async fn running_busybox(
+    client: &mut RuntimeServiceClient<Channel>,
+    image: &str,
+    name: &str,
+    command: &[&str],
+    adjust: impl FnOnce(&mut cri::ContainerConfig),
+) -> (String, String) {
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config(name, logs.path());
+    let pod = run_pod(client, &config).await;
+    let mut container = container_config(name, image, command);
+    adjust(&mut container);
+    let id = start_container(client, &pod, &config, container).await;
+    wait_for_state(client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(30)).await;
+    (pod, id)
+}
+
 /// Polls the pod's status until it is in `state` or `timeout` passes; returns the last status.
 pub async fn wait_for_pod_state(
     client: &mut RuntimeServiceClient<Channel>,

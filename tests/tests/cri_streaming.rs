@@ -10,9 +10,7 @@ use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_stream_wire::session::{CommandOutcome, StreamOptions, TerminalSize};
 use berth_stream_wire::websocket::EXEC_PROTOCOLS;
-use berth_tests::cri::{
-    berthd_with_busybox, container_config, pod_config, run_pod, start_container, wait_for_state,
-};
+use berth_tests::cri::{berthd_with_busybox, running_busybox, wait_for_state};
 use berth_tests::{skip_unless, wait_until};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
@@ -65,23 +63,6 @@ async fn spdy_exec(
     let (stdout, stderr) = tokio::join!(read_all(session.stdout), read_all(session.stderr));
     let outcome = tokio::time::timeout(LIMIT, session.outcome).await.expect("an outcome").unwrap();
     (stdout, stderr, outcome)
-}
-
-async fn running_busybox(
-    client: &mut RuntimeServiceClient<Channel>,
-    image: &str,
-    name: &str,
-    command: &[&str],
-    adjust: impl FnOnce(&mut cri::ContainerConfig),
-) -> (String, String) {
-    let logs = tempfile::tempdir().unwrap();
-    let config = pod_config(name, logs.path());
-    let pod = run_pod(client, &config).await;
-    let mut container = container_config(name, image, command);
-    adjust(&mut container);
-    let id = start_container(client, &pod, &config, container).await;
-    wait_for_state(client, &id, cri::ContainerState::ContainerRunning, LIMIT).await;
-    (pod, id)
 }
 
 #[tokio::test]

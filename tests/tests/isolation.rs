@@ -12,7 +12,7 @@ use berth_stream_wire::spdy::HeaderBlock;
 use berth_stream_wire::spdy::frame::{Frame, FrameEncoder};
 use berth_tests::cri::{
     berthd_with_busybox, container_config, create_container, exec_sync, pod_config, pull, run_pod,
-    start_container, wait_for_state,
+    running_busybox, start_container, wait_for_state,
 };
 use berth_tests::{ImageBuilder, LayerBuilder, as_nobody, rss_kib, skip_unless, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -325,13 +325,7 @@ async fn a_spdy_header_bomb_closes_its_connection_and_costs_berthd_nothing() {
     skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
     let (berthd, _registry, image) = berthd_with_busybox().await;
     let mut client = berthd.runtime_client().await;
-    let logs = tempfile::tempdir().unwrap();
-    let config = pod_config("bomb", logs.path());
-    let pod = run_pod(&mut client, &config).await;
-    let id =
-        start_container(&mut client, &pod, &config, container_config("bomb", &image, &["sleep", "3600"]))
-            .await;
-    wait_for_state(&mut client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(30)).await;
+    let (_pod, id) = running_busybox(&mut client, &image, "bomb", &["sleep", "3600"], |_| {}).await;
     let exec = |cmd: &str| cri::ExecRequest {
         container_id: id.clone(),
         cmd: vec!["echo".into(), cmd.into()],

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use berth_proto::runtime::v1 as cri;
-use berth_tests::cri::{
-    berthd_with_busybox_under, container_config, pod_config, run_pod, start_container, wait_for_state,
-};
+use berth_tests::cri::{berthd_with_busybox_under, pod_config, running_busybox};
 use berth_tests::{Berthd, skip_unless, wait_until};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,14 +69,8 @@ async fn thousands_of_idle_connections_leave_the_cri_answering() {
 
     let (berthd, _registry, image) = berthd_with_busybox_under(Some(1024)).await;
     let mut client = berthd.runtime_client().await;
+    let (pod, container) = running_busybox(&mut client, &image, "flooded", &["sleep", "3600"], |_| {}).await;
     let logs = tempfile::tempdir().unwrap();
-    let config = pod_config("flooded", logs.path());
-    let pod = run_pod(&mut client, &config).await;
-    let container =
-        start_container(&mut client, &pod, &config, container_config("flooded", &image, &["sleep", "3600"]))
-            .await;
-    wait_for_state(&mut client, &container, cri::ContainerState::ContainerRunning, Duration::from_secs(30))
-        .await;
     let exec = cri::ExecRequest {
         container_id: container.clone(),
         cmd: vec!["true".into()],

@@ -397,3 +397,44 @@ async fn an_exec_whose_call_passes_its_deadline_is_killed() {
     );
     remove_all_pods(&mut client).await;
 }
+
+/// The files berthd holds open that are, or were, under its task bundles.
+fn fds_into_bundles(pid: u32, state: &std::path::Path) -> Vec<String> {
+    let tasks = state.join("tasks");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&tasks))
+        .map(|target| target.display().to_string())
+        .collect()
+}
+
+/// Each task's bundle has a `log` FIFO berthd reads the shim's own log from. Churn must not
+/// leave berthd holding one per container that ever lived (it did: one fd to a deleted FIFO
+/// per container, until the fd limit).
+#[tokio::test]
+async fn containers_that_come_and_go_leave_berthd_no_open_files() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("churn", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    for round in 0..4 {
+        let name = format!("short-{round}");
+        let id =
+            start_container(&mut client, &pod, &config, container_config(&name, &image, &["sleep", "3600"]))
+                .await;
+        wait_for_state(&mut client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(10))
+            .await;
+        assert!(!fds_into_bundles(berthd.pid(), &berthd.paths.state).is_empty(), "a live task's log is read");
+        client
+            .stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 })
+            .await
+            .unwrap();
+        client.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+    }
+    remove_all_pods(&mut client).await;
+    let held = fds_into_bundles(berthd.pid(), &berthd.paths.state);
+    assert!(held.is_empty(), "berthd still holds files of removed tasks: {held:?}");
+}

@@ -137,28 +137,30 @@ impl Bundle {
         }
     }
 
-    /// Reads the shim's `log` FIFO into berthd's log, for as long as the shim has it open.
+    /// Reads the shim's `log` FIFO into berthd's log until the returned forwarder is dropped.
     /// Shims block opening it for writing until someone reads, so this must run before
-    /// `start`.
-    pub fn forward_shim_log(&self, namespace: &str, id: &str) {
+    /// `start`. berthd opens the FIFO read-write, so a shim restarting its end never finds it
+    /// closed; the reader therefore never sees end-of-file, and the task that owns the
+    /// forwarder ends it (otherwise each container that ever lived would keep an fd).
+    pub fn forward_shim_log(&self, namespace: &str, id: &str) -> Option<ShimLogForwarder> {
         let path = self.path.join("log");
         let (namespace, id) = (namespace.to_string(), id.to_string());
-        // Read-write: the FIFO stays open when the shim restarts its end, and opening never blocks.
         let receiver = match tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(&path)
         {
             Ok(receiver) => receiver,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "opening the shim log");
-                return;
+                return None;
             }
         };
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(receiver).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::debug!(%namespace, container = %id, "shim: {line}");
             }
         });
+        Some(ShimLogForwarder(reader.abort_handle()))
     }
 
     /// The shim's ttrpc address it wrote into the bundle, if any.
@@ -189,6 +191,16 @@ impl Bundle {
         let tmp = self.path.join(".shim.pid.tmp");
         std::fs::write(&tmp, pid.to_string()).map_err(io("write shim.pid".into()))?;
         std::fs::rename(&tmp, self.path.join("shim.pid")).map_err(io("rename shim.pid".into()))
+    }
+}
+
+/// The reader of one shim's `log` FIFO; dropping it stops the reader and closes the FIFO.
+#[derive(Debug)]
+pub struct ShimLogForwarder(tokio::task::AbortHandle);
+
+impl Drop for ShimLogForwarder {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

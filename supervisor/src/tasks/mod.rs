@@ -23,8 +23,8 @@ use berth_proto::containerd::services::containers::v1::Container;
 use berth_sys::clock::from_unix_nanos;
 use containerd_shim_protos::shim::shim as api;
 
-use self::bundle::Bundle;
 pub use self::bundle::PreparedSpec;
+use self::bundle::{Bundle, ShimLogForwarder};
 use self::convert::{to_shim_any, to_shim_mount};
 use self::exits::stopped_state;
 use self::metrics::TaskMetrics;
@@ -74,6 +74,8 @@ struct Task {
     bundle: Bundle,
     shim: PathBuf,
     client: TaskClient,
+    /// Forwards the shim's own log while the task is known; dropped with it.
+    _shim_log: Option<ShimLogForwarder>,
 }
 
 #[derive(Clone)]
@@ -239,7 +241,7 @@ impl TaskManager {
             handler.shim = PathBuf::from(&request.runtime_path);
         }
         let bundle = Bundle::create(&self.inner.state, namespace, &id, spec.bytes())?;
-        bundle.forward_shim_log(namespace, &id);
+        let shim_log = bundle.forward_shim_log(namespace, &id);
         // The client's options win; otherwise the handler's (runc binary, root, cgroup driver).
         let options = request
             .options
@@ -270,6 +272,7 @@ impl TaskManager {
             bundle,
             shim: handler.shim,
             client,
+            _shim_log: shim_log,
         });
         match task.client.create(context(namespace, Some(CALL_TIMEOUT)), &create).await {
             Ok(created) => {

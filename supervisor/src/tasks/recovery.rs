@@ -108,8 +108,15 @@ impl TaskManager {
         client: ShimClient,
         what: &str,
     ) {
-        bundle.forward_shim_log(namespace, id);
-        let task = Arc::new(Task { namespace: namespace.into(), id: id.into(), bundle, shim, client });
+        let shim_log = bundle.forward_shim_log(namespace, id);
+        let task = Arc::new(Task {
+            namespace: namespace.into(),
+            id: id.into(),
+            bundle,
+            shim,
+            client,
+            _shim_log: shim_log,
+        });
         if self.insert(task.clone()).is_ok() {
             tracing::info!(namespace, container = id, "{what}");
             self.watch(task);

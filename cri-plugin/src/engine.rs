@@ -51,9 +51,25 @@ pub struct RuntimeFacts {
     pub can_lower_oom_score_adj: bool,
 }
 
+/// What one runtime handler can run beyond the basics, as `RuntimeHandlerFeatures` advertises
+/// it to kubelet, with the reason for each answer (`berthctl info` shows them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandlerFeatures {
+    /// `rro` mounts: the OCI runtime takes the option and the kernel has `mount_setattr`.
+    pub recursive_read_only_mounts: bool,
+    /// Pods in a user namespace of their own (`hostUsers: false`).
+    pub user_namespaces: bool,
+    /// One line per feature: "recursive read-only mounts: yes (runc takes rro, …)".
+    pub explained: Vec<String>,
+}
+
 /// The engine as the CRI services see it.
 pub trait RuntimeInfo: Send + Sync + 'static {
     fn facts(&self) -> RuntimeFacts;
+
+    /// What `handler` (a name [`RuntimeInfo::runtime_handlers`] lists; `""` is the default)
+    /// can run. An unknown handler can run nothing extra.
+    fn handler_features(&self, handler: &str) -> HandlerFeatures;
 
     /// Whether the engine can run containers now, and if not, why.
     fn runtime_readiness(&self) -> Readiness;

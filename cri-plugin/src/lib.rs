@@ -43,8 +43,8 @@ pub(crate) mod testing;
 
 pub use config::{CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{
-    CgroupSample, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
-    RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
+    CgroupSample, HandlerFeatures, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore,
+    RuntimeFacts, RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
 };
 pub use error::CriError;
 pub use image_service::CriImageService;

@@ -89,6 +89,16 @@ impl CriRuntimeService {
             "cgroupDriver": self.config.cgroup_driver,
             "oomScoreAdj": facts.oom_score_adj,
             "canLowerOomScoreAdj": facts.can_lower_oom_score_adj,
+            // What each handler advertises to kubelet, and why.
+            "handlerFeatures": self
+                .info
+                .runtime_handlers()
+                .into_iter()
+                .map(|name| {
+                    let explained = self.info.handler_features(&name).explained;
+                    (name, explained)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>(),
         });
         let cni = serde_json::json!({
             "confDir": self.config.cni_conf_dir,
@@ -140,12 +150,24 @@ impl RuntimeService for CriRuntimeService {
             // The default handler is also reported under "", as kubelet looks it up by that name.
             runtime_handlers: std::iter::once(String::new())
                 .chain(self.info.runtime_handlers())
-                .map(|name| cri::RuntimeHandler {
-                    name,
-                    features: Some(cri::RuntimeHandlerFeatures::default()),
+                .map(|name| {
+                    let features = self.info.handler_features(&name);
+                    cri::RuntimeHandler {
+                        name,
+                        features: Some(cri::RuntimeHandlerFeatures {
+                            recursive_read_only_mounts: features.recursive_read_only_mounts,
+                            user_namespaces: features.user_namespaces,
+                        }),
+                    }
                 })
                 .collect(),
-            features: Some(cri::RuntimeFeatures::default()),
+            // Strict supplemental groups are berth's own work (the spec lists only the groups
+            // asked for), whatever the runtime. Host-network pods in a user namespace are not
+            // offered until they are tested.
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+                user_namespaces_host_network: false,
+            }),
         }))
     }
 

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod executable;
+pub mod idmap;
 pub mod mount;
 pub mod open_files;
 pub mod socket_path;

@@ -18,10 +18,23 @@ pub async fn berthd_with_busybox() -> (Berthd, Registry, String) {
 
 /// [`berthd_with_busybox`] with berthd's soft RLIMIT_NOFILE set to `soft_nofile` when given.
 pub async fn berthd_with_busybox_under(soft_nofile: Option<u64>) -> (Berthd, Registry, String) {
+    berthd_with_busybox_configured(soft_nofile, "").await
+}
+
+/// [`berthd_with_busybox`] with `extra_config` appended to berthd's config (inside `[cri]`
+/// unless it opens tables of its own).
+pub async fn berthd_with_busybox_and(extra_config: &str) -> (Berthd, Registry, String) {
+    berthd_with_busybox_configured(None, extra_config).await
+}
+
+async fn berthd_with_busybox_configured(
+    soft_nofile: Option<u64>,
+    extra_config: &str,
+) -> (Berthd, Registry, String) {
     let registry = Registry::start().await;
     let berthd = Berthd::start_with_soft_nofile(soft_nofile, |paths| {
         paths.trust_registry(&registry);
-        paths.config_text("")
+        paths.config_text(extra_config)
     })
     .await;
     push_busybox(&registry, "library/busybox", "1.36").await;

@@ -161,7 +161,7 @@ impl CriRuntime {
         }
         let target_pid = self.target_pid(&config, sandbox)?;
         let pod = self.pod_context(sandbox);
-        let node = self.node_context();
+        let node = self.node_context(&sandbox.runtime_handler);
         // Off the executor: the spec reads host files (devices, seccomp profiles) and may load
         // berth's AppArmor profile.
         let spec = {
@@ -322,8 +322,10 @@ impl CriRuntime {
 
     /// The node's facts a container's spec depends on, detected once (the engine's at its
     /// start, AppArmor's at first use).
-    pub(crate) fn node_context(&self) -> NodeContext {
+    /// What the node, and the pod's runtime handler, offer a spec.
+    pub(crate) fn node_context(&self, runtime_handler: &str) -> NodeContext {
         NodeContext {
+            recursive_read_only: self.info.handler_features(runtime_handler).recursive_read_only_mounts,
             cgroup_driver: self.config.cgroup_driver,
             apparmor: AppArmorSupport::of_this_host(),
             seccomp: std::path::Path::new("/proc/self/status").exists(),

@@ -66,7 +66,7 @@ impl CriRuntime {
         };
         let mut pod = self.pod_context(record);
         pod.pid_ns = None;
-        let node = self.node_context();
+        let node = self.node_context(&record.runtime_handler);
         let (id, image_config) = (record.id.clone(), image.config.clone());
         let spec = tokio::task::spawn_blocking(move || {
             container_spec(&ContainerSpecInput {

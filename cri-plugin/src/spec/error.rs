@@ -28,6 +28,11 @@ pub enum SpecError {
     PrivilegedInUnprivilegedPod,
     #[error("invalid mount {container_path:?} (host path {host_path:?}): {reason}")]
     InvalidMount { container_path: String, host_path: String, reason: String },
+    /// kubelet reads the prefix (`k8s.io/cri-api/pkg/errors`), as it does containerd's.
+    #[error(
+        "RROUnsupported: the recursive read-only mount at {0:?} needs a runtime handler that supports it, and this pod's does not"
+    )]
+    RecursiveReadOnlyUnsupported(String),
     #[error("image volume mounts (mount of image {0:?}) are not supported by berth")]
     ImageVolumeUnsupported(String),
     #[error("invalid device {host_path:?}: {reason}")]
@@ -68,6 +73,8 @@ impl From<SpecError> for CriError {
             | SpecError::DeviceNotFound(_)
             | SpecError::ApparmorProfileNotLoaded(_) => CriError::not_found(e.to_string()),
             SpecError::NoProcess | SpecError::Apparmor(_) => CriError::failed_precondition(e.to_string()),
+            // Unknown: kubelet strips the code only from Unknown before reading the prefix.
+            SpecError::RecursiveReadOnlyUnsupported(_) => CriError::unknown(e.to_string()),
             _ => CriError::invalid_argument(e.to_string()),
         }
     }

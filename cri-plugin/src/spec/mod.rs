@@ -80,6 +80,8 @@ pub struct NodeContext {
     /// The host mounts the unified cgroup v2 hierarchy at `/sys/fs/cgroup` (not v1, not
     /// hybrid): unprivileged containers then get a cgroup namespace of their own.
     pub cgroup_v2: bool,
+    /// The pod's runtime handler can make `rro` mounts (what it advertises to kubelet).
+    pub recursive_read_only: bool,
 }
 
 /// The image's /etc/passwd and /etc/group, when it has them.
@@ -145,7 +147,8 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     process.set_selinux_label(security::selinux_label(sc));
     process.set_oom_score_adj(resources.map(resources::oom_score_adj).transpose()?);
 
-    let mounts = mounts::container_mounts(config, pod, privileged, readonly_rootfs)?;
+    let mounts =
+        mounts::container_mounts(config, pod, privileged, readonly_rootfs, input.node.recursive_read_only)?;
     let (devices, device_rules) = devices::container_devices(config, privileged, input.host)?;
     let mut cgroup = match resources {
         Some(r) => resources::linux_resources(r)?,

@@ -72,7 +72,7 @@ struct Bind {
     propagation: cri::MountPropagation,
 }
 
-fn bind_from_cri(m: &cri::Mount) -> Result<Bind, SpecError> {
+fn bind_from_cri(m: &cri::Mount, recursive_read_only: bool) -> Result<Bind, SpecError> {
     let invalid = |reason: &str| SpecError::InvalidMount {
         container_path: m.container_path.clone(),
         host_path: m.host_path.clone(),
@@ -103,6 +103,9 @@ fn bind_from_cri(m: &cri::Mount) -> Result<Bind, SpecError> {
         // A mount that receives new submounts from the host cannot keep them all read-only.
         if propagation != cri::MountPropagation::PropagationPrivate {
             return Err(invalid("recursive read-only needs private propagation"));
+        }
+        if !recursive_read_only {
+            return Err(SpecError::RecursiveReadOnlyUnsupported(m.container_path.clone()));
         }
         options.push("rro".to_string());
     } else {
@@ -152,8 +155,10 @@ pub fn container_mounts(
     pod: &PodContext,
     privileged: bool,
     readonly_rootfs: bool,
+    recursive_read_only: bool,
 ) -> Result<ContainerMounts, SpecError> {
-    let mut binds = config.mounts.iter().map(bind_from_cri).collect::<Result<Vec<_>, _>>()?;
+    let mut binds =
+        config.mounts.iter().map(|m| bind_from_cri(m, recursive_read_only)).collect::<Result<Vec<_>, _>>()?;
     let cri_dests: Vec<PathBuf> = binds.iter().map(|b| b.dest.clone()).collect();
     binds.extend(pod_binds(pod, readonly_rootfs, &cri_dests));
 
@@ -212,7 +217,7 @@ mod tests {
     #[test]
     fn defaults_and_pod_files() {
         let p = pod();
-        let m = container_mounts(&config(vec![]), &p, false, false).unwrap();
+        let m = container_mounts(&config(vec![]), &p, false, false, true).unwrap();
         for d in ["/proc", "/dev", "/dev/pts", "/dev/mqueue", "/sys", "/sys/fs/cgroup"] {
             assert!(find(&m, d).is_some(), "{d} missing");
         }
@@ -230,7 +235,7 @@ mod tests {
 
     #[test]
     fn readonly_rootfs_makes_pod_files_readonly() {
-        let m = container_mounts(&config(vec![]), &pod(), false, true).unwrap();
+        let m = container_mounts(&config(vec![]), &pod(), false, true, true).unwrap();
         assert_eq!(options(find(&m, "/etc/resolv.conf").unwrap()), ["rbind", "rprivate", "ro"]);
         assert_eq!(options(find(&m, "/dev/shm").unwrap()), ["rbind", "rprivate", "rw"]);
     }
@@ -240,13 +245,13 @@ mod tests {
         let mut p = pod();
         p.ipc_ns = None;
         p.shm_dir = None;
-        let m = container_mounts(&config(vec![]), &p, false, false).unwrap();
+        let m = container_mounts(&config(vec![]), &p, false, false, true).unwrap();
         assert_eq!(find(&m, "/dev/shm").unwrap().source().as_deref(), Some(Path::new("/dev/shm")));
     }
 
     #[test]
     fn privileged_sysfs_and_cgroupfs_are_writable() {
-        let m = container_mounts(&config(vec![]), &pod(), true, false).unwrap();
+        let m = container_mounts(&config(vec![]), &pod(), true, false, true).unwrap();
         assert!(options(find(&m, "/sys").unwrap()).contains(&"rw".to_string()));
         assert!(options(find(&m, "/sys/fs/cgroup").unwrap()).contains(&"rw".to_string()));
     }
@@ -258,6 +263,7 @@ mod tests {
             &pod(),
             false,
             false,
+            true,
         )
         .unwrap();
         let resolv: Vec<_> =
@@ -281,7 +287,8 @@ mod tests {
         let mut rro = cri_mount("/d", "/h/d");
         rro.readonly = true;
         rro.recursive_read_only = true;
-        let m = container_mounts(&config(vec![private, slave, shared, rro]), &pod(), false, false).unwrap();
+        let m =
+            container_mounts(&config(vec![private, slave, shared, rro]), &pod(), false, false, true).unwrap();
         assert_eq!(options(find(&m, "/a").unwrap()), ["rbind", "rprivate", "ro"]);
         assert_eq!(options(find(&m, "/b").unwrap()), ["rbind", "rslave", "rw"]);
         assert_eq!(options(find(&m, "/c").unwrap()), ["rbind", "rshared", "rw"]);
@@ -293,7 +300,7 @@ mod tests {
     fn host_to_container_alone_makes_root_rslave() {
         let mut slave = cri_mount("/b", "/h/b");
         slave.propagation = cri::MountPropagation::PropagationHostToContainer as i32;
-        let m = container_mounts(&config(vec![slave]), &pod(), false, false).unwrap();
+        let m = container_mounts(&config(vec![slave]), &pod(), false, false, true).unwrap();
         assert_eq!(m.rootfs_propagation.as_deref(), Some("rslave"));
     }
 
@@ -302,12 +309,25 @@ mod tests {
         let mut rro = cri_mount("/d", "/h/d");
         rro.recursive_read_only = true;
         assert!(matches!(
-            container_mounts(&config(vec![rro.clone()]), &pod(), false, false),
+            container_mounts(&config(vec![rro.clone()]), &pod(), false, false, true),
             Err(SpecError::InvalidMount { .. })
         ));
         rro.readonly = true;
         rro.propagation = cri::MountPropagation::PropagationHostToContainer as i32;
-        assert!(container_mounts(&config(vec![rro]), &pod(), false, false).is_err());
+        assert!(container_mounts(&config(vec![rro]), &pod(), false, false, true).is_err());
+    }
+
+    /// A handler without `rro` refuses it with the prefix kubelet classifies, under code
+    /// Unknown (the only code kubelet strips before reading the prefix).
+    #[test]
+    fn recursive_read_only_on_a_handler_without_it_is_rro_unsupported() {
+        let mut rro = cri_mount("/d", "/h/d");
+        (rro.recursive_read_only, rro.readonly) = (true, true);
+        let err = container_mounts(&config(vec![rro]), &pod(), false, false, false).unwrap_err();
+        assert!(matches!(err, SpecError::RecursiveReadOnlyUnsupported(_)));
+        let err = crate::error::CriError::from(err);
+        assert_eq!(err.code(), tonic::Code::Unknown);
+        assert!(err.message().starts_with("RROUnsupported: "), "{err}");
     }
 
     #[test]
@@ -315,14 +335,15 @@ mod tests {
         for (c, h) in
             [("/data/../etc", "/h"), ("/data", "/h/../../etc"), ("data", "/h"), ("/data", "h"), ("", "/h")]
         {
-            let err = container_mounts(&config(vec![cri_mount(c, h)]), &pod(), false, false).unwrap_err();
+            let err =
+                container_mounts(&config(vec![cri_mount(c, h)]), &pod(), false, false, true).unwrap_err();
             assert!(matches!(err, SpecError::InvalidMount { .. }), "{c} {h}: {err}");
             assert_eq!(crate::CriError::from(err).code(), tonic::Code::InvalidArgument);
         }
         let mut image = cri_mount("/img", "");
         image.image = Some(cri::ImageSpec { image: "busybox".into(), ..Default::default() });
         assert!(matches!(
-            container_mounts(&config(vec![image]), &pod(), false, false),
+            container_mounts(&config(vec![image]), &pod(), false, false, true),
             Err(SpecError::ImageVolumeUnsupported(_))
         ));
     }
@@ -338,6 +359,7 @@ mod tests {
             &pod(),
             false,
             false,
+            true,
         )
         .unwrap();
         let order: Vec<_> = m.mounts.iter().map(|m| m.destination().clone()).collect();
@@ -348,8 +370,9 @@ mod tests {
 
     #[test]
     fn paths_are_cleaned() {
-        let m = container_mounts(&config(vec![cri_mount("//data/./x/", "/h//x/")]), &pod(), false, false)
-            .unwrap();
+        let m =
+            container_mounts(&config(vec![cri_mount("//data/./x/", "/h//x/")]), &pod(), false, false, true)
+                .unwrap();
         let x = find(&m, "/data/x").unwrap();
         assert_eq!(x.source().as_deref(), Some(Path::new("/h/x")));
     }

@@ -64,6 +64,7 @@ const NODE: NodeContext = NodeContext {
     apparmor: AppArmorSupport::Unavailable,
     seccomp: true,
     cgroup_v2: false,
+    recursive_read_only: true,
 };
 
 fn build(config: &cri::ContainerConfig, pod: &PodContext) -> Result<Spec, SpecError> {

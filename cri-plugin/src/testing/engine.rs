@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::recorder::Recorder;
 use crate::engine::{
-    LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts, RuntimeInfo,
+    HandlerFeatures, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
+    RuntimeInfo,
 };
 use crate::error::CriError;
 use crate::images::ImageSummary;
@@ -32,6 +33,12 @@ impl RuntimeInfo for FakeRuntimeInfo {
 
     fn runtime_readiness(&self) -> Readiness {
         Readiness::ready()
+    }
+
+    /// `runc` has every feature; `kata` none.
+    fn handler_features(&self, handler: &str) -> HandlerFeatures {
+        let all = matches!(handler, "" | "runc");
+        HandlerFeatures { recursive_read_only_mounts: all, user_namespaces: all, explained: Vec::new() }
     }
 
     fn runtime_handlers(&self) -> Vec<String> {

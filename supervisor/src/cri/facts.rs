@@ -1,21 +1,117 @@
 //! The engine as the CRI plugin sees it: node facts, readiness, runtime handlers (the
 //! [`berth_cri_plugin::RuntimeInfo`] trait).
 
-use berth_cri_plugin::{Readiness, RuntimeFacts, RuntimeInfo};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_cri_plugin::{HandlerFeatures, Readiness, RuntimeFacts, RuntimeInfo};
 
 use crate::node_facts::NodeFacts;
 use crate::tasks::runtimes::{TasksConfig, find_executable};
+
+/// How long an OCI runtime may take to describe itself (`runc features`) at start.
+const FEATURES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The engine's face toward the CRI plugin.
 pub struct CriRuntimeInfo {
     facts: NodeFacts,
     tasks: TasksConfig,
+    /// Probed once at start, by handler name.
+    features: HashMap<String, HandlerFeatures>,
 }
 
 impl CriRuntimeInfo {
     pub fn new(facts: NodeFacts, tasks: TasksConfig) -> Self {
-        Self { facts, tasks }
+        let kernel = KernelFeatures::probe();
+        let features =
+            tasks.runtimes.keys().map(|name| (name.clone(), probe_handler(&tasks, name, &kernel))).collect();
+        Self { facts, tasks, features }
     }
+}
+
+/// What the kernel offers the handlers' features.
+struct KernelFeatures {
+    mount_setattr: bool,
+}
+
+impl KernelFeatures {
+    fn probe() -> Self {
+        Self { mount_setattr: berth_sys::idmap::mount_setattr_supported() }
+    }
+}
+
+/// What one handler can run: its OCI runtime's own description (`<runtime> features`, runc
+/// 1.1 and crun 1.4 have it) against what the kernel offers.
+fn probe_handler(tasks: &TasksConfig, name: &str, kernel: &KernelFeatures) -> HandlerFeatures {
+    let runtime = tasks.resolve(name).ok().and_then(|handler| handler.oci_runtime).map(|oci| oci.binary);
+    let described = runtime
+        .as_deref()
+        .and_then(find_executable)
+        .map(|binary| (binary.clone(), runtime_features(&binary)));
+    let (recursive_read_only_mounts, rro_why) = match &described {
+        None => (false, "no OCI runtime berth can ask".to_string()),
+        Some((binary, Err(e))) => (false, format!("{} features: {e}", binary.display())),
+        Some((binary, Ok(features))) => {
+            let takes_rro = features.mount_options.iter().any(|o| o == "rro");
+            match (takes_rro, kernel.mount_setattr) {
+                (true, true) => {
+                    (true, format!("{} takes rro, the kernel has mount_setattr", binary.display()))
+                }
+                (false, _) => (false, format!("{} does not take rro", binary.display())),
+                (true, false) => (false, "the kernel has no mount_setattr (Linux 5.12)".to_string()),
+            }
+        }
+    };
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    HandlerFeatures {
+        recursive_read_only_mounts,
+        user_namespaces: false,
+        explained: vec![
+            format!("recursive read-only mounts: {} ({rro_why})", yes(recursive_read_only_mounts)),
+            "user namespaces: no (not implemented yet)".to_string(),
+        ],
+    }
+}
+
+/// The parts of an OCI runtime's `features` document berth reads.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OciRuntimeFeatures {
+    #[serde(default)]
+    mount_options: Vec<String>,
+}
+
+fn runtime_features(binary: &Path) -> Result<OciRuntimeFeatures, String> {
+    let mut child = std::process::Command::new(binary)
+        .arg("features")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + FEATURES_TIMEOUT;
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) if status.success() => break,
+            Some(status) => return Err(format!("exited with {status}")),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer in {FEATURES_TIMEOUT:?}"));
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut stdout, &mut out).map_err(|e| e.to_string())?;
+    }
+    parse_runtime_features(&out)
+}
+
+fn parse_runtime_features(json: &[u8]) -> Result<OciRuntimeFeatures, String> {
+    serde_json::from_slice(json).map_err(|e| format!("not a features document: {e}"))
 }
 
 impl RuntimeInfo for CriRuntimeInfo {
@@ -47,10 +143,38 @@ impl RuntimeInfo for CriRuntimeInfo {
         Readiness::ready()
     }
 
+    fn handler_features(&self, handler: &str) -> HandlerFeatures {
+        let name = if handler.is_empty() { &self.tasks.default_runtime } else { handler };
+        self.features.get(name).cloned().unwrap_or_default()
+    }
+
     fn runtime_handlers(&self) -> Vec<String> {
         let default = self.tasks.default_runtime.clone();
         std::iter::once(default.clone())
             .chain(self.tasks.runtimes.keys().filter(|name| **name != default).cloned())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rro_is_read_from_the_runtimes_mount_options() {
+        let runc = br#"{"ociVersionMin":"1.0.0","mountOptions":["ro","rro","rbind"],"linux":{}}"#;
+        assert!(parse_runtime_features(runc).unwrap().mount_options.contains(&"rro".to_string()));
+        assert!(parse_runtime_features(b"{}").unwrap().mount_options.is_empty());
+        assert!(parse_runtime_features(b"runc: unknown command").is_err());
+    }
+
+    #[test]
+    fn a_runtime_that_pipes_garbage_or_hangs_has_no_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-runtime");
+        std::fs::write(&script, "#!/bin/sh\necho not-json\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert!(runtime_features(&script).is_err());
+        assert!(runtime_features(Path::new("/nonexistent/runtime")).is_err());
     }
 }

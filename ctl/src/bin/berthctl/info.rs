@@ -22,6 +22,25 @@ pub async fn info(channel: &Channel) -> anyhow::Result<()> {
         let state = if condition.status { "true" } else { "false" };
         println!("{:<14} {state:<6} {} {}", condition.r#type, condition.reason, condition.message);
     }
+    // What kubelet is told this node can run, per runtime handler, and why.
+    let explained = status
+        .info
+        .get("runtime")
+        .and_then(|runtime| serde_json::from_str::<serde_json::Value>(runtime).ok())
+        .and_then(|runtime| runtime.get("handlerFeatures").cloned());
+    for handler in status.runtime_handlers.iter().filter(|h| !h.name.is_empty()) {
+        println!("features of runtime handler {:?}:", handler.name);
+        let lines = explained.as_ref().and_then(|e| e.get(&handler.name)).and_then(|l| l.as_array().cloned());
+        for line in lines.unwrap_or_default() {
+            println!("  {}", line.as_str().unwrap_or_default());
+        }
+    }
+    if let Some(features) = &status.features {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!("features of the node:");
+        println!("  supplemental groups policy: {}", yes(features.supplemental_groups_policy));
+        println!("  user namespaces with host network: {}", yes(features.user_namespaces_host_network));
+    }
     let mut keys: Vec<&String> = status.info.keys().collect();
     keys.sort();
     for key in keys {

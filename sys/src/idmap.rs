@@ -112,6 +112,118 @@ pub fn attach(tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// One contiguous range of a user namespace's id map: `inside` and up map to `outside` and up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub length: u32,
+}
+
+/// A process holding new namespaces: a user namespace and the others `flags` name, all owned by
+/// that user namespace (one `unshare` makes the user namespace first). It runs `sleep` until
+/// killed; the caller pins its namespaces from `/proc/<pid>/ns/` and then ends it.
+pub struct NamespaceHolder {
+    child: std::process::Child,
+}
+
+impl NamespaceHolder {
+    /// Unshares a user namespace plus `flags` (network, IPC, UTS), sets `hostname` in a new UTS
+    /// namespace, and maps ids: `uids`/`gids` are written from here, as the kernel allows a
+    /// process in the parent namespace with CAP_SETUID/CAP_SETGID to.
+    pub fn spawn(
+        flags: nix::sched::CloneFlags,
+        hostname: Option<&str>,
+        uids: &[IdRange],
+        gids: &[IdRange],
+    ) -> io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let hostname = hostname.map(|h| h.to_string());
+        let mut command = std::process::Command::new("sleep");
+        command.arg("infinity").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        let all = flags | nix::sched::CloneFlags::CLONE_NEWUSER;
+        // SAFETY: between fork and exec the closure only makes syscalls (unshare, sethostname)
+        // on data prepared before the fork; it allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sched::unshare(all).map_err(io::Error::from)?;
+                if let Some(name) = &hostname {
+                    nix::unistd::sethostname(name).map_err(io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        let mut holder = Self { child };
+        let write = |file: &str, ranges: &[IdRange]| -> io::Result<()> {
+            let text: String =
+                ranges.iter().map(|r| format!("{} {} {}\n", r.inside, r.outside, r.length)).collect();
+            std::fs::write(format!("/proc/{}/{file}", holder.child.id()), text)
+                .map_err(|e| io::Error::new(e.kind(), format!("write {file}: {e}")))
+        };
+        if let Err(e) = write("uid_map", uids).and_then(|()| write("gid_map", gids)) {
+            holder.end();
+            return Err(e);
+        }
+        Ok(holder)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `/proc/<pid>/ns/<name>` of the holder.
+    pub fn namespace(&self, name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/proc/{}/ns/{name}", self.child.id()))
+    }
+
+    /// Kills and reaps the holder; its namespaces live on where they are pinned.
+    pub fn end(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NamespaceHolder {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Whether a directory on the file system at `dir` can be idmapped: a user namespace mapping
+/// 0 to 65536 is made and an idmapped copy of `dir` attempted (and dropped).
+pub fn idmapped_mounts_work_on(dir: &Path) -> io::Result<()> {
+    let map = [IdRange { inside: 0, outside: 65536, length: 65536 }];
+    let holder = NamespaceHolder::spawn(nix::sched::CloneFlags::empty(), None, &map, &map)?;
+    let userns = std::fs::File::open(holder.namespace("user"))?;
+    let tree = clone_tree(dir, false)?;
+    set_idmap(std::os::fd::AsFd::as_fd(&tree), std::os::fd::AsFd::as_fd(&userns), false)
+}
+
+/// Attaches at `target` (created: a directory, or an empty file when `source` is a file) an
+/// idmapped copy of `source` and every mount below it, read-only when `read_only` (with its
+/// submounts), its ids seen through the user namespace pinned at `userns`.
+pub fn attach_idmapped(source: &Path, target: &Path, userns: &Path, read_only: bool) -> io::Result<()> {
+    let with =
+        |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", source.display()));
+    let userns = std::fs::File::open(userns).map_err(|e| with("open the user namespace for", e))?;
+    let tree = clone_tree(source, true).map_err(|e| with("clone", e))?;
+    set_idmap(std::os::fd::AsFd::as_fd(&tree), std::os::fd::AsFd::as_fd(&userns), true)
+        .map_err(|e| with("idmap", e))?;
+    if read_only {
+        set_read_only_recursively(std::os::fd::AsFd::as_fd(&tree)).map_err(|e| with("make read-only", e))?;
+    }
+    if source.is_dir() {
+        std::fs::create_dir_all(target)?;
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::File::create(target)?;
+    }
+    attach(std::os::fd::AsFd::as_fd(&tree), target).map_err(|e| with("attach", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +260,33 @@ mod tests {
         std::fs::write(source.join("sub/file"), b"x").unwrap();
         crate::mount::unmount_all(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
         crate::mount::unmount_all(&source, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+
+    #[test]
+    fn an_idmapped_copy_shows_host_ids_through_the_mapping() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED an_idmapped_copy_shows_host_ids_through_the_mapping: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir(&source).unwrap();
+        std::fs::write(source.join("mine"), b"x").unwrap();
+        idmapped_mounts_work_on(&source).unwrap();
+        let map = [IdRange { inside: 0, outside: 1000, length: 1000 }];
+        let mut holder =
+            NamespaceHolder::spawn(nix::sched::CloneFlags::CLONE_NEWUTS, Some("inside"), &map, &map).unwrap();
+        let maps = std::fs::read_to_string(format!("/proc/{}/uid_map", holder.pid())).unwrap();
+        assert_eq!(maps.split_whitespace().collect::<Vec<_>>(), ["0", "1000", "1000"]);
+        let target = dir.path().join("target");
+        attach_idmapped(&source, &target, &holder.namespace("user"), true).unwrap();
+        holder.end();
+        // On disk the file stays root's; through the mount it is host uid 1000, which is root
+        // inside the namespace: the container's root owns what the image's root owns.
+        assert_eq!(std::fs::metadata(source.join("mine")).unwrap().uid(), 0);
+        assert_eq!(std::fs::metadata(target.join("mine")).unwrap().uid(), 1000);
+        assert!(std::fs::write(target.join("new"), b"x").is_err(), "read-only");
+        crate::mount::unmount_all(&target, nix::mount::MntFlags::MNT_DETACH).unwrap();
     }
 }

@@ -171,3 +171,163 @@ async fn a_handler_without_rro_refuses_it_as_rro_unsupported() {
     assert!(listed.containers.is_empty(), "nothing is left of the refused container: {listed:?}");
     remove_all_pods(&mut client).await;
 }
+
+fn userns_options(host_id: u32, length: u32) -> cri::NamespaceOption {
+    let mapping = cri::IdMapping { host_id, container_id: 0, length };
+    cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![mapping],
+            gids: vec![mapping],
+        }),
+        ..Default::default()
+    }
+}
+
+fn with_userns(mut config: cri::PodSandboxConfig, options: cri::NamespaceOption) -> cri::PodSandboxConfig {
+    let linux = config.linux.get_or_insert_with(Default::default);
+    linux.security_context.get_or_insert_with(Default::default).namespace_options = Some(options);
+    config
+}
+
+/// KEP-127 on this node's runc (1.1.5, no idmapped mounts of its own): berth makes the pod's
+/// user namespace and idmaps the root filesystem and every bind itself.
+#[tokio::test]
+async fn a_pod_in_its_own_user_namespace_sees_mapped_ids_and_holds_no_host_capability() {
+    use std::os::unix::fs::MetadataExt;
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox", "pgrep"]);
+    let (berthd, _registry, image) = berthd_with_busybox_and("").await;
+    let mut client = berthd.runtime_client().await;
+    let status = client.status(cri::StatusRequest::default()).await.unwrap().into_inner();
+    let advertised =
+        status.runtime_handlers.iter().find(|h| h.name.is_empty()).and_then(|h| h.features).unwrap();
+    if !advertised.user_namespaces {
+        println!(
+            "SKIPPED a_pod_in_its_own_user_namespace: this node does not advertise user namespaces ({status:?})"
+        );
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let options = userns_options(200_000, 65536);
+    let config = with_userns(pod_config("userns", logs.path()), options.clone());
+    let pod = run_pod(&mut client, &config).await;
+
+    // A hostPath volume of root's: idmapped like the image, so the container's root owns it.
+    let volume = tempfile::tempdir().unwrap();
+    let mut container = container_config("userns", &image, &["sleep", "3600"]);
+    container.mounts = vec![cri::Mount {
+        container_path: "/volume".into(),
+        host_path: volume.path().display().to_string(),
+        ..Default::default()
+    }];
+    let linux = container.linux.get_or_insert_with(Default::default);
+    linux.security_context.get_or_insert_with(Default::default).namespace_options = Some(options);
+    let id = start_container(&mut client, &pod, &config, container).await;
+    let running =
+        wait_for_state(&mut client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(20))
+            .await;
+    assert_eq!(running.state, cri::ContainerState::ContainerRunning as i32, "{running:?}");
+    let sh = |script: &str| {
+        let (mut client, id, script) = (client.clone(), id.clone(), script.to_string());
+        async move {
+            let out = exec_sync(&mut client, &id, &["sh", "-c", &script], 10).await.unwrap();
+            (String::from_utf8_lossy(&out.stdout).trim().to_string(), out.exit_code)
+        }
+    };
+    let uid_map = sh("cat /proc/self/uid_map").await.0;
+    assert_eq!(uid_map.split_whitespace().collect::<Vec<_>>(), ["0", "200000", "65536"]);
+    // The image's files are root's inside, through the idmapped layers.
+    assert_eq!(sh("ls -lnd /bin/busybox /etc | awk '{print $3\":\"$4}'").await.0, "0:0\n0:0");
+    // The writable root is the container root's, and so is the volume.
+    let owner = |path: &str| format!("ls -lnd {path} | awk '{{print $3}}'");
+    assert_eq!(sh(&format!("touch /made-here && {}", owner("/made-here"))).await, ("0".to_string(), 0));
+    assert_eq!(
+        sh(&format!("echo hi > /volume/file && {}", owner("/volume/file"))).await,
+        ("0".to_string(), 0)
+    );
+    assert_eq!(
+        std::fs::metadata(volume.path().join("file")).unwrap().uid(),
+        0,
+        "on disk, through the mapping: root's"
+    );
+    // From the host: mapped ids, and no capability in the initial user namespace.
+    let ps = std::process::Command::new("pgrep").args(["-f", "^sleep 3600$"]).output().unwrap();
+    let pids: Vec<u32> =
+        String::from_utf8_lossy(&ps.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let ours = pids
+        .into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
+                .is_ok_and(|m| m.split_whitespace().nth(1) == Some("200000"))
+        })
+        .expect("the container's sleep is visible from the host");
+    let status = std::fs::read_to_string(format!("/proc/{ours}/status")).unwrap();
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(ids("Uid:"), "200000 200000 200000 200000", "{status}");
+    assert_eq!(ids("Gid:"), "200000 200000 200000 200000", "{status}");
+    let own_userns = std::fs::read_link(format!("/proc/{ours}/ns/user")).unwrap();
+    assert_ne!(
+        own_userns,
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "not the host's user namespace"
+    );
+    // Its capabilities hold only in the pod's namespace: root inside cannot make a device
+    // node, which needs CAP_MKNOD in the host's user namespace.
+    let (made, code) = sh("mknod /dev-null-again c 1 3 2>&1").await;
+    assert_ne!(code, 0, "mknod worked inside the pod's user namespace: {made}");
+    assert!(made.contains("Operation not permitted"), "{made}");
+    remove_all_pods(&mut client).await;
+    // Every idmapped copy, root filesystem and pinned namespace is gone with the pod.
+    let base = berthd.paths.base.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&base)).collect();
+    assert!(left.is_empty(), "mounts left: {left:#?}");
+}
+
+/// What critest tries: more than one mapping, root unmapped, modes CONTAINER and TARGET.
+#[tokio::test]
+async fn bad_user_namespace_requests_are_refused_and_leave_nothing() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, _image) = berthd_with_busybox_and("").await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let two = {
+        let mut o = userns_options(200_000, 65536);
+        let u = o.userns_options.as_mut().unwrap();
+        u.uids.push(cri::IdMapping { host_id: 300_000, container_id: 0, length: 65536 });
+        o
+    };
+    let root_unmapped = {
+        let mut o = userns_options(200_000, 65536);
+        o.userns_options.as_mut().unwrap().uids[0].container_id = 1;
+        o
+    };
+    let mode = |mode: cri::NamespaceMode| cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace { mode: mode as i32, ..Default::default() }),
+        ..Default::default()
+    };
+    for options in [two, root_unmapped, mode(cri::NamespaceMode::Container), mode(cri::NamespaceMode::Target)]
+    {
+        let config = with_userns(pod_config("bad-userns", logs.path()), options.clone());
+        let err = client
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{options:?}: {err}");
+        assert!(err.message().contains("user namespace configuration"), "{err}");
+    }
+    let pods = client.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.unwrap().into_inner();
+    assert!(pods.items.is_empty(), "{pods:?}");
+}

@@ -231,7 +231,23 @@ impl CriRuntime {
                 return Err(e).context("prepare the container's root filesystem");
             }
         };
+        // A pod in its own user namespace: runc 1.1 cannot idmap, so berth hands it mounts
+        // that are mapped already.
+        let (rootfs, mut spec) = (rootfs, spec);
+        let rootfs = match &sandbox.user_ns {
+            None => rootfs,
+            Some(userns) => match self.map_ids_for(id, userns, rootfs, &mut spec).await {
+                Ok(rootfs) => rootfs,
+                Err(e) => {
+                    self.release_container_mounts(id).await;
+                    let _ = self.rootfs.remove(id).await;
+                    self.remove_container_files(id).await;
+                    return Err(e).context("map the container's files into the pod's user namespace");
+                }
+            },
+        };
         if let Err(e) = self.containers.save(record).await {
+            self.release_container_mounts(id).await;
             let _ = self.rootfs.remove(id).await;
             self.remove_container_files(id).await;
             return Err(e).context("record the new container");
@@ -250,8 +266,12 @@ impl CriRuntime {
                 (SANDBOX_LABEL.to_string(), sandbox.id.clone()),
             ]),
         };
-        if let Err(e) = self.tasks.create(task).await {
+        let created = self.tasks.create(task).await;
+        // runc holds its own binds of the idmapped copies now (or failed): they can go.
+        self.release_idmapped_binds(id).await;
+        if let Err(e) = created {
             let _ = self.containers.remove(id).await;
+            self.release_container_mounts(id).await;
             let _ = self.rootfs.remove(id).await;
             self.remove_container_files(id).await;
             return Err(e).context("create the container's task");
@@ -277,6 +297,90 @@ impl CriRuntime {
     }
 
     /// Removes the container's own files (its stdin FIFO); gone already is fine.
+    /// For a pod with its own user namespace: mounts the root filesystem with its image layers
+    /// idmapped (at `<container dir>/rootfs`, handed to the task as one bind) and replaces the
+    /// source of every bind mount of `spec` with an idmapped copy (read-only ones made
+    /// read-only on the copy, so runc need not remount what the namespace locks).
+    async fn map_ids_for(
+        &self,
+        id: &str,
+        userns: &crate::records::sandbox::PodUserNamespace,
+        rootfs: Vec<crate::engine::RootfsMount>,
+        spec: &mut oci_spec::runtime::Spec,
+    ) -> Result<Vec<crate::engine::RootfsMount>, CriError> {
+        let dir = self.paths.container_dir(id);
+        let host = self.host.clone();
+        let userns = userns.clone();
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        let (rootfs, mounts) = tokio::task::spawn_blocking(move || -> Result<_, CriError> {
+            let target = dir.join("rootfs");
+            host.mount_idmapped_rootfs(&rootfs, &target, &userns.path, &userns.mapping)
+                .map_err(|e| CriError::internal(format!("mount the idmapped root filesystem: {e}")))?;
+            for (n, mount) in mounts.iter_mut().enumerate() {
+                let options = mount.options().clone().unwrap_or_default();
+                let is_bind = mount.typ().as_deref() == Some("bind")
+                    || options.iter().any(|o| o == "bind" || o == "rbind");
+                let Some(source) = mount.source().clone().filter(|_| is_bind) else { continue };
+                let read_only = options.iter().any(|o| o == "ro" || o == "rro");
+                let staged = dir.join("idmapped").join(n.to_string());
+                host.attach_idmapped(&source, &staged, &userns.path, read_only).map_err(|e| {
+                    CriError::invalid_argument(format!(
+                        "mount {} at {} in the pod's user namespace: {e}",
+                        source.display(),
+                        mount.destination().display()
+                    ))
+                })?;
+                mount.set_source(Some(staged));
+                mount.set_options(Some(
+                    options.into_iter().filter(|o| !matches!(o.as_str(), "ro" | "rro" | "rw")).collect(),
+                ));
+            }
+            let bind = crate::engine::RootfsMount {
+                r#type: "bind".into(),
+                source: target.display().to_string(),
+                target: String::new(),
+                options: vec!["rbind".into(), "rw".into()],
+            };
+            Ok((vec![bind], mounts))
+        })
+        .await
+        .map_err(|e| CriError::internal(format!("idmap task: {e}")))??;
+        spec.set_mounts(Some(mounts));
+        Ok(rootfs)
+    }
+
+    /// Unmounts the idmapped copies a create staged for runc; nothing staged is fine.
+    async fn release_idmapped_binds(&self, id: &str) {
+        let staged = self.paths.container_dir(id).join("idmapped");
+        let host = self.host.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&staged) else { return };
+            for entry in entries.flatten() {
+                if let Err(e) = host.unmount(&entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "unmounting an idmapped copy");
+                }
+            }
+            let _ = std::fs::remove_dir_all(&staged);
+        })
+        .await;
+    }
+
+    /// Unmounts what berth mounted for a container itself (the idmapped root filesystem of a
+    /// pod with its own user namespace), before its snapshot goes.
+    pub(crate) async fn release_container_mounts(&self, id: &str) {
+        self.release_idmapped_binds(id).await;
+        let rootfs = self.paths.container_dir(id).join("rootfs");
+        let host = self.host.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if rootfs.exists()
+                && let Err(e) = host.unmount(&rootfs)
+            {
+                tracing::warn!(path = %rootfs.display(), error = %e, "unmounting an idmapped root filesystem");
+            }
+        })
+        .await;
+    }
+
     pub(crate) async fn remove_container_files(&self, id: &str) {
         let dir = self.paths.container_dir(id);
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await
@@ -348,6 +452,7 @@ impl CriRuntime {
             resolv_conf_file: Some(files.resolv_conf),
             shm_dir: sandbox.shm.clone(),
             cgroup_parent: sandbox.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+            user_ns: sandbox.user_ns.clone(),
         }
     }
 }

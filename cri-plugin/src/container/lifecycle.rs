@@ -275,6 +275,7 @@ impl CriRuntime {
             let _ = self.tasks.kill(&id, "", SIGKILL, true).await;
         }
         self.tasks.delete(&id).await.with_context(|| format!("delete the task of container {id:?}"))?;
+        self.release_container_mounts(&id).await;
         let removed = self.rootfs.remove(&id).await;
         removed.with_context(|| format!("remove the root filesystem of container {id:?}"))?;
         self.remove_container_files(&id).await;

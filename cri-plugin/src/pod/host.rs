@@ -14,10 +14,13 @@ use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
 use super::pidfd::{self, PidHolder, process_start_time};
+use crate::records::sandbox::UserMapping;
 
 /// A namespace a pod can have of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodNamespace {
+    /// Only with a mapping: the pod's own user namespace, which owns the others.
+    User,
     Network,
     Ipc,
     Uts,
@@ -27,6 +30,7 @@ impl PodNamespace {
     /// The name under `/proc/<pid>/ns/`.
     pub fn proc_name(self) -> &'static str {
         match self {
+            PodNamespace::User => "user",
             PodNamespace::Network => "net",
             PodNamespace::Ipc => "ipc",
             PodNamespace::Uts => "uts",
@@ -36,9 +40,31 @@ impl PodNamespace {
 
 pub trait PodHost: Send + Sync + 'static {
     /// Creates new namespaces of `kinds` and pins each with a bind mount at
-    /// `dir/<proc_name>`, so they live with no process in them. A new UTS namespace gets
-    /// `hostname`. Either every namespace is pinned or none is left behind.
-    fn pin_namespaces(&self, dir: &Path, kinds: &[PodNamespace], hostname: &str) -> io::Result<Vec<PathBuf>>;
+    /// `dir/<proc_name>`, so they live with no process in them; returns their paths in the
+    /// order of `kinds`. A new UTS namespace gets `hostname`. When `kinds` has
+    /// [`PodNamespace::User`], `mapping` maps its ids and the other namespaces belong to it.
+    /// Either every namespace is pinned or none is left behind.
+    fn pin_namespaces(
+        &self,
+        dir: &Path,
+        kinds: &[PodNamespace],
+        hostname: &str,
+        mapping: Option<&UserMapping>,
+    ) -> io::Result<Vec<PathBuf>>;
+    /// Attaches at `target` an idmapped copy of `source` (and the mounts below it), its ids
+    /// seen through the user namespace pinned at `userns`; read-only when asked.
+    fn attach_idmapped(&self, source: &Path, target: &Path, userns: &Path, read_only: bool)
+    -> io::Result<()>;
+    /// Mounts a container's root filesystem (a snapshot's mounts) at `target` for a pod in the
+    /// user namespace `userns`: the image's layers through idmapped mounts, the writable layer
+    /// owned by the host ids of the container's root.
+    fn mount_idmapped_rootfs(
+        &self,
+        mounts: &[crate::engine::RootfsMount],
+        target: &Path,
+        userns: &Path,
+        mapping: &UserMapping,
+    ) -> io::Result<()>;
     /// Unpins (unmounts and removes) a namespace file; one already gone is success.
     fn unpin_namespace(&self, path: &Path) -> io::Result<()>;
     /// Mounts a tmpfs of `size` bytes at `path` (created) for the pod's `/dev/shm`.
@@ -137,15 +163,75 @@ fn clone_flag(kind: PodNamespace) -> nix::sched::CloneFlags {
         PodNamespace::Network => CloneFlags::CLONE_NEWNET,
         PodNamespace::Ipc => CloneFlags::CLONE_NEWIPC,
         PodNamespace::Uts => CloneFlags::CLONE_NEWUTS,
+        PodNamespace::User => CloneFlags::CLONE_NEWUSER,
     }
 }
 
+/// Pins `kinds` (the user namespace among them) from a holder process that unshared them all at
+/// once: a thread of berthd cannot make or join a user namespace, a process can.
+fn pin_in_user_namespace(
+    host: &LinuxPodHost,
+    dir: &Path,
+    kinds: &[PodNamespace],
+    hostname: &str,
+    mapping: &UserMapping,
+) -> io::Result<Vec<PathBuf>> {
+    let flags = kinds
+        .iter()
+        .filter(|k| **k != PodNamespace::User)
+        .fold(CloneFlags::empty(), |f, k| f | clone_flag(*k));
+    let hostname = (kinds.contains(&PodNamespace::Uts) && !hostname.is_empty()).then_some(hostname);
+    let holder = berth_sys::idmap::NamespaceHolder::spawn(
+        flags,
+        hostname,
+        &mapping.uid_ranges(),
+        &mapping.gid_ranges(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("make the pod's user namespace: {e}")))?;
+    let mut pinned = Vec::new();
+    for kind in kinds {
+        let target = dir.join(kind.proc_name());
+        let pin = || -> io::Result<()> {
+            std::fs::File::create(&target)?;
+            nix::mount::mount(
+                Some(&holder.namespace(kind.proc_name())),
+                &target,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)
+        };
+        if let Err(e) = pin() {
+            for path in pinned.iter().chain(std::iter::once(&target)) {
+                let _ = host.unpin_namespace(path);
+            }
+            return Err(io::Error::new(
+                e.kind(),
+                format!("pin the {} namespace at {}: {e}", kind.proc_name(), target.display()),
+            ));
+        }
+        pinned.push(target);
+    }
+    Ok(pinned)
+}
+
 impl PodHost for LinuxPodHost {
-    fn pin_namespaces(&self, dir: &Path, kinds: &[PodNamespace], hostname: &str) -> io::Result<Vec<PathBuf>> {
+    fn pin_namespaces(
+        &self,
+        dir: &Path,
+        kinds: &[PodNamespace],
+        hostname: &str,
+        mapping: Option<&UserMapping>,
+    ) -> io::Result<Vec<PathBuf>> {
         if kinds.is_empty() {
             return Ok(Vec::new());
         }
         std::fs::create_dir_all(dir)?;
+        if kinds.contains(&PodNamespace::User) {
+            let mapping = mapping.ok_or_else(|| io::Error::other("a user namespace needs a mapping"))?;
+            return pin_in_user_namespace(self, dir, kinds, hostname, mapping);
+        }
         let dir = dir.to_path_buf();
         let kinds = kinds.to_vec();
         let hostname = hostname.to_string();
@@ -189,6 +275,26 @@ impl PodHost for LinuxPodHost {
         })
         .join()
         .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    }
+
+    fn attach_idmapped(
+        &self,
+        source: &Path,
+        target: &Path,
+        userns: &Path,
+        read_only: bool,
+    ) -> io::Result<()> {
+        berth_sys::idmap::attach_idmapped(source, target, userns, read_only)
+    }
+
+    fn mount_idmapped_rootfs(
+        &self,
+        mounts: &[crate::engine::RootfsMount],
+        target: &Path,
+        userns: &Path,
+        mapping: &UserMapping,
+    ) -> io::Result<()> {
+        super::idmapped_rootfs::mount(mounts, target, userns, mapping)
     }
 
     fn unpin_namespace(&self, path: &Path) -> io::Result<()> {

@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod host;
+pub mod idmapped_rootfs;
 pub mod network;
 pub mod pidfd;
 pub mod starts;

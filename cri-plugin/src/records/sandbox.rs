@@ -43,9 +43,50 @@ pub struct SandboxRecord {
     /// is the sandbox's); its process is then the `pid_holder`.
     #[serde(default)]
     pub infra_image: Option<String>,
+    /// The pod's own user namespace (`hostUsers: false`), pinned; its network, IPC and UTS
+    /// namespaces, and the PID namespace its containers share, belong to it.
+    #[serde(default)]
+    pub user_ns: Option<PodUserNamespace>,
     /// The network was attached through CNI and must be detached.
     pub network_attached: bool,
     pub ips: Vec<String>,
+}
+
+/// A pod's user namespace: where it is pinned and how it maps ids. Container ids from 0 map to
+/// host ids from `uid_host`/`gid_host`, as kubelet allots them (one range each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodUserNamespace {
+    pub path: PathBuf,
+    pub mapping: UserMapping,
+}
+
+/// The one uid and one gid range of a pod's user namespace, container ids starting at 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMapping {
+    pub uid_host: u32,
+    pub uid_length: u32,
+    pub gid_host: u32,
+    pub gid_length: u32,
+}
+
+impl UserMapping {
+    pub fn uid_ranges(&self) -> [berth_sys::idmap::IdRange; 1] {
+        [berth_sys::idmap::IdRange { inside: 0, outside: self.uid_host, length: self.uid_length }]
+    }
+
+    pub fn gid_ranges(&self) -> [berth_sys::idmap::IdRange; 1] {
+        [berth_sys::idmap::IdRange { inside: 0, outside: self.gid_host, length: self.gid_length }]
+    }
+
+    /// As the CRI says it, to compare with a container's options.
+    pub fn to_cri(self) -> cri::UserNamespace {
+        let one = |host, length| cri::IdMapping { host_id: host, container_id: 0, length };
+        cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![one(self.uid_host, self.uid_length)],
+            gids: vec![one(self.gid_host, self.gid_length)],
+        }
+    }
 }
 
 impl Record for SandboxRecord {

@@ -9,6 +9,7 @@ pub mod infra;
 pub mod run;
 pub mod status;
 pub mod stop;
+pub mod userns;
 pub mod watch;
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use crate::pod::files::{HostFiles, pod_hostname, write_pod_files};
 use crate::pod::host::PodNamespace;
 use crate::pod::network::PodNetworkRequest;
 use crate::pod::starts::{Start, follow};
-use crate::records::sandbox::{SandboxRecord, SandboxState, namespace_options, sandbox_name};
+use crate::records::sandbox::{
+    PodUserNamespace, SandboxRecord, SandboxState, namespace_options, sandbox_name,
+};
 use berth_sys::clock::now_nanos;
 
 use crate::error::{CriError, ErrorContext};
@@ -152,7 +154,11 @@ impl CriRuntime {
         let options = namespace_options(&record.config);
         let host_network = options.network() == cri::NamespaceMode::Node;
         let host_ipc = options.ipc() == cri::NamespaceMode::Node;
+        let mapping = super::userns::requested(&options, !self.config.sandbox_image.is_empty())?;
         let mut kinds = Vec::new();
+        if mapping.is_some() {
+            kinds.push(PodNamespace::User);
+        }
         if !host_network {
             kinds.extend([PodNamespace::Network, PodNamespace::Uts]);
         }
@@ -170,7 +176,7 @@ impl CriRuntime {
                 CriError::internal(format!("write the pod's files in {}: {e}", dir.display()))
             })?;
             let pinned = host
-                .pin_namespaces(&dir.join("ns"), &kinds, &hostname)
+                .pin_namespaces(&dir.join("ns"), &kinds, &hostname, mapping.as_ref())
                 .map_err(|e| CriError::internal(format!("create the pod's namespaces: {e}")))?;
             let shm = if host_ipc {
                 None
@@ -188,6 +194,8 @@ impl CriRuntime {
             Ok(done) => done,
             Err(e) => {
                 // What exists is found by teardown from the directory layout.
+                record.user_ns = mapping
+                    .map(|mapping| PodUserNamespace { path: record.dir.join("ns").join("user"), mapping });
                 record.netns = Some(record.dir.join("ns").join("net"));
                 record.ipc_ns = Some(record.dir.join("ns").join("ipc"));
                 record.uts_ns = Some(record.dir.join("ns").join("uts"));
@@ -197,6 +205,9 @@ impl CriRuntime {
         };
         for (kind, path) in pinned {
             match kind {
+                PodNamespace::User => {
+                    record.user_ns = mapping.map(|mapping| PodUserNamespace { path, mapping });
+                }
                 PodNamespace::Network => record.netns = Some(path),
                 PodNamespace::Ipc => record.ipc_ns = Some(path),
                 PodNamespace::Uts => record.uts_ns = Some(path),
@@ -206,7 +217,9 @@ impl CriRuntime {
         if !self.config.sandbox_image.is_empty() {
             self.start_infra(record).await?;
         } else if options.pid() == cri::NamespaceMode::Pod {
+            // The user namespace first: the others belong to it, and the new PID namespace will.
             let joined: Vec<(PodNamespace, std::path::PathBuf)> = [
+                (PodNamespace::User, record.user_ns.as_ref().map(|u| u.path.clone())),
                 (PodNamespace::Network, record.netns.clone()),
                 (PodNamespace::Ipc, record.ipc_ns.clone()),
                 (PodNamespace::Uts, record.uts_ns.clone()),
@@ -286,7 +299,14 @@ impl CriRuntime {
         }
         let host = self.host.clone();
         let paths: Vec<_> =
-            [record.netns.take(), record.ipc_ns.take(), record.uts_ns.take(), record.pid_ns.take()]
+            // The user namespace last: the others belong to it.
+            [
+                record.netns.take(),
+                record.ipc_ns.take(),
+                record.uts_ns.take(),
+                record.pid_ns.take(),
+                record.user_ns.take().map(|u| u.path),
+            ]
                 .into_iter()
                 .flatten()
                 .collect();

@@ -145,6 +145,7 @@ mod tests {
             netns: None,
             ipc_ns: None,
             uts_ns: None,
+            user_ns: None,
             shm: None,
             pid_holder: Some(PidHolder { pid: 4242, start_time: 1 }),
             pid_ns: Some(pid_ns),

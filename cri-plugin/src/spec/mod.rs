@@ -67,6 +67,8 @@ pub struct PodContext {
     pub shm_dir: Option<PathBuf>,
     /// From the pod config's `linux.cgroup_parent` (may be empty).
     pub cgroup_parent: String,
+    /// The pod's own user namespace; `None` = the host's.
+    pub user_ns: Option<crate::records::sandbox::PodUserNamespace>,
 }
 
 /// Facts about the node, detected once.
@@ -165,6 +167,20 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         input.target_pid,
         input.node.cgroup_v2,
     )?));
+    if let Some(userns) = &pod.user_ns {
+        // runc 1.1 wants the mappings even when it joins the namespace by path: it chowns
+        // devices and its FIFOs with them.
+        let range = |host: u32, size: u32| -> Result<oci_spec::runtime::LinuxIdMapping, SpecError> {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(host)
+                .size(size)
+                .build()
+                .map_err(|e| SpecError::UnsupportedNamespace(format!("id mapping: {e}")))
+        };
+        linux.set_uid_mappings(Some(vec![range(userns.mapping.uid_host, userns.mapping.uid_length)?]));
+        linux.set_gid_mappings(Some(vec![range(userns.mapping.gid_host, userns.mapping.gid_length)?]));
+    }
     linux.set_devices(Some(devices));
     linux.set_resources(Some(cgroup));
     linux.set_cgroups_path(Some(resources::cgroups_path(

@@ -33,15 +33,26 @@ pub fn container_namespaces(
             .map_err(|_| SpecError::UnsupportedNamespace(format!("unknown PID namespace mode {}", o.pid)))?,
         None => cri::NamespaceMode::Pod,
     };
-    if let Some(userns) = options.and_then(|o| o.userns_options.as_ref())
-        && userns.mode != cri::NamespaceMode::Node as i32
-    {
-        return Err(SpecError::UnsupportedNamespace(
-            "user namespaces are not supported; use mode NODE (hostUsers: true)".into(),
-        ));
+    // A container lives in its pod's user namespace: it may restate the pod's, nothing else.
+    let asked = options.and_then(|o| o.userns_options.clone());
+    let pod_userns = pod.user_ns.as_ref().map(|u| u.mapping.to_cri());
+    let same = match (&asked, &pod_userns) {
+        (None, _) => true,
+        (Some(asked), None) => {
+            asked.mode == cri::NamespaceMode::Node as i32 && asked.uids.is_empty() && asked.gids.is_empty()
+        }
+        (Some(asked), Some(pod)) => asked == pod,
+    };
+    if !same {
+        return Err(SpecError::UnsupportedNamespace(format!(
+            "the container's user namespace options {asked:?} differ from its pod's {pod_userns:?}"
+        )));
     }
 
     let mut out = vec![ns(LinuxNamespaceType::Mount, None)];
+    if let Some(userns) = &pod.user_ns {
+        out.push(ns(LinuxNamespaceType::User, Some(userns.path.clone())));
+    }
     if let Some(path) = &pod.netns {
         out.push(ns(LinuxNamespaceType::Network, Some(path.clone())));
     }
@@ -149,7 +160,28 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_other_than_node_are_refused() {
+    fn a_pod_in_its_own_user_namespace_gives_it_to_its_containers() {
+        use crate::records::sandbox::{PodUserNamespace, UserMapping};
+        let mapping = UserMapping { uid_host: 1000, uid_length: 65536, gid_host: 1000, gid_length: 65536 };
+        let mut p = pod();
+        p.user_ns = Some(PodUserNamespace { path: PathBuf::from("/pod/ns/user"), mapping });
+        let list = container_namespaces(None, &p, None, false).unwrap();
+        assert_eq!(find(&list, LinuxNamespaceType::User), Some(Some(PathBuf::from("/pod/ns/user"))));
+        // Restating the pod's options is fine; any other mapping, or the host's, is not.
+        let mut sc = with_pid(cri::NamespaceMode::Pod);
+        sc.namespace_options.as_mut().unwrap().userns_options = Some(mapping.to_cri());
+        assert!(container_namespaces(Some(&sc), &p, None, false).is_ok());
+        let mut other = mapping.to_cri();
+        other.uids[0].host_id = 5000;
+        sc.namespace_options.as_mut().unwrap().userns_options = Some(other);
+        assert!(container_namespaces(Some(&sc), &p, None, false).is_err());
+        sc.namespace_options.as_mut().unwrap().userns_options =
+            Some(cri::UserNamespace { mode: cri::NamespaceMode::Node as i32, ..Default::default() });
+        assert!(container_namespaces(Some(&sc), &p, None, false).is_err());
+    }
+
+    #[test]
+    fn user_namespaces_other_than_node_are_refused_in_a_pod_without_one() {
         let mut sc = with_pid(cri::NamespaceMode::Pod);
         sc.namespace_options.as_mut().unwrap().userns_options =
             Some(cri::UserNamespace { mode: cri::NamespaceMode::Pod as i32, ..Default::default() });

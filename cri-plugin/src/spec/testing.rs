@@ -115,5 +115,6 @@ pub fn pod() -> PodContext {
         resolv_conf_file: Some("/run/berth/pods/pod-id/resolv.conf".into()),
         shm_dir: Some("/run/berth/pods/pod-id/shm".into()),
         cgroup_parent: "/kubepods/pod1".into(),
+        user_ns: None,
     }
 }

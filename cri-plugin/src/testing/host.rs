@@ -71,7 +71,38 @@ impl FakePodHost {
 }
 
 impl PodHost for FakePodHost {
-    fn pin_namespaces(&self, dir: &Path, kinds: &[PodNamespace], hostname: &str) -> io::Result<Vec<PathBuf>> {
+    fn attach_idmapped(
+        &self,
+        source: &Path,
+        target: &Path,
+        _userns: &Path,
+        _read_only: bool,
+    ) -> io::Result<()> {
+        self.recorder.call("host.attach_idmapped", format!("{} {}", source.display(), target.display()))?;
+        self.state().mounts.insert(target.to_path_buf());
+        Ok(())
+    }
+
+    fn mount_idmapped_rootfs(
+        &self,
+        _mounts: &[crate::engine::RootfsMount],
+        target: &Path,
+        _userns: &Path,
+        _mapping: &crate::records::sandbox::UserMapping,
+    ) -> io::Result<()> {
+        self.recorder.call("host.mount_idmapped_rootfs", target.display().to_string())?;
+        std::fs::create_dir_all(target)?;
+        self.state().mounts.insert(target.to_path_buf());
+        Ok(())
+    }
+
+    fn pin_namespaces(
+        &self,
+        dir: &Path,
+        kinds: &[PodNamespace],
+        hostname: &str,
+        _mapping: Option<&crate::records::sandbox::UserMapping>,
+    ) -> io::Result<Vec<PathBuf>> {
         self.recorder.call("host.pin_namespaces", format!("{kinds:?} {hostname}"))?;
         if kinds.is_empty() {
             return Ok(Vec::new());

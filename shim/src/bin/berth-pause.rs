@@ -1,7 +1,7 @@
 //! berth-pause: holds a pod's PID namespace, so the pod's containers can share one (a pod
 //! with `shareProcessNamespace`) with no infra image and no registry.
 //!
-//! `berth-pause --root DIR [--net PATH] [--ipc PATH] [--uts PATH]` joins the pod's pinned
+//! `berth-pause --root DIR [--user PATH] [--net PATH] [--ipc PATH] [--uts PATH]` joins the pod's pinned
 //! namespaces, makes a new PID namespace and forks its init, prints the init's pid and exits
 //! once its stdin closes: until then the init, dead or alive, keeps its pid, so the caller
 //! can tell it from a process that gets the pid later.
@@ -29,6 +29,8 @@ fn parse_args() -> Result<Args, String> {
         let value = args.next().map(PathBuf::from).ok_or_else(|| format!("{flag:?} needs a value"))?;
         match flag.to_str() {
             Some("--root") => root = Some(value),
+            // Joined first (berthd lists it first): the others belong to it.
+            Some("--user") => namespaces.push((value, CloneFlags::CLONE_NEWUSER)),
             Some("--net") => namespaces.push((value, CloneFlags::CLONE_NEWNET)),
             Some("--ipc") => namespaces.push((value, CloneFlags::CLONE_NEWIPC)),
             Some("--uts") => namespaces.push((value, CloneFlags::CLONE_NEWUTS)),

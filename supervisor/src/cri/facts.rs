@@ -21,9 +21,15 @@ pub struct CriRuntimeInfo {
     features: HashMap<String, HandlerFeatures>,
 }
 
+/// The snapshotter containers' root filesystems come from, and where it keeps them.
+pub struct SnapshotterAt {
+    pub name: String,
+    pub root: std::path::PathBuf,
+}
+
 impl CriRuntimeInfo {
-    pub fn new(facts: NodeFacts, tasks: TasksConfig) -> Self {
-        let kernel = KernelFeatures::probe();
+    pub fn new(facts: NodeFacts, tasks: TasksConfig, snapshotter: SnapshotterAt) -> Self {
+        let kernel = KernelFeatures::probe(&snapshotter);
         let features =
             tasks.runtimes.keys().map(|name| (name.clone(), probe_handler(&tasks, name, &kernel))).collect();
         Self { facts, tasks, features }
@@ -33,11 +39,20 @@ impl CriRuntimeInfo {
 /// What the kernel offers the handlers' features.
 struct KernelFeatures {
     mount_setattr: bool,
+    /// Whether pods can have user namespaces of their own, and why not: berth idmaps the
+    /// overlay snapshotter's layers itself, so the kernel must idmap its file system.
+    idmapped_layers: Result<(), String>,
 }
 
 impl KernelFeatures {
-    fn probe() -> Self {
-        Self { mount_setattr: berth_sys::idmap::mount_setattr_supported() }
+    fn probe(snapshotter: &SnapshotterAt) -> Self {
+        let idmapped_layers = if snapshotter.name != "overlayfs" {
+            Err(format!("the {} snapshotter (berth idmaps overlayfs layers)", snapshotter.name))
+        } else {
+            berth_sys::idmap::idmapped_mounts_work_on(&snapshotter.root)
+                .map_err(|e| format!("the kernel cannot idmap {}: {e}", snapshotter.root.display()))
+        };
+        Self { mount_setattr: berth_sys::idmap::mount_setattr_supported(), idmapped_layers }
     }
 }
 
@@ -63,13 +78,27 @@ fn probe_handler(tasks: &TasksConfig, name: &str, kernel: &KernelFeatures) -> Ha
             }
         }
     };
+    // berth makes the user namespace and every idmapped mount itself and hands the runtime
+    // plain mounts, so any runtime that joins a user namespace by path runs the result
+    // (runc 1.1 included, which has no idmapped mounts of its own).
+    let (user_namespaces, userns_why) = match (&described, &kernel.idmapped_layers) {
+        (None, _) => (false, "no OCI runtime berth can ask".to_string()),
+        (Some((binary, Err(e))), _) => (false, format!("{} features: {e}", binary.display())),
+        (Some((binary, Ok(features))), _) if !features.linux.namespaces.iter().any(|n| n == "user") => {
+            (false, format!("{} has no user namespaces", binary.display()))
+        }
+        (_, Err(why)) => (false, why.clone()),
+        (Some((binary, Ok(_))), Ok(())) => {
+            (true, format!("idmapped overlay layers made by berth, run by {}", binary.display()))
+        }
+    };
     let yes = |b: bool| if b { "yes" } else { "no" };
     HandlerFeatures {
         recursive_read_only_mounts,
-        user_namespaces: false,
+        user_namespaces,
         explained: vec![
             format!("recursive read-only mounts: {} ({rro_why})", yes(recursive_read_only_mounts)),
-            "user namespaces: no (not implemented yet)".to_string(),
+            format!("user namespaces: {} ({userns_why})", yes(user_namespaces)),
         ],
     }
 }
@@ -80,6 +109,14 @@ fn probe_handler(tasks: &TasksConfig, name: &str, kernel: &KernelFeatures) -> Ha
 struct OciRuntimeFeatures {
     #[serde(default)]
     mount_options: Vec<String>,
+    #[serde(default)]
+    linux: OciLinuxFeatures,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct OciLinuxFeatures {
+    #[serde(default)]
+    namespaces: Vec<String>,
 }
 
 fn runtime_features(binary: &Path) -> Result<OciRuntimeFeatures, String> {

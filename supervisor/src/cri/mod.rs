@@ -51,7 +51,14 @@ pub async fn open(
         Err(e) => tracing::warn!(error = %e, "could not write a default CNI network"),
     }
     let backends = CriBackends {
-        info: Arc::new(facts::CriRuntimeInfo::new(facts, config.tasks.clone())),
+        info: Arc::new(facts::CriRuntimeInfo::new(
+            facts,
+            config.tasks.clone(),
+            facts::SnapshotterAt {
+                name: config.images.snapshotter.clone(),
+                root: config.root.join("snapshots").join(&config.images.snapshotter),
+            },
+        )),
         images,
         rootfs: Arc::new(rootfs::CriRootfs::new(engine.clone())),
         tasks: Arc::new(tasks::CriTasks::new(engine.clone())),

@@ -27,7 +27,12 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 /// are clamped (runc would fail the container otherwise). Made once per task, from the typed
 /// spec (the CRI's) or from a client's JSON (the native API's), and encoded once.
 #[derive(Debug, Clone)]
-pub struct PreparedSpec(Vec<u8>);
+pub struct PreparedSpec {
+    bytes: Vec<u8>,
+    /// The host gid of the container's root group when the spec maps ids (a user namespace):
+    /// the bundle must let that group through (runc's init resolves paths in it as that root).
+    root_group: Option<u32>,
+}
 
 impl PreparedSpec {
     /// From a client's JSON, which must be a valid spec.
@@ -48,11 +53,20 @@ impl PreparedSpec {
             process.set_oom_score_adj(Some(clamped));
         }
         let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))?;
-        Ok(Self(bytes))
+        let root_group = spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.gid_mappings().clone())
+            .and_then(|maps| maps.iter().find(|m| m.container_id() == 0).map(|m| m.host_id()));
+        Ok(Self { bytes, root_group })
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
+    }
+
+    pub fn root_group(&self) -> Option<u32> {
+        self.root_group
     }
 }
 
@@ -105,6 +119,15 @@ impl Bundle {
             return Err(e);
         }
         Ok(bundle)
+    }
+
+    /// Lets a container's mapped root group traverse the bundle (0710, group `gid`), as
+    /// containerd does for user namespaces; the spec inside stays root's alone (0600).
+    pub fn let_through(&self, gid: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&self.path, None, Some(gid)).map_err(io("chown bundle".into()))?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o710))
+            .map_err(io("chmod bundle".into()))
     }
 
     pub fn rootfs(&self) -> PathBuf {

@@ -241,6 +241,12 @@ impl TaskManager {
             handler.shim = PathBuf::from(&request.runtime_path);
         }
         let bundle = Bundle::create(&self.inner.state, namespace, &id, spec.bytes())?;
+        if let Some(gid) = spec.root_group()
+            && let Err(e) = bundle.let_through(gid)
+        {
+            bundle.remove();
+            return Err(e);
+        }
         let shim_log = bundle.forward_shim_log(namespace, &id);
         // The client's options win; otherwise the handler's (runc binary, root, cgroup driver).
         let options = request

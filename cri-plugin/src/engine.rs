@@ -11,6 +11,7 @@
 //! Errors are [`CriError`], already coded the way the CRI answers them.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::CriError;
@@ -102,6 +103,14 @@ pub trait RootfsStore: Send + Sync + 'static {
     /// Reads `path` (absolute, inside the image) from the image's root filesystem, without
     /// following links out of it: `/etc/passwd`, `/etc/group`. `None` when there is no such file.
     async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, CriError>;
+    /// Mounts a read-only view `key` of `image` at `target` (made if missing) for an image
+    /// volume. A view of that key already mounted there is kept. The view keeps the image's
+    /// layers from garbage collection until it is released, whatever happens to the image.
+    async fn mount_image_view(&self, key: &str, image: &ImageSummary, target: &Path) -> Result<(), CriError>;
+    /// Unmounts `target` and removes the view `key`; either already gone is success.
+    async fn release_image_view(&self, key: &str, target: &Path) -> Result<(), CriError>;
+    /// The keys of the image views that exist (a berthd that died may have left some).
+    async fn image_view_keys(&self) -> Result<Vec<String>, CriError>;
 }
 
 /// Where a process's stdio goes, in the shim's URI forms: a FIFO path, `file:///abs/path`

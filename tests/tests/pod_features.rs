@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use berth_proto::runtime::v1 as cri;
 use berth_tests::cri::{
-    berthd_with_busybox_and, container_config, exec_sync, pod_config, remove_all_pods, run_pod,
-    start_container, wait_for_state,
+    berthd_with_busybox_and, container_config, container_status, exec_sync, pod_config, pull,
+    remove_all_pods, run_pod, start_container, wait_for_state,
 };
-use berth_tests::skip_unless;
+use berth_tests::{ImageBuilder, LayerBuilder, skip_unless};
 
 /// A runc that cannot describe itself (as runc before 1.1): every other command is runc's.
 fn runc_without_features(dir: &std::path::Path) -> std::path::PathBuf {
@@ -330,4 +330,178 @@ async fn bad_user_namespace_requests_are_refused_and_leave_nothing() {
     }
     let pods = client.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.unwrap().into_inner();
     assert!(pods.items.is_empty(), "{pods:?}");
+}
+
+/// Pushes a two-layer image of data files (no program) as `library/data:v1`; returns its name.
+async fn push_data_image(registry: &berth_tests::Registry) -> String {
+    let base = LayerBuilder::default()
+        .dir("content", 0o755)
+        .dir("content/sub", 0o755)
+        .file("content/greeting", 0o644, b"hello from the data image\n")
+        .into_tar();
+    let top = LayerBuilder::default()
+        .dir("content/sub", 0o755)
+        .file("content/sub/inner", 0o644, b"inner\n")
+        .into_tar();
+    let image = ImageBuilder::default().layer(base).layer(top).build();
+    registry.push_image("library/data", "v1", &image).await;
+    format!("{}/library/data:v1", registry.host())
+}
+
+fn image_mount(container_path: &str, image: &str, sub_path: &str) -> cri::Mount {
+    cri::Mount {
+        container_path: container_path.into(),
+        readonly: true,
+        image: Some(cri::ImageSpec { image: image.into(), ..Default::default() }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}
+
+/// KEP-4639: a second image, and a directory of it, mounted read-only in a container; one view
+/// per pod and image; the view outlives RemoveImage for as long as the container exists.
+#[tokio::test]
+async fn an_image_volume_shows_the_images_files_read_only() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, registry, image) = berthd_with_busybox_and("").await;
+    let data = push_data_image(&registry).await;
+    pull(&berthd, &data).await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("volumes", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let mut reader = container_config("reader", &image, &["sleep", "3600"]);
+    reader.mounts = vec![image_mount("/data", &data, ""), image_mount("/sub", &data, "content/sub")];
+    let mut second = container_config("second", &image, &["sleep", "3600"]);
+    second.mounts = vec![image_mount("/data", &data, "")];
+    let reader = start_container(&mut client, &pod, &config, reader).await;
+    let second = start_container(&mut client, &pod, &config, second).await;
+    for id in [&reader, &second] {
+        wait_for_state(&mut client, id, cri::ContainerState::ContainerRunning, Duration::from_secs(10)).await;
+    }
+    let exec_client = client.clone();
+    let sh = |id: &str, script: &str| {
+        let (mut client, id, script) = (exec_client.clone(), id.to_string(), script.to_string());
+        async move {
+            let out = exec_sync(&mut client, &id, &["sh", "-c", &script], 10).await.unwrap();
+            (String::from_utf8_lossy(&out.stdout).trim().to_string(), out.exit_code)
+        }
+    };
+    assert_eq!(sh(&reader, "cat /data/content/greeting").await.0, "hello from the data image");
+    assert_eq!(sh(&reader, "cat /data/content/sub/inner /sub/inner").await.0, "inner\ninner", "both layers");
+    assert_ne!(sh(&reader, "touch /data/content/new").await.1, 0, "read-only");
+    assert_ne!(sh(&reader, "touch /sub/new").await.1, 0, "read-only");
+    assert_eq!(sh(&second, "cat /data/content/greeting").await.0, "hello from the data image");
+    // One view per pod and image.
+    let views =
+        berth_tests::dir_entries(&berthd.paths.state.join("cri/sandboxes").join(&pod).join("image-volumes"));
+    assert_eq!(views.len(), 1, "{views:?}");
+    // ContainerStatus reports the image, as asked.
+    let status = container_status(&mut client, &reader).await;
+    let reported: Vec<_> =
+        status.mounts.iter().filter_map(|m| m.image.as_ref().map(|i| i.image.clone())).collect();
+    assert_eq!(reported, [data.clone(), data.clone()], "{:?}", status.mounts);
+
+    // RemoveImage succeeds, as on containerd 2.3.4, and the containers keep their volume.
+    let images = berthd.image_client().await;
+    let mut images = images;
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec { image: data.clone(), ..Default::default() }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(sh(&reader, "cat /data/content/greeting").await.0, "hello from the data image");
+
+    // The view goes with its last user.
+    for id in [&reader, &second] {
+        client
+            .stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 })
+            .await
+            .unwrap();
+        client.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let base = berthd.paths.base.display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&base) && l.contains("image-volumes")),
+        "a view is left mounted"
+    );
+    remove_all_pods(&mut client).await;
+}
+
+/// Bad image volumes: each refused with ImageVolumeMountFailed and nothing left.
+#[tokio::test]
+async fn bad_image_volumes_are_refused_and_leave_nothing() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, registry, image) = berthd_with_busybox_and("").await;
+    let data = push_data_image(&registry).await;
+    pull(&berthd, &data).await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("bad-volumes", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let not_pulled = format!("{}/library/data:absent", registry.host());
+    let writable = cri::Mount { readonly: false, ..image_mount("/data", &data, "") };
+    let cases = [
+        (image_mount("/data", &not_pulled, ""), tonic::Code::NotFound),
+        (image_mount("/data", &data, "content/missing"), tonic::Code::InvalidArgument),
+        (image_mount("/data", &data, "content/greeting"), tonic::Code::InvalidArgument),
+        (image_mount("/data", &data, "../../etc"), tonic::Code::InvalidArgument),
+        (writable, tonic::Code::InvalidArgument),
+    ];
+    for (mount, code) in cases {
+        let mut bad = container_config("bad", &image, &["sleep", "3600"]);
+        bad.mounts = vec![mount.clone()];
+        let err = client
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(bad),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{mount:?}: {err}");
+        assert!(err.message().starts_with("ImageVolumeMountFailed: "), "{err}");
+    }
+    let listed = client.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner();
+    assert!(listed.containers.is_empty(), "{listed:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let base = berthd.paths.base.display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&base) && l.contains("image-volumes")),
+        "a view is left mounted"
+    );
+    remove_all_pods(&mut client).await;
+}
+
+/// A berthd killed while a pod has an image volume finds the view at restart, serves it on,
+/// and releases it with the pod.
+#[tokio::test]
+async fn image_volumes_survive_a_berthd_restart_and_go_with_their_pod() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (mut berthd, registry, image) = berthd_with_busybox_and("").await;
+    let data = push_data_image(&registry).await;
+    pull(&berthd, &data).await;
+    let mut client = berthd.runtime_client().await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("restart-volume", logs.path());
+    let pod = run_pod(&mut client, &config).await;
+    let mut reader = container_config("reader", &image, &["sleep", "3600"]);
+    reader.mounts = vec![image_mount("/data", &data, "")];
+    let reader = start_container(&mut client, &pod, &config, reader).await;
+    wait_for_state(&mut client, &reader, cri::ContainerState::ContainerRunning, Duration::from_secs(10))
+        .await;
+    berthd.kill().await;
+    berthd.restart().await;
+    let mut client = berthd.runtime_client().await;
+    let out = exec_sync(&mut client, &reader, &["cat", "/data/content/greeting"], 10).await.unwrap();
+    assert_eq!(out.stdout, b"hello from the data image\n");
+    remove_all_pods(&mut client).await;
+    let base = berthd.paths.base.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&base) && l.contains("image-volumes")),
+        "a view is left mounted"
+    );
 }

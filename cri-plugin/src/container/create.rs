@@ -129,6 +129,8 @@ impl CriRuntime {
                 Err(e) => {
                     this.container_names.release(&name);
                     this.forget_lock(&id);
+                    // A view this container alone would have used goes with it.
+                    this.release_image_volumes(&sandbox, false).await;
                     Err(e)
                 }
             }
@@ -160,12 +162,15 @@ impl CriRuntime {
                 .with_context(|| format!("read {path} of image {}", image.id))?;
         }
         let target_pid = self.target_pid(&config, sandbox)?;
+        // Image volumes become read-only binds of the pod's views; the record keeps the config
+        // as asked (ContainerStatus reports the image).
+        let (spec_config, image_volumes) = self.resolve_image_volumes(sandbox, &config).await?;
         let pod = self.pod_context(sandbox);
         let node = self.node_context(&sandbox.runtime_handler);
         // Off the executor: the spec reads host files (devices, seccomp profiles) and may load
         // berth's AppArmor profile.
         let spec = {
-            let (id, config, image_config) = (id.to_string(), config.clone(), image.config.clone());
+            let (id, config, image_config) = (id.to_string(), spec_config, image.config.clone());
             tokio::task::spawn_blocking(move || {
                 container_spec(&ContainerSpecInput {
                     container_id: &id,
@@ -206,6 +211,7 @@ impl CriRuntime {
             },
             process,
             resources: config.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default(),
+            image_volumes,
             config: config.clone(),
         };
 

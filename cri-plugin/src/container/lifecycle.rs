@@ -283,6 +283,12 @@ impl CriRuntime {
         forgotten.with_context(|| format!("remove the record of container {id:?}"))?;
         self.container_names.release(&container.name);
         self.forget_lock(&id);
+        if !container.image_volumes.is_empty()
+            && let Some(sandbox) = self.sandboxes.get(&container.sandbox_id)
+        {
+            // Its last user gone, a view of the pod goes too.
+            self.release_image_volumes(&sandbox, false).await;
+        }
         self.emit_container_event(&id, cri::ContainerEventType::ContainerDeletedEvent);
         tracing::info!("container removed");
         Ok(())

@@ -6,6 +6,7 @@ pub mod create;
 pub mod events;
 pub mod exec_process;
 pub mod exec_sync;
+pub mod image_volumes;
 pub mod lifecycle;
 pub mod status;
 pub mod update;

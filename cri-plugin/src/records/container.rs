@@ -63,6 +63,9 @@ pub struct ContainerRecord {
     pub process: oci_spec::runtime::Process,
     #[serde(with = "crate::proto_json")]
     pub resources: cri::LinuxContainerResources,
+    /// The IDs of the images the container mounts as volumes (the pod's views of them).
+    #[serde(default)]
+    pub image_volumes: Vec<String>,
 }
 
 impl Record for ContainerRecord {

@@ -22,6 +22,9 @@ impl CriRuntime {
         let _lock = self.lock(&id).await;
         let Some(mut sandbox) = self.sandboxes.get(&id) else { return Ok(()) };
         self.tear_down_sandbox(&mut sandbox, false).await?;
+        // Stopped containers keep nothing mounted: the pod's image volumes go (containerd's
+        // moment too).
+        self.release_image_volumes(&sandbox, true).await;
         sandbox.state = SandboxState::NotReady;
         self.sandboxes.save(sandbox).await.context("record the stopped sandbox")?;
         tracing::info!("sandbox stopped");
@@ -41,6 +44,8 @@ impl CriRuntime {
         }
         let _lock = self.lock(&id).await;
         let Some(sandbox) = self.sandboxes.get(&id) else { return Ok(()) };
+        // Unmounted before the directory goes: removing it must never reach into a view.
+        self.release_image_volumes(&sandbox, true).await;
         self.remove_sandbox_dir(&sandbox).await;
         self.sandboxes.remove(&id).await.with_context(|| format!("remove the record of sandbox {id:?}"))?;
         self.sandbox_names.release(&sandbox.name);
@@ -55,6 +60,7 @@ impl CriRuntime {
     /// cleared) or whose PID holder died is not ready any more; the holders of the others are
     /// watched again.
     pub async fn recover_sandboxes(self: &Arc<Self>) {
+        self.release_orphaned_image_volumes().await;
         for sandbox in self.sandboxes.list() {
             if sandbox.state != SandboxState::Ready {
                 continue;

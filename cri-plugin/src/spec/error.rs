@@ -33,7 +33,7 @@ pub enum SpecError {
         "RROUnsupported: the recursive read-only mount at {0:?} needs a runtime handler that supports it, and this pod's does not"
     )]
     RecursiveReadOnlyUnsupported(String),
-    #[error("image volume mounts (mount of image {0:?}) are not supported by berth")]
+    #[error("ImageVolumeMountFailed: the mount of image {0:?} was not resolved to the pod's view of it")]
     ImageVolumeUnsupported(String),
     #[error("invalid device {host_path:?}: {reason}")]
     InvalidDevice { host_path: String, reason: String },

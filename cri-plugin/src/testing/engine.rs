@@ -99,6 +99,29 @@ impl RootfsStore for FakeRootfs {
         Ok(LayerUsage::default())
     }
 
+    async fn mount_image_view(
+        &self,
+        key: &str,
+        image: &ImageSummary,
+        target: &std::path::Path,
+    ) -> Result<(), CriError> {
+        self.recorder.call("rootfs.mount_image_view", key)?;
+        std::fs::create_dir_all(target).map_err(|e| CriError::internal(e.to_string()))?;
+        locked(&self.snapshots).insert(key.to_string(), image.id.clone());
+        Ok(())
+    }
+
+    async fn release_image_view(&self, key: &str, target: &std::path::Path) -> Result<(), CriError> {
+        self.recorder.call("rootfs.release_image_view", key)?;
+        let _ = std::fs::remove_dir(target);
+        locked(&self.snapshots).remove(key);
+        Ok(())
+    }
+
+    async fn image_view_keys(&self) -> Result<Vec<String>, CriError> {
+        Ok(locked(&self.snapshots).keys().filter(|k| k.starts_with("imagevolume-")).cloned().collect())
+    }
+
     async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, CriError> {
         self.recorder.call("rootfs.read_image_file", path)?;
         Ok(locked(&self.files).get(&(image.id.clone(), path.to_string())).cloned())

@@ -60,12 +60,16 @@ impl KernelFeatures {
 /// 1.1 and crun 1.4 have it) against what the kernel offers.
 fn probe_handler(tasks: &TasksConfig, name: &str, kernel: &KernelFeatures) -> HandlerFeatures {
     let runtime = tasks.resolve(name).ok().and_then(|handler| handler.oci_runtime).map(|oci| oci.binary);
+    let unavailable = match &runtime {
+        Some(binary) => format!("its OCI runtime {binary:?} is not installed"),
+        None => "its shim brings its own runtime, which berth cannot ask".to_string(),
+    };
     let described = runtime
         .as_deref()
         .and_then(find_executable)
         .map(|binary| (binary.clone(), runtime_features(&binary)));
     let (recursive_read_only_mounts, rro_why) = match &described {
-        None => (false, "no OCI runtime berth can ask".to_string()),
+        None => (false, unavailable.clone()),
         Some((binary, Err(e))) => (false, format!("{} features: {e}", binary.display())),
         Some((binary, Ok(features))) => {
             let takes_rro = features.mount_options.iter().any(|o| o == "rro");
@@ -82,7 +86,7 @@ fn probe_handler(tasks: &TasksConfig, name: &str, kernel: &KernelFeatures) -> Ha
     // plain mounts, so any runtime that joins a user namespace by path runs the result
     // (runc 1.1 included, which has no idmapped mounts of its own).
     let (user_namespaces, userns_why) = match (&described, &kernel.idmapped_layers) {
-        (None, _) => (false, "no OCI runtime berth can ask".to_string()),
+        (None, _) => (false, unavailable.clone()),
         (Some((binary, Err(e))), _) => (false, format!("{} features: {e}", binary.display())),
         (Some((binary, Ok(features))), _) if !features.linux.namespaces.iter().any(|n| n == "user") => {
             (false, format!("{} has no user namespaces", binary.display()))

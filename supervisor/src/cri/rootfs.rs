@@ -88,6 +88,15 @@ impl CriRootfs {
     }
 }
 
+/// Whether something is mounted on `path`: its device differs from its parent's.
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(here), Some(Ok(parent))) = (std::fs::metadata(path), path.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    here.dev() != parent.dev()
+}
+
 /// Reads `path` inside `root`, resolving every symlink as if `root` were `/`, so an image
 /// cannot make berthd read a host file.
 fn read_in_root(root: &Path, path: &str) -> Result<Option<Vec<u8>>> {
@@ -255,6 +264,82 @@ impl RootfsStore for CriRootfs {
         let scoped = format!("{CRI_NAMESPACE}/{key}");
         let usage = blocking(move || snapshotter.usage(&scoped).map_err(Error::from)).await?;
         Ok(LayerUsage { bytes: usage.bytes, inodes: usage.inodes })
+    }
+
+    async fn mount_image_view(&self, key: &str, image: &ImageSummary, target: &Path) -> Result<(), CriError> {
+        let snapshotter = self.snapshotter()?;
+        let parent = Self::top_layer(image)?;
+        let scoped = format!("{CRI_NAMESPACE}/{key}");
+        let target = target.to_path_buf();
+        // A root label: the view (and so the layers under it) stays until it is released.
+        let labels = HashMap::from([(
+            ROOT_LABEL.to_string(),
+            humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
+        )]);
+        self.engine
+            .gc
+            .outside_collection_blocking(move || {
+                let mut mounts = match snapshotter.view(&scoped, Some(&parent), labels) {
+                    Ok(mounts) => mounts,
+                    Err(e) if e.code() == berth_snapshotter::Code::AlreadyExists => {
+                        if is_mount_point(&target) {
+                            return Ok(());
+                        }
+                        snapshotter.mounts(&scoped).map_err(Error::from)?
+                    }
+                    Err(e) => return Err(Error::from(e)),
+                };
+                // Device nodes and set-id programs of an image do nothing through a volume.
+                for mount in &mut mounts {
+                    mount.options.extend(["nodev", "nosuid"].map(String::from));
+                }
+                std::fs::create_dir_all(&target)
+                    .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+                if let Err(e) = berth_snapshotter::mount_all(&mounts, &target) {
+                    let _ = snapshotter.remove(&scoped);
+                    return Err(Error::from(e));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(CriError::from)
+    }
+
+    async fn release_image_view(&self, key: &str, target: &Path) -> Result<(), CriError> {
+        let snapshotter = self.snapshotter()?;
+        let scoped = format!("{CRI_NAMESPACE}/{key}");
+        let target = target.to_path_buf();
+        blocking(move || {
+            berth_sys::mount::unmount_all(&target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                Error::Internal(format!("unmount the image volume {}: {e}", target.display()))
+            })?;
+            match std::fs::remove_dir(&target) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("remove {}", target.display()), e));
+                }
+                _ => {}
+            }
+            match snapshotter.remove(&scoped) {
+                Ok(()) => Ok(()),
+                Err(e) if e.code() == berth_snapshotter::Code::NotFound => Ok(()),
+                Err(e) => Err(Error::from(e)),
+            }
+        })
+        .await
+    }
+
+    async fn image_view_keys(&self) -> Result<Vec<String>, CriError> {
+        let snapshotter = self.snapshotter()?;
+        let prefix = format!("{CRI_NAMESPACE}/");
+        blocking(move || {
+            let all = snapshotter.walk(None).map_err(Error::from)?;
+            Ok(all
+                .into_iter()
+                .filter(|info| info.kind == berth_snapshotter::Kind::View)
+                .filter_map(|info| info.name.strip_prefix(&prefix).map(str::to_string))
+                .collect())
+        })
+        .await
     }
 
     async fn read_image_file(&self, image: &ImageSummary, path: &str) -> Result<Option<Vec<u8>>, CriError> {

@@ -27,16 +27,29 @@ pub const CRI_API_VERSION: &str = "v1";
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// The span of one CRI call: its name, and the pod and container it is about (filled in by
-/// the areas as they learn them), so every log line of the call carries them.
-fn call_span(rpc: &'static str, pod: &str, container: &str) -> tracing::Span {
+/// The span of one CRI call: its name, and the pod and container it is about, each recorded
+/// once, here. A container's pod is recorded with it; ids are resolved (a unique prefix is
+/// recorded as the full id), and an id berth does not know is recorded as given.
+fn call_span(runtime: &CriRuntime, rpc: &'static str, pod: &str, container: &str) -> tracing::Span {
     let span =
         tracing::info_span!("cri", rpc, pod = tracing::field::Empty, container = tracing::field::Empty);
-    if !pod.is_empty() {
-        span.record("pod", pod);
-    }
+    let mut pod = pod.to_string();
     if !container.is_empty() {
-        span.record("container", container);
+        match runtime.containers.resolve(container) {
+            Some(found) => {
+                span.record("container", found.id.as_str());
+                if pod.is_empty() {
+                    pod = found.sandbox_id.clone();
+                }
+            }
+            None => {
+                span.record("container", container);
+            }
+        }
+    }
+    if !pod.is_empty() {
+        let full = runtime.sandboxes.resolve(&pod).map(|s| s.id.clone()).unwrap_or(pod);
+        span.record("pod", full.as_str());
     }
     span
 }
@@ -223,7 +236,10 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         {
             let id = request.into_inner().pod_sandbox_id;
-            self.runtime.stop_pod_sandbox(&id).instrument(call_span("StopPodSandbox", &id, "")).await?
+            self.runtime
+                .stop_pod_sandbox(&id)
+                .instrument(call_span(&self.runtime, "StopPodSandbox", &id, ""))
+                .await?
         };
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
@@ -234,7 +250,10 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         {
             let id = request.into_inner().pod_sandbox_id;
-            self.runtime.remove_pod_sandbox(&id).instrument(call_span("RemovePodSandbox", &id, "")).await?
+            self.runtime
+                .remove_pod_sandbox(&id)
+                .instrument(call_span(&self.runtime, "RemovePodSandbox", &id, ""))
+                .await?
         };
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
@@ -277,7 +296,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
         let request = request.into_inner();
-        let span = call_span("CreateContainer", &request.pod_sandbox_id, "");
+        let span = call_span(&self.runtime, "CreateContainer", &request.pod_sandbox_id, "");
         let container_id = self.runtime.create_container(request).instrument(span).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
@@ -288,7 +307,10 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
         {
             let id = request.into_inner().container_id;
-            self.runtime.start_container(&id).instrument(call_span("StartContainer", "", &id)).await?
+            self.runtime
+                .start_container(&id)
+                .instrument(call_span(&self.runtime, "StartContainer", "", &id))
+                .await?
         };
         Ok(Response::new(cri::StartContainerResponse {}))
     }
@@ -300,7 +322,7 @@ impl RuntimeService for CriRuntimeService {
         let request = request.into_inner();
         self.runtime
             .stop_container(&request.container_id, request.timeout)
-            .instrument(call_span("StopContainer", "", &request.container_id))
+            .instrument(call_span(&self.runtime, "StopContainer", "", &request.container_id))
             .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
@@ -311,7 +333,10 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         {
             let id = request.into_inner().container_id;
-            self.runtime.remove_container(&id).instrument(call_span("RemoveContainer", "", &id)).await?
+            self.runtime
+                .remove_container(&id)
+                .instrument(call_span(&self.runtime, "RemoveContainer", "", &id))
+                .await?
         };
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
@@ -347,7 +372,7 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
         {
             let request = request.into_inner();
-            let span = call_span("UpdateContainerResources", "", &request.container_id);
+            let span = call_span(&self.runtime, "UpdateContainerResources", "", &request.container_id);
             self.runtime.update_container_resources(request).instrument(span).await?
         };
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
@@ -361,7 +386,7 @@ impl RuntimeService for CriRuntimeService {
             let id = request.into_inner().container_id;
             self.runtime
                 .reopen_container_log(&id)
-                .instrument(call_span("ReopenContainerLog", "", &id))
+                .instrument(call_span(&self.runtime, "ReopenContainerLog", "", &id))
                 .await?
         };
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
@@ -381,13 +406,13 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
         let request = request.into_inner();
-        let span = call_span("ExecSync", "", &request.container_id);
+        let span = call_span(&self.runtime, "ExecSync", "", &request.container_id);
         Ok(Response::new(self.runtime.exec_sync(request).instrument(span).await?))
     }
 
     async fn exec(&self, request: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
         let request = request.into_inner();
-        let _span = call_span("Exec", "", &request.container_id).entered();
+        let _span = call_span(&self.runtime, "Exec", "", &request.container_id).entered();
         Ok(Response::new(self.runtime.exec_url(request)?))
     }
 
@@ -396,7 +421,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
         let request = request.into_inner();
-        let _span = call_span("Attach", "", &request.container_id).entered();
+        let _span = call_span(&self.runtime, "Attach", "", &request.container_id).entered();
         Ok(Response::new(self.runtime.attach_url(request)?))
     }
 
@@ -405,7 +430,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
         let request = request.into_inner();
-        let _span = call_span("PortForward", &request.pod_sandbox_id, "").entered();
+        let _span = call_span(&self.runtime, "PortForward", &request.pod_sandbox_id, "").entered();
         Ok(Response::new(self.runtime.port_forward_url(request)?))
     }
 
@@ -500,7 +525,7 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
         {
             let request = request.into_inner();
-            let span = call_span("CheckpointContainer", "", &request.container_id);
+            let span = call_span(&self.runtime, "CheckpointContainer", "", &request.container_id);
             self.runtime.checkpoint_container(request).instrument(span).await?
         };
         Ok(Response::new(cri::CheckpointContainerResponse {}))

@@ -504,3 +504,27 @@ async fn a_pod_whose_infra_container_exits_is_not_ready() {
     assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32, "{status:?}");
     remove_all_pods(&mut client).await;
 }
+
+/// A call's span names its pod and container once, whatever the areas it passes through
+/// (RemovePodSandbox stops the pod and removes its containers inside one call).
+#[tokio::test]
+async fn each_log_line_names_its_pod_and_container_once() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berth_tests::cri::berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let (pod, _container) =
+        berth_tests::cri::running_busybox(&mut client, &image, "once", &["sleep", "3600"], |_| {}).await;
+    // By a unique prefix: the span records the full id.
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod[..12].to_string() })
+        .await
+        .unwrap();
+    let log = berthd.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("rpc=\"RemovePodSandbox\"")).collect();
+    assert!(lines.iter().any(|l| l.contains("sandbox removed")), "{log}");
+    for line in lines {
+        assert!(line.matches("pod=").count() == 1, "{line}");
+        assert!(line.matches("container=").count() <= 1, "{line}");
+        assert!(line.contains(&format!("pod=\"{pod}\"")), "{line}");
+    }
+}

@@ -57,7 +57,6 @@ impl CriRuntime {
         let PreparedExec { container, exec_id, dir, process, mut guard } =
             self.prepare_exec(&request.container_id, &request.cmd, false).await?;
         let id = container.id.clone();
-        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
         let (exited_tx, exited) = watch::channel(false);
         let stdout = tokio::spawn(collect(output_fifo(&stdout_path)?, exited.clone(), MAX_OUTPUT));

@@ -45,7 +45,6 @@ impl CriRuntime {
         let started = Instant::now();
         let container = self.container(id)?;
         let id = container.id.clone();
-        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else {
             return Err(CriError::not_found(format!("container {id:?} not found")));
@@ -218,7 +217,6 @@ impl CriRuntime {
             return Ok(());
         };
         let id = container.id.clone();
-        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else { return Ok(()) };
         if container.state != ContainerState::Running {
@@ -267,7 +265,6 @@ impl CriRuntime {
         if container.state == ContainerState::Running {
             self.stop_container(&id, 0).await?;
         }
-        tracing::Span::current().record("pod", container.sandbox_id.as_str());
         let _lock = self.lock(&id).await;
         let Some(container) = self.containers.get(&id) else { return Ok(()) };
         if container.state == ContainerState::Created {

@@ -15,7 +15,6 @@ impl CriRuntime {
             return Ok(());
         };
         let id = sandbox.id.clone();
-        tracing::Span::current().record("pod", id.as_str());
         for container in self.containers.list().into_iter().filter(|c| c.sandbox_id == id) {
             self.stop_container(&container.id, 0).await?;
         }
@@ -50,7 +49,7 @@ impl CriRuntime {
         self.sandboxes.remove(&id).await.with_context(|| format!("remove the record of sandbox {id:?}"))?;
         self.sandbox_names.release(&sandbox.name);
         self.forget_lock(&id);
-        tracing::info!(pod = %id, "sandbox removed");
+        tracing::info!("sandbox removed");
         Ok(())
     }
 }

@@ -284,7 +284,7 @@ impl TaskManager {
             Ok(created) => {
                 self.insert(task.clone())?;
                 self.watch(task);
-                tracing::info!(namespace, container = %id, pid = created.pid, "task created");
+                tracing::info!(pid = created.pid, "task created");
                 Ok(created.pid)
             }
             Err(e) => {
@@ -328,7 +328,7 @@ impl TaskManager {
         .await;
         match connected {
             Ok(client) => {
-                tracing::debug!(namespace, container = id, shim = %handler.shim.display(), %address, "shim started");
+                tracing::debug!(shim = %handler.shim.display(), %address, "shim started");
                 Ok(client)
             }
             Err(e) => {
@@ -395,7 +395,7 @@ impl TaskManager {
         self.forget(namespace, id);
         self.shut_down(&task).await;
         task.bundle.remove_after_shim(&self.inner.events);
-        tracing::info!(namespace, container = id, exit_status = deleted.exit_status, "task deleted");
+        tracing::info!(exit_status = deleted.exit_status, "task deleted");
         Ok(ExitInfo {
             pid: deleted.pid,
             exit_status: deleted.exit_status,

@@ -230,6 +230,12 @@ pub async fn run(config: Config) -> Result<()> {
         max_message_size = MAX_MESSAGE_SIZE,
         "berthd is serving"
     );
+    // Under systemd (Type=notify): ready only now, after recovery, with every socket serving.
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
+    {
+        tracing::warn!(error = %e, "telling the service manager berthd is ready");
+    }
 
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", e))?;

@@ -103,6 +103,8 @@ pub struct Berthd {
     pub paths: Paths,
     /// The soft RLIMIT_NOFILE berthd starts with (through prlimit(1)); `None`: the test's own.
     soft_nofile: Option<u64>,
+    /// Set in berthd's environment (a test's `NOTIFY_SOCKET`, say).
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -128,7 +130,19 @@ impl Berthd {
         let mut paths = Paths::new(dir.path());
         let config = make_config(&mut paths);
         std::fs::write(&paths.config, config).unwrap();
-        let mut berthd = Self { child: None, paths, soft_nofile, _dir: Some(dir) };
+        let mut berthd = Self { child: None, paths, soft_nofile, env: Vec::new(), _dir: Some(dir) };
+        berthd.launch().await;
+        berthd
+    }
+
+    /// Starts berthd with the standard test config and `env` added to its environment, and
+    /// waits until it answers.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::write(&paths.config, paths.config_text("")).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut berthd = Self { child: None, paths, soft_nofile: None, env, _dir: Some(dir) };
         berthd.launch().await;
         berthd
     }
@@ -151,6 +165,7 @@ impl Berthd {
             }
             None => Command::new(binary("berthd")),
         };
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .arg("--config")
             .arg(&self.paths.config)

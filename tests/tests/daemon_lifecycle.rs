@@ -174,3 +174,63 @@ async fn an_open_event_subscription_does_not_keep_berthd_from_stopping() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "stop took {:?}", started.elapsed());
 }
+
+/// Under systemd (Type=notify) berthd says READY=1 once it serves, after its recovery: a
+/// NOTIFY_SOCKET of the test's own stands in for systemd, whose PID 1 this machine lacks.
+#[tokio::test]
+async fn berthd_tells_a_notify_socket_it_is_ready_once_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let berthd = Berthd::start_with_env(&[("NOTIFY_SOCKET", path.to_str().unwrap())]).await;
+    // start_with_env returned once the socket answered: READY was sent by then or just after.
+    let mut message = [0u8; 256];
+    let got = berth_tests::wait_until(std::time::Duration::from_secs(5), || {
+        let ready = socket.recv(&mut message).map(|n| message[..n].to_vec());
+        async move { ready.is_ok_and(|m| String::from_utf8_lossy(&m).lines().any(|l| l == "READY=1")) }
+    })
+    .await;
+    assert!(got, "no READY=1 on the notify socket; berthd's log:\n{}", berthd.log());
+    assert!(berthd.log().contains("berthd is serving"), "READY is sent once berthd serves");
+}
+
+/// The unit scripts/start-berthd installs on systemd hosts is one systemd accepts, with the
+/// settings containerd's unit has for the same reasons.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Some(analyze) = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        println!(
+            "SKIPPED the_systemd_unit_verifies: systemd-analyze is not installed (apt-get install systemd)"
+        );
+        return;
+    };
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/systemd/berthd.service"))
+            .unwrap();
+    for setting in [
+        "Type=notify",
+        "Delegate=yes",
+        "KillMode=process",
+        "LimitNPROC=infinity",
+        "LimitCORE=infinity",
+        "TasksMax=infinity",
+        "OOMScoreAdjust=-999",
+        "Restart=always",
+        "RestartSec=5",
+    ] {
+        assert!(unit.lines().any(|l| l == setting), "{setting} missing");
+    }
+    assert!(!unit.lines().any(|l| l.starts_with("LimitNOFILE")), "berthd raises its own soft limit");
+    // Verified against the binary this build made (the installed path may not exist here).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("berthd.service");
+    let berthd = berth_tests::berthd::binary("berthd");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/berthd", berthd.to_str().unwrap())).unwrap();
+    let out = std::process::Command::new(analyze).arg("verify").arg(&copy).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("berthd.service"), "systemd-analyze verify: {stderr}");
+}

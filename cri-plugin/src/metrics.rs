@@ -57,6 +57,15 @@ impl CriMetrics {
             ),
             &["kind", "direction"],
         )?;
+        // Every series shown from the start, at 0: dashboards and alerts tell "none yet" from
+        // "not exported".
+        for kind in ["exec", "attach", "portforward"] {
+            streams_open.with_label_values(&[kind]).set(0);
+            for direction in ["in", "out"] {
+                stream_bytes.with_label_values(&[kind, direction]).inc_by(0);
+            }
+            let _ = stream_setup.with_label_values(&[kind]);
+        }
         registry.register(Box::new(streams_open.clone()))?;
         registry.register(Box::new(stream_setup.clone()))?;
         registry.register(Box::new(stream_bytes.clone()))?;

@@ -89,6 +89,8 @@ impl EventExchange {
         )
         .map_err(|e| Error::Metadata(format!("metrics: {e}")))?;
         registry.register(Box::new(dropped.clone())).map_err(|e| Error::Metadata(format!("metrics: {e}")))?;
+        // Shown from the start, at 0 (each subscriber's series appears when it subscribes).
+        dropped.with_label_values(&["shim"]).inc_by(0);
         let (sender, _) = broadcast::channel(CAPACITY);
         Ok(Self { sender, received, dropped })
     }
@@ -100,6 +102,7 @@ impl EventExchange {
 
     /// Events from now on for `subscriber` (the label its losses are counted under).
     pub fn subscription(&self, subscriber: &'static str) -> Subscription {
+        self.dropped.with_label_values(&[subscriber]).inc_by(0);
         Subscription { receiver: self.sender.subscribe(), subscriber, dropped: self.dropped.clone() }
     }
 

@@ -234,3 +234,53 @@ fn the_systemd_unit_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("berthd.service"), "systemd-analyze verify: {stderr}");
 }
+
+/// The metric names in a PromQL text or rules file: `berth_…`, without the `_bucket`,
+/// `_sum` and `_count` a histogram's series add.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("berth_") {
+        let start = i + at;
+        let end =
+            start + bytes[start..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+        let name = &text[start..end];
+        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        names.insert(base.to_string());
+        i = end;
+    }
+    names
+}
+
+/// Every metric contrib/grafana/berth.json and contrib/prometheus/alerts.yml use is one a
+/// running berthd serves, once it has pulled, started a pod and exec'd.
+#[tokio::test]
+async fn every_metric_the_dashboard_and_alerts_name_exists() {
+    berth_tests::skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let contrib = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
+    let dashboard = std::fs::read_to_string(format!("{contrib}/grafana/berth.json")).unwrap();
+    let alerts = std::fs::read_to_string(format!("{contrib}/prometheus/alerts.yml")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let named: std::collections::BTreeSet<String> =
+        metric_names(&dashboard).into_iter().chain(metric_names(&alerts)).collect();
+    assert!(named.len() >= 15, "{named:?}");
+
+    let (berthd, _registry, image) = berth_tests::cri::berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let (_pod, container) =
+        berth_tests::cri::running_busybox(&mut client, &image, "metrics", &["sleep", "3600"], |_| {}).await;
+    berth_tests::cri::exec_sync(&mut client, &container, &["true"], 10).await.unwrap();
+    let page = berthd.metrics().await;
+    let served: std::collections::BTreeSet<String> = page
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s)).unwrap_or(n).to_string()
+        })
+        .collect();
+    let missing: Vec<&String> = named.iter().filter(|n| !served.contains(*n)).collect();
+    assert!(missing.is_empty(), "named but not served: {missing:?}\n{page}");
+    berth_tests::cri::remove_all_pods(&mut client).await;
+}

@@ -589,3 +589,97 @@ async fn streamed_exec_attach_and_port_forward() {
     assert!(served, "no answer through berthctl port-forward: {answer:?}");
     remove_all_pods(&mut client).await;
 }
+
+/// Runs berthctl expecting it to fail with one line on stderr; returns that line.
+fn one_line_failure(berthd: &Berthd, args: &[&str]) -> String {
+    let (code, stdout, stderr) = berthctl_output(berthd, args);
+    assert!(code != 0, "{args:?} succeeded: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
+    stderr.trim_end().to_string()
+}
+
+#[tokio::test]
+async fn each_error_a_user_meets_is_one_line_with_its_code() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, registry, image) = berthd_with_busybox().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_root = logs.path().to_str().unwrap();
+    let host = registry.host();
+
+    // Pull: a tag the registry does not have; a registry that is not there.
+    let missing = format!("{host}/library/busybox:nope");
+    let err = one_line_failure(&berthd, &["images", "pull", &missing]);
+    let not_found =
+        format!("NotFound: {missing} not found: registry {host} answered 404 Not Found (MANIFEST_UNKNOWN: ");
+    assert!(err.starts_with(&format!("berthctl: {not_found}")), "{err}");
+    let dead = format!("127.0.0.1:{}", berth_tests::free_port());
+    let err = one_line_failure(&berthd, &["images", "pull", &format!("{dead}/library/busybox:1")]);
+    let unreachable = format!("berthctl: Unknown: RegistryUnavailable: registry {dead} is unreachable: ");
+    assert!(err.starts_with(&unreachable), "{err}");
+
+    // Run: a bad image, a command the image does not have; neither leaves a pod.
+    let err = one_line_failure(&berthd, &["run", "--rm", "--image", &missing, "--pod-log-root", log_root]);
+    assert!(err.starts_with(&format!("berthctl: pull {missing}: {not_found}")), "{err}");
+    let err =
+        one_line_failure(&berthd, &["run", "--image", &image, "--pod-log-root", log_root, "--", "nosuchcmd"]);
+    assert!(
+        err.starts_with("berthctl: InvalidArgument: ")
+            && err.ends_with(r#"exec: "nosuchcmd": executable file not found in $PATH"#),
+        "{err}"
+    );
+    assert!(pod_ids(&berthd).await.is_empty(), "a failed run left its pod");
+
+    // Run: a host port a process on the node holds, then one another pod maps.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let held = listener.local_addr().unwrap().port().to_string();
+    let run_on = |name: &'static str, port: String| {
+        let args = ["run", "--image", &image, "--name", name, "-p", &port, "--pod-log-root", log_root];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--", "sleep", "3600"].map(String::from));
+        args
+    };
+    let args = run_on("held", format!("{held}:80"));
+    let err = one_line_failure(&berthd, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        err,
+        format!(
+            "berthctl: AlreadyExists: host port {held}/tcp is in use on this node: a process listens on it"
+        )
+    );
+    drop(listener);
+    let free = berth_tests::free_port().to_string();
+    let args = run_on("first", format!("{free}:80"));
+    let (code, stdout, stderr) =
+        berthctl_output(&berthd, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+    let first_pod = stdout.lines().nth(1).unwrap_or_default().to_string();
+    let args = run_on("second", format!("127.0.0.1:{free}:8080"));
+    let err = one_line_failure(&berthd, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        err,
+        format!(
+            "berthctl: AlreadyExists: host port 127.0.0.1:{free}/tcp is taken by pod default/first ({first_pod})"
+        )
+    );
+    assert_eq!(pod_ids(&berthd).await, [first_pod]);
+
+    // Exec in a container that has exited; logs of one that does not exist.
+    let (code, stdout, stderr) = berthctl_output(
+        &berthd,
+        &["run", "--image", &image, "--name", "quick", "--pod-log-root", log_root, "--", "true"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let quick = stdout.lines().next().unwrap_or_default().to_string();
+    let mut client = berthd.runtime_client().await;
+    wait_for_state(&mut client, &quick, cri::ContainerState::ContainerExited, Duration::from_secs(10)).await;
+    let err = one_line_failure(&berthd, &["exec", "quick", "true"]);
+    assert_eq!(
+        err,
+        format!(
+            "berthctl: FailedPrecondition: container {quick:?} is not running (ContainerExited): exec needs a running container"
+        )
+    );
+    let err = one_line_failure(&berthd, &["logs", "nosuch"]);
+    assert_eq!(err, r#"berthctl: NotFound: no container "nosuch" (by ID, name or ID prefix)"#);
+    remove_all_pods(&mut client).await;
+}

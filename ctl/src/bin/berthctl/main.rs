@@ -3,6 +3,7 @@
 //! dispatch; each area has its own module.
 
 mod containers;
+mod host_ports;
 mod images;
 mod info;
 mod inspect;

@@ -287,6 +287,25 @@ pub fn is_not_exist(msg: &str) -> bool {
     msg.contains("does not exist") || msg.contains("not found") || msg.contains("no such container")
 }
 
+/// A runtime failing to start a container's process: the command the spec names is not
+/// there, or cannot be run (runc's `exec: "x": executable file not found in $PATH`,
+/// `exec: "/x": stat /x: no such file or directory`, `exec: "/x": permission denied`; crun's
+/// ``executable file `x` not found in $PATH``). The caller's config is wrong, not the runtime:
+/// InvalidArgument, the runtime's words kept.
+pub fn start_failure(step: &str, error: Error) -> Error {
+    let message = format!("{step}: {error}");
+    let bad_command = |m: &str| {
+        m.contains("executable file not found")
+            || (m.contains("executable file `") && m.contains("not found"))
+            || (m.contains("exec: \"")
+                && (m.contains("no such file or directory") || m.contains("permission denied")))
+    };
+    match error {
+        Error::Runtime(runtime) if bad_command(&runtime) => Error::InvalidArgument(message),
+        _ => Error::Runtime(message),
+    }
+}
+
 /// runc's ways of saying the process already finished.
 pub fn is_not_running(msg: &str) -> bool {
     msg.contains("container not running")
@@ -316,5 +335,34 @@ not json
         assert_eq!(last_error("{\"level\":\"info\",\"msg\":\"x\"}"), None);
         assert!(is_not_running("container not running"));
         assert!(is_not_exist("container \"x\" does not exist"));
+    }
+
+    #[test]
+    fn a_command_that_cannot_run_is_the_callers_error() {
+        let cases = [
+            (
+                r#"runc create failed: unable to start container process: exec: "nosuch": executable file not found in $PATH"#,
+                true,
+            ),
+            (
+                r#"runc create failed: unable to start container process: exec: "/nope": stat /nope: no such file or directory"#,
+                true,
+            ),
+            (
+                r#"runc create failed: unable to start container process: exec: "/etc/passwd": permission denied"#,
+                true,
+            ),
+            ("executable file `nosuch` not found in $PATH: No such file or directory", true),
+            ("runc create failed: unable to apply cgroup configuration: no such file or directory", false),
+            ("exec \"runc\": No such file or directory (os error 2)", false),
+        ];
+        for (runtime, bad_command) in cases {
+            let error = start_failure("OCI runtime create failed", Error::Runtime(runtime.to_string()));
+            assert_eq!(error.to_string(), format!("OCI runtime create failed: {runtime}"));
+            let code = if bad_command { ttrpc::Code::INVALID_ARGUMENT } else { ttrpc::Code::UNKNOWN };
+            assert_eq!(error.code(), code, "{runtime}");
+        }
+        let io = Error::io("read pid file", std::io::Error::other("x"));
+        assert_eq!(start_failure("OCI runtime create failed", io).code(), ttrpc::Code::UNKNOWN);
     }
 }

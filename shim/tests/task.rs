@@ -278,6 +278,8 @@ async fn bad_spec_reports_runc_error_and_cleans_up() {
     let msg = message(&e);
     assert!(msg.contains("nonexistent-binary"), "runc's text must reach the caller: {msg}");
     assert!(msg.starts_with("OCI runtime create failed"), "{msg}");
+    // The command the spec names is not there: the caller's mistake, InvalidArgument.
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{msg}");
     assert!(!is_mounted(&bundle.join("rootfs")), "rootfs must be unmounted");
     assert!(!env.runc_has(id), "runc container must be gone");
     for c in ["memory", "pids"] {

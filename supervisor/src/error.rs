@@ -15,6 +15,9 @@ pub enum Error {
     Metadata(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// Something another party (a registry) says it does not have, in its words.
+    #[error("{what} not found: {why}")]
+    NotFoundBecause { what: String, why: String },
     #[error("{0} already exists")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -23,6 +26,11 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A registry that cannot be reached or fails. kubelet tells this apart by the message's
+    /// first word (`k8s.io/cri-api/pkg/errors`), after stripping the code only from Unknown:
+    /// so the code is Unknown and the message starts `RegistryUnavailable: `.
+    #[error("RegistryUnavailable: {0}")]
+    RegistryUnavailable(String),
     #[error("{0}")]
     DeadlineExceeded(String),
     #[error("{0}")]
@@ -49,10 +57,14 @@ impl Error {
             },
             Error::Metadata(m) => Error::Metadata(m.clone()),
             Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::NotFoundBecause { what, why } => {
+                Error::NotFoundBecause { what: what.clone(), why: why.clone() }
+            }
             Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
             Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::RegistryUnavailable(m) => Error::RegistryUnavailable(m.clone()),
             Error::DeadlineExceeded(m) => Error::DeadlineExceeded(m.clone()),
             Error::Internal(m) => Error::Internal(m.clone()),
         }
@@ -106,11 +118,12 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let message = e.to_string();
         match e {
-            Error::NotFound(_) => Status::not_found(message),
+            Error::NotFound(_) | Error::NotFoundBecause { .. } => Status::not_found(message),
             Error::AlreadyExists(_) => Status::already_exists(message),
             Error::InvalidArgument(_) | Error::Config(_) => Status::invalid_argument(message),
             Error::FailedPrecondition(_) | Error::Locked(_) => Status::failed_precondition(message),
             Error::Unavailable(_) => Status::unavailable(message),
+            Error::RegistryUnavailable(_) => Status::unknown(message),
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             Error::Io { .. } if e.is_disk_full() => {
                 Status::resource_exhausted(format!("{message}: free disk space and retry"))
@@ -126,11 +139,12 @@ impl From<Error> for CriError {
     fn from(e: Error) -> Self {
         let message = e.to_string();
         match e {
-            Error::NotFound(_) => CriError::not_found(message),
+            Error::NotFound(_) | Error::NotFoundBecause { .. } => CriError::not_found(message),
             Error::AlreadyExists(_) => CriError::already_exists(message),
             Error::InvalidArgument(_) | Error::Config(_) => CriError::invalid_argument(message),
             Error::FailedPrecondition(_) | Error::Locked(_) => CriError::failed_precondition(message),
             Error::Unavailable(_) => CriError::unavailable(message),
+            Error::RegistryUnavailable(_) => CriError::unknown(message),
             Error::DeadlineExceeded(_) => CriError::deadline_exceeded(message),
             Error::Io { .. } if e.is_disk_full() => {
                 CriError::resource_exhausted(format!("{message}: free disk space and retry"))
@@ -159,6 +173,8 @@ mod tests {
                 Error::InvalidArgument("bad reference".into()),
                 Error::FailedPrecondition("not running".into()),
                 Error::Unavailable("shim gone".into()),
+                Error::NotFoundBecause { what: "r.io/x:1".into(), why: "manifest unknown".into() },
+                Error::RegistryUnavailable("registry r.io is unreachable".into()),
                 Error::DeadlineExceeded("too slow".into()),
                 Error::Internal("bug".into()),
             ]
@@ -168,6 +184,9 @@ mod tests {
             let cri = Status::from(CriError::from(for_cri));
             assert_eq!((cri.code(), cri.message()), (status.code(), status.message()));
         }
+        let unreachable = Status::from(Error::RegistryUnavailable("registry r.io is unreachable".into()));
+        assert_eq!(unreachable.code(), tonic::Code::Unknown);
+        assert_eq!(unreachable.message(), "RegistryUnavailable: registry r.io is unreachable");
         let full = Status::from(CriError::from(io(28)));
         assert_eq!(full.code(), tonic::Code::ResourceExhausted);
         assert!(full.message().ends_with(": free disk space and retry"), "{}", full.message());

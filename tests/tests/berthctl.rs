@@ -1,6 +1,7 @@
 //! berthctl against a real berthd: the native and image commands, and the CRI commands (run,
 //! pods, ps, inspect, exec (ExecSync and streamed), attach, port-forward, stats, logs with -f
-//! across a rotation, stop, rm, stopp, rmp) with runc, a loopback registry and busybox.
+//! across a rotation, stop, rm, stopp, rmp) with runc, a loopback registry and busybox;
+//! containers and pods named by ID, name or unique ID prefix.
 
 use std::process::Command;
 use std::time::Duration;
@@ -280,6 +281,117 @@ async fn run_then_pods_ps_inspect_exec_stats_stop_and_remove() {
     remove_all_pods(&mut berthd.runtime_client().await).await;
 }
 
+/// The shortest prefix (at least 4 characters) of `id` that no other of `ids` starts with.
+fn unique_prefix<'a>(id: &'a str, ids: &[&str]) -> &'a str {
+    let shared = ids
+        .iter()
+        .filter(|other| **other != id)
+        .map(|other| id.chars().zip(other.chars()).take_while(|(a, b)| a == b).count())
+        .max()
+        .unwrap_or(0);
+    &id[..(shared + 1).max(4)]
+}
+
+#[tokio::test]
+async fn commands_take_names_and_unique_id_prefixes_and_list_the_candidates_of_ambiguous_ones() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, image) = berthd_with_busybox().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_root = logs.path().to_str().unwrap();
+    // `web` in pod default/web, made by berthctl ...
+    let (code, stdout, stderr) = berthctl_output(
+        &berthd,
+        &[
+            "run",
+            "--image",
+            &image,
+            "--name",
+            "web",
+            "--pod-log-root",
+            log_root,
+            "--",
+            "sh",
+            "-c",
+            "echo hello from web; exec sleep 3600",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let ids: Vec<&str> = stdout.lines().collect();
+    let [web, web_pod] = ids[..] else { panic!("expected a container id and a pod id: {stdout}") };
+    // ... and another `web` in pod e2e/web, made through the CRI.
+    let mut client = berthd.runtime_client().await;
+    let twin_logs = tempfile::tempdir().unwrap();
+    let twin_config = pod_config("web", twin_logs.path());
+    let twin_pod = run_pod(&mut client, &twin_config).await;
+    let twin = start_container(
+        &mut client,
+        &twin_pod,
+        &twin_config,
+        container_config("web", &image, &["sleep", "3600"]),
+    )
+    .await;
+    wait_for_state(&mut client, &twin, cri::ContainerState::ContainerRunning, Duration::from_secs(30)).await;
+
+    // An ambiguous name is refused with every candidate listed; a unique ID prefix is taken.
+    let (code, _, stderr) = berthctl_output(&berthd, &["logs", "web"]);
+    assert!(code != 0 && stderr.contains("\"web\" names 2 containers"), "{stderr}");
+    assert!(stderr.contains(web) && stderr.contains(&twin), "{stderr}");
+    let (code, _, stderr) = berthctl_output(&berthd, &["stopp", "web"]);
+    assert!(code != 0 && stderr.contains("\"web\" names 2 pods"), "{stderr}");
+    assert!(stderr.contains(web_pod) && stderr.contains(&twin_pod) && stderr.contains("e2e/web"), "{stderr}");
+    let all_ids = [web, twin.as_str(), web_pod, twin_pod.as_str()];
+    let by_prefix = unique_prefix(web, &all_ids);
+    let logged = wait_until(Duration::from_secs(10), || async {
+        berthctl_output(&berthd, &["logs", by_prefix]).1 == "hello from web\n"
+    })
+    .await;
+    assert!(logged, "{:?}", berthctl_output(&berthd, &["logs", by_prefix]));
+    let (ok, out) = berthctl(&berthd, &["inspect", "default/web"]);
+    assert!(ok, "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["status"]["id"], web_pod);
+    // namespace/name tells the pods apart.
+    let (ok, out) = berthctl(&berthd, &["stopp", "e2e/web"]);
+    assert!(ok && out.contains(&twin_pod), "{out}");
+    let (ok, out) = berthctl(&berthd, &["rmp", "e2e/web"]);
+    assert!(ok && out.contains(&twin_pod), "{out}");
+
+    // One `web` left: every command takes its name.
+    let (code, stdout, stderr) = berthctl_output(&berthd, &["logs", "web"]);
+    assert_eq!((code, stdout.as_str()), (0, "hello from web\n"), "{stderr}");
+    // The container, not its pod of the same name: docker's inspect looks for containers first.
+    let (ok, out) = berthctl(&berthd, &["inspect", "web"]);
+    assert!(ok, "{out}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["status"]["id"], web);
+    let (code, stdout, stderr) = berthctl_output(&berthd, &["exec", "web", "cat", "/etc/hostname"]);
+    assert_eq!((code, stdout.as_str()), (0, "web\n"), "{stderr}");
+    let (code, stdout, stderr) =
+        berthctl_output(&berthd, &["exec", "--transport", "websocket", "web", "--", "echo", "streamed"]);
+    assert_eq!((code, stdout.as_str()), (0, "streamed\n"), "{stderr}");
+    assert_eq!(berthctl(&berthd, &["ps", "-q", "--pod", "web"]).1.trim(), web);
+    let (ok, out) = berthctl(&berthd, &["stats", "web"]);
+    assert!(ok && out.lines().nth(1).is_some_and(|row| row.starts_with(&web[..13])), "{out}");
+    let (ok, out) = berthctl(&berthd, &["stats", "--pod", "web"]);
+    assert!(ok && out.lines().count() == 2, "{out}");
+    let (ok, out) = berthctl(&berthd, &["stop", "--timeout", "1", "web"]);
+    assert!(ok && out.trim() == web, "{out}");
+    let (ok, out) = berthctl(&berthd, &["rm", "web"]);
+    assert!(ok && out.trim() == web, "{out}");
+    let (ok, out) = berthctl(&berthd, &["stopp", "web"]);
+    assert!(ok && out.contains(web_pod), "{out}");
+    let (ok, out) = berthctl(&berthd, &["rmp", "web"]);
+    assert!(ok && out.contains(web_pod), "{out}");
+    assert!(pod_ids(&berthd).await.is_empty());
+
+    // Nothing by that word: NotFound, saying what was looked for.
+    let (ok, out) = berthctl(&berthd, &["logs", "web"]);
+    assert!(!ok && out.contains("NotFound: no container \"web\" (by ID, name or ID prefix)"), "{out}");
+    let (ok, out) = berthctl(&berthd, &["inspect", "web"]);
+    assert!(!ok && out.contains("NotFound: no container or pod \"web\""), "{out}");
+    remove_all_pods(&mut client).await;
+}
+
 /// A second container, `sleeper`, in `pod`, through the CRI.
 async fn berthd_container(berthd: &Berthd, pod: &str, image: &str, log_dir: &std::path::Path) -> String {
     let mut client = berthd.runtime_client().await;
@@ -447,7 +559,8 @@ async fn streamed_exec_attach_and_port_forward() {
     let reader = start_container(&mut client, &pod, &config, reader).await;
     wait_for_state(&mut client, &reader, cri::ContainerState::ContainerRunning, Duration::from_secs(30))
         .await;
-    let (code, out, err) = berthctl_with_input(&berthd, &["attach", "-i", &reader], b"one\ntwo\n");
+    // By name, as by ID.
+    let (code, out, err) = berthctl_with_input(&berthd, &["attach", "-i", "reader"], b"one\ntwo\n");
     assert_eq!((code, out.as_str()), (0, "read one\nread two\n"), "{err}");
 
     // port-forward: a local port carried into the pod.
@@ -455,7 +568,7 @@ async fn streamed_exec_attach_and_port_forward() {
     let mut forward = Command::new(binary("berthctl"))
         .arg("--address")
         .arg(&berthd.paths.socket)
-        .args(["port-forward", &pod, &format!("{local}:8080")])
+        .args(["port-forward", "streamed", &format!("{local}:8080")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -474,5 +587,99 @@ async fn streamed_exec_attach_and_port_forward() {
     let _ = forward.kill();
     let _ = forward.wait();
     assert!(served, "no answer through berthctl port-forward: {answer:?}");
+    remove_all_pods(&mut client).await;
+}
+
+/// Runs berthctl expecting it to fail with one line on stderr; returns that line.
+fn one_line_failure(berthd: &Berthd, args: &[&str]) -> String {
+    let (code, stdout, stderr) = berthctl_output(berthd, args);
+    assert!(code != 0, "{args:?} succeeded: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
+    stderr.trim_end().to_string()
+}
+
+#[tokio::test]
+async fn each_error_a_user_meets_is_one_line_with_its_code() {
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, registry, image) = berthd_with_busybox().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_root = logs.path().to_str().unwrap();
+    let host = registry.host();
+
+    // Pull: a tag the registry does not have; a registry that is not there.
+    let missing = format!("{host}/library/busybox:nope");
+    let err = one_line_failure(&berthd, &["images", "pull", &missing]);
+    let not_found =
+        format!("NotFound: {missing} not found: registry {host} answered 404 Not Found (MANIFEST_UNKNOWN: ");
+    assert!(err.starts_with(&format!("berthctl: {not_found}")), "{err}");
+    let dead = format!("127.0.0.1:{}", berth_tests::free_port());
+    let err = one_line_failure(&berthd, &["images", "pull", &format!("{dead}/library/busybox:1")]);
+    let unreachable = format!("berthctl: Unknown: RegistryUnavailable: registry {dead} is unreachable: ");
+    assert!(err.starts_with(&unreachable), "{err}");
+
+    // Run: a bad image, a command the image does not have; neither leaves a pod.
+    let err = one_line_failure(&berthd, &["run", "--rm", "--image", &missing, "--pod-log-root", log_root]);
+    assert!(err.starts_with(&format!("berthctl: pull {missing}: {not_found}")), "{err}");
+    let err =
+        one_line_failure(&berthd, &["run", "--image", &image, "--pod-log-root", log_root, "--", "nosuchcmd"]);
+    assert!(
+        err.starts_with("berthctl: InvalidArgument: ")
+            && err.ends_with(r#"exec: "nosuchcmd": executable file not found in $PATH"#),
+        "{err}"
+    );
+    assert!(pod_ids(&berthd).await.is_empty(), "a failed run left its pod");
+
+    // Run: a host port a process on the node holds, then one another pod maps.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let held = listener.local_addr().unwrap().port().to_string();
+    let run_on = |name: &'static str, port: String| {
+        let args = ["run", "--image", &image, "--name", name, "-p", &port, "--pod-log-root", log_root];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--", "sleep", "3600"].map(String::from));
+        args
+    };
+    let args = run_on("held", format!("{held}:80"));
+    let err = one_line_failure(&berthd, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        err,
+        format!(
+            "berthctl: AlreadyExists: host port {held}/tcp is in use on this node: a process listens on it"
+        )
+    );
+    drop(listener);
+    let free = berth_tests::free_port().to_string();
+    let args = run_on("first", format!("{free}:80"));
+    let (code, stdout, stderr) =
+        berthctl_output(&berthd, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+    let first_pod = stdout.lines().nth(1).unwrap_or_default().to_string();
+    let args = run_on("second", format!("127.0.0.1:{free}:8080"));
+    let err = one_line_failure(&berthd, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        err,
+        format!(
+            "berthctl: AlreadyExists: host port 127.0.0.1:{free}/tcp is taken by pod default/first ({first_pod})"
+        )
+    );
+    assert_eq!(pod_ids(&berthd).await, [first_pod]);
+
+    // Exec in a container that has exited; logs of one that does not exist.
+    let (code, stdout, stderr) = berthctl_output(
+        &berthd,
+        &["run", "--image", &image, "--name", "quick", "--pod-log-root", log_root, "--", "true"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let quick = stdout.lines().next().unwrap_or_default().to_string();
+    let mut client = berthd.runtime_client().await;
+    wait_for_state(&mut client, &quick, cri::ContainerState::ContainerExited, Duration::from_secs(10)).await;
+    let err = one_line_failure(&berthd, &["exec", "quick", "true"]);
+    assert_eq!(
+        err,
+        format!(
+            "berthctl: FailedPrecondition: container {quick:?} is not running (ContainerExited): exec needs a running container"
+        )
+    );
+    let err = one_line_failure(&berthd, &["logs", "nosuch"]);
+    assert_eq!(err, r#"berthctl: NotFound: no container "nosuch" (by ID, name or ID prefix)"#);
     remove_all_pods(&mut client).await;
 }

@@ -334,18 +334,27 @@ async fn bad_references_and_unreachable_registries_get_clear_errors_and_leave_no
         let err = pull(&berthd, bad).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err:?}");
     }
-    let err = pull(&berthd, &format!("{}/library/busybox:9.9", registry.host())).await.unwrap_err();
+    let host = registry.host();
+    let err = pull(&berthd, &format!("{host}/library/busybox:9.9")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
-    assert!(err.message().contains("busybox:9.9"), "{err:?}");
+    let expected = format!(
+        "{host}/library/busybox:9.9 not found: registry {host} answered 404 Not Found (MANIFEST_UNKNOWN: "
+    );
+    assert!(err.message().starts_with(&expected) && !err.message().contains('\n'), "{err:?}");
     let err = pull(&berthd, &format!("{}/library/nothing:1", registry.host())).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
 
-    // A registry that is not there: Unavailable, naming the host.
+    // A registry that is not there: code Unknown and kubelet's RegistryUnavailable first,
+    // naming the host; with no hosts.toml (HTTPS, then nothing to fall back from) as with one.
     let dead = format!("127.0.0.1:{}", berth_tests::free_port());
+    let err = pull(&berthd, &format!("{dead}/library/busybox:1.0")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    let expected = format!("RegistryUnavailable: registry {dead} is unreachable: ");
+    assert!(err.message().starts_with(&expected) && !err.message().contains('\n'), "{err:?}");
     berthd.paths.write_hosts_toml(&dead, &format!("server = \"http://{dead}\"\n"));
     let err = pull(&berthd, &format!("{dead}/library/busybox:1.0")).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    assert!(err.message().contains(&dead), "{err:?}");
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    assert!(err.message().starts_with(&expected), "{err:?}");
 
     assert!(list(&berthd).await.is_empty());
     assert!(wait_for_blobs(&berthd, 0).await.is_empty());
@@ -610,8 +619,26 @@ async fn registry_credentials_from_auth_config() {
     berthd.paths.trust_registry(&registry);
     let image = push_busybox(&registry, "private/busybox", "1").await;
     let name = format!("{}/private/busybox:1", registry.host());
+    // Without credentials, or with wrong ones: denied, naming the image and what to check.
     let err = pull(&berthd, &name).await.unwrap_err();
-    assert_ne!(err.code(), tonic::Code::Ok, "anonymous pull of a private image must fail");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let denied = format!("registry {} denied access to {name} (", registry.host());
+    assert!(
+        err.message().starts_with(&denied) && err.message().contains("check the pull's credentials"),
+        "{err:?}"
+    );
+    let wrong = cri::PullImageRequest {
+        image: spec(&name),
+        auth: Some(cri::AuthConfig {
+            username: "berth".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        }),
+        sandbox_config: None,
+    };
+    let err = berthd.image_client().await.pull_image(wrong).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with(&denied) && err.message().contains("401 Unauthorized"), "{err:?}");
     let with_auth = |server_address: String| cri::PullImageRequest {
         image: spec(&name),
         auth: Some(cri::AuthConfig {
@@ -660,6 +687,12 @@ async fn a_loopback_registry_with_no_hosts_toml_is_pulled_over_plain_http() {
     ] {
         assert_eq!(pull(&berthd, &name).await.unwrap(), image.id(), "{name}");
     }
+    // A tag it does not have: the plain-HTTP answer counts, not the failed TLS handshake before it.
+    let missing = format!("{}/library/busybox:nope", registry.host());
+    let err = pull(&berthd, &missing).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().starts_with(&format!("{missing} not found: ")), "{err:?}");
+    assert!(err.message().contains("manifest unknown") && !err.message().contains("TLS"), "{err:?}");
 }
 
 #[tokio::test]
@@ -673,10 +706,13 @@ async fn https_registries_need_their_ca_or_skip_verify() {
     let berthd = Berthd::start().await;
     let name = format!("{}/library/busybox:tls", secure.host());
 
-    // No file: https with the system roots, which do not know the test CA.
+    // No file: https with the system roots, which do not know the test CA. Retrying will not
+    // help: FailedPrecondition, saying what to set.
     let err = pull(&berthd, &name).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    assert!(err.message().contains(&secure.host()), "{err:?}");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let expected =
+        format!("registry {}: TLS failed, its certificate is not trusted: name its CA", secure.host());
+    assert!(err.message().starts_with(&expected) && !err.message().contains('\n'), "{err:?}");
 
     berthd.paths.write_hosts_toml(
         &secure.host(),

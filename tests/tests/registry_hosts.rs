@@ -207,11 +207,12 @@ async fn a_registry_demanding_a_client_certificate_gets_the_one_hosts_toml_names
     let name = format!("{}/library/busybox:mtls", secure.host());
     let server = format!("server = \"{}\"\nca = \"{}\"\n", secure.base_url(), secure.ca_path().display());
 
-    // The CA alone: the registry refuses the handshake.
+    // The CA alone: the registry refuses the handshake, and the message says what to set.
     berthd.paths.write_hosts_toml(&secure.host(), &server);
     let err = pull(&berthd, &name).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    assert!(err.message().contains(&secure.host()), "{err:?}");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let expected = format!("registry {}: TLS failed, it refused the handshake: ", secure.host());
+    assert!(err.message().starts_with(&expected) && err.message().contains("`client`"), "{err:?}");
 
     // A [certificate, key] pair.
     berthd.paths.write_hosts_toml(

@@ -68,7 +68,7 @@ impl Service {
         // Everything after the runtime made the container is undone with it on failure: the
         // container, its rootfs mount and the attach socket.
         let result = async {
-            created.map_err(|e| Error::Runtime(format!("OCI runtime create failed: {e}")))?;
+            created.map_err(|e| runtime::start_failure("OCI runtime create failed", e))?;
             if let Some(e) = hub_error {
                 return Err(e);
             }

@@ -27,7 +27,7 @@ impl Service {
                 st.pids.forget(pid);
                 self.handle_exit(&mut st, id, "", ex);
             }
-            return Err(Error::Runtime(format!("OCI runtime start failed: {e}")));
+            return Err(runtime::start_failure("OCI runtime start failed", e));
         }
         c.init.status = Status::Running;
         let mut e = ev::TaskStart::new();

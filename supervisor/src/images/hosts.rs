@@ -19,8 +19,8 @@
 //! `skip_verify`, `header`, `override_path` and `dial_timeout` belong to the server, as in
 //! containerd. Relative `ca` and `client` paths are relative to the file's directory. With no
 //! file, the server is `https://<host>` (`https://registry-1.docker.io` for docker.io); a
-//! loopback registry (`localhost`, `127.0.0.0/8`, `::1`) is tried over HTTPS and then plain
-//! HTTP, as containerd does.
+//! loopback registry (`localhost`, `127.0.0.0/8`, `::1`) is asked over HTTPS, and over plain
+//! HTTP once it answers the TLS handshake in plain text, as containerd does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,9 +53,10 @@ pub struct Endpoint {
     pub dial_timeout: Option<Duration>,
     /// Whether this endpoint may resolve tags (a pull-only mirror serves digests only).
     pub resolve: bool,
-    /// Tried only because the endpoint before it failed (a loopback registry's plain HTTP):
-    /// when it fails too, the earlier failure is the one to report.
-    pub fallback: bool,
+    /// Switch to plain HTTP when the server answers the TLS handshake in plain text (a loopback
+    /// registry with no hosts.toml), as containerd's HTTP fallback does. Only then: a registry
+    /// whose TLS fails otherwise keeps that failure, the one to report.
+    pub http_fallback: bool,
 }
 
 /// One TLS client identity from hosts.toml's `client`.
@@ -79,7 +80,7 @@ impl Endpoint {
             headers: Vec::new(),
             dial_timeout: None,
             resolve: true,
-            fallback: false,
+            http_fallback: false,
         }
     }
 
@@ -330,7 +331,7 @@ fn endpoint_of(url: &str, entry: HostEntry, base: &Path) -> Result<Option<Endpoi
         headers,
         dial_timeout,
         resolve: can_resolve(&entry.capabilities),
-        fallback: false,
+        http_fallback: false,
     }))
 }
 
@@ -340,11 +341,7 @@ pub fn endpoints(config_path: &Path, registry: &str) -> Result<Vec<Endpoint>> {
     let candidates = [config_path.join(registry).join("hosts.toml"), config_path.join("_default/hosts.toml")];
     let Some(file) = candidates.iter().find(|p| p.is_file()) else {
         let https = Endpoint::plain(default_server(registry));
-        if is_loopback(registry) {
-            let http = Endpoint { plain_http: true, fallback: true, ..https.clone() };
-            return Ok(vec![https, http]);
-        }
-        return Ok(vec![https]);
+        return Ok(vec![Endpoint { http_fallback: is_loopback(registry), ..https }]);
     };
     let base = file.parent().unwrap_or(config_path);
     let text = std::fs::read_to_string(file).map_err(|e| Error::io(format!("read {}", file.display()), e))?;
@@ -443,12 +440,13 @@ server = "https://r.io"
         let dir = tempfile::tempdir().unwrap();
         for registry in ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.1.2.3"] {
             let list = endpoints(dir.path(), registry).unwrap();
-            let tried: Vec<(&str, bool)> = list.iter().map(|e| (e.host.as_str(), e.plain_http)).collect();
-            assert_eq!(tried, [(registry, false), (registry, true)], "{registry}");
+            let tried: Vec<(&str, bool, bool)> =
+                list.iter().map(|e| (e.host.as_str(), e.plain_http, e.http_fallback)).collect();
+            assert_eq!(tried, [(registry, false, true)], "{registry}");
         }
         for registry in ["registry.example.com", "10.0.0.1:5000", "docker.io", "localhost.example.com"] {
             let list = endpoints(dir.path(), registry).unwrap();
-            assert!(list.iter().all(|e| !e.plain_http), "{registry}: {list:?}");
+            assert!(list.iter().all(|e| !e.plain_http && !e.http_fallback), "{registry}: {list:?}");
         }
     }
 

@@ -7,6 +7,7 @@ use berth_proto::runtime::v1 as cri;
 use clap::{Args, ValueEnum};
 use tonic::transport::Channel;
 
+use crate::lookup;
 use crate::shared::{exit_code, parse_key_value, runtime_client};
 use crate::table::{self, Table};
 
@@ -18,7 +19,7 @@ pub struct PsArgs {
     /// Only containers whose id starts with this.
     #[arg(long)]
     id: Option<String>,
-    /// Only containers of this pod (an id or a prefix).
+    /// Only containers of this pod (an ID, a name or a unique ID prefix).
     #[arg(short, long)]
     pod: Option<String>,
     /// Only containers whose name contains this.
@@ -57,16 +58,6 @@ impl From<ContainerState> for cri::ContainerState {
     }
 }
 
-/// "Running", "Exited", …, as crictl shows a container's state.
-pub fn state_name(state: i32) -> &'static str {
-    match cri::ContainerState::try_from(state) {
-        Ok(cri::ContainerState::ContainerCreated) => "Created",
-        Ok(cri::ContainerState::ContainerRunning) => "Running",
-        Ok(cri::ContainerState::ContainerExited) => "Exited",
-        _ => "Unknown",
-    }
-}
-
 /// The containers a filter selects, newest first; `name` is matched as a substring.
 pub async fn select(
     channel: &Channel,
@@ -96,7 +87,10 @@ pub async fn list(channel: &Channel, args: PsArgs) -> anyhow::Result<()> {
     let filter = cri::ContainerFilter {
         id: args.id.unwrap_or_default(),
         state,
-        pod_sandbox_id: args.pod.unwrap_or_default(),
+        pod_sandbox_id: match args.pod {
+            Some(pod) => lookup::pod(channel, &pod).await?.id,
+            None => String::new(),
+        },
         label_selector: args.labels.into_iter().collect(),
     };
     let containers = select(channel, filter, args.name.as_deref()).await?;
@@ -116,7 +110,7 @@ pub async fn list(channel: &Channel, args: PsArgs) -> anyhow::Result<()> {
             id(&container.id),
             image,
             table::age(container.created_at),
-            state_name(container.state).to_string(),
+            table::container_state(container.state).to_string(),
             metadata.name,
             metadata.attempt.to_string(),
             id(&container.pod_sandbox_id),
@@ -126,21 +120,22 @@ pub async fn list(channel: &Channel, args: PsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The status of the container `wanted` (an id or a unique prefix) names.
+/// The status of the container `wanted` (an ID, a name or a unique ID prefix) names.
 pub async fn status(channel: &Channel, wanted: &str) -> anyhow::Result<cri::ContainerStatus> {
+    let id = lookup::container(channel, wanted).await?.id;
     let response = runtime_client(channel)
-        .container_status(cri::ContainerStatusRequest { container_id: wanted.to_string(), verbose: false })
+        .container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false })
         .await?
         .into_inner();
     match response.status {
         Some(status) => Ok(status),
-        None => bail!("container {wanted:?} not found"),
+        None => bail!("container {id} not found"),
     }
 }
 
 pub async fn stop(channel: &Channel, containers: &[String], timeout: i64) -> anyhow::Result<()> {
     for wanted in containers {
-        let id = status(channel, wanted).await?.id;
+        let id = lookup::container(channel, wanted).await?.id;
         runtime_client(channel)
             .stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout })
             .await?;
@@ -173,8 +168,9 @@ pub async fn remove(channel: &Channel, containers: &[String], force: bool) -> an
 
 /// ExecSync: prints the command's stdout and stderr and returns its exit code.
 pub async fn exec(channel: &Channel, container: &str, cmd: Vec<String>, timeout: i64) -> anyhow::Result<u8> {
+    let container_id = lookup::container(channel, container).await?.id;
     let response = runtime_client(channel)
-        .exec_sync(cri::ExecSyncRequest { container_id: container.to_string(), cmd, timeout })
+        .exec_sync(cri::ExecSyncRequest { container_id, cmd, timeout })
         .await?
         .into_inner();
     let mut stdout = std::io::stdout().lock();

@@ -8,11 +8,12 @@ use berth_proto::runtime::v1 as cri;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+use crate::lookup::{self, ContainerOrPod};
 use crate::shared::runtime_client;
 use crate::table::rfc3339;
 
-/// Prints one document per id: a container's if the id names one, else a pod's. Several ids
-/// print a JSON array.
+/// Prints one document per word: a container's if it names one, else a pod's (see
+/// [`lookup::container_or_pod`]). Several words print a JSON array.
 pub async fn inspect(channel: &Channel, ids: &[String]) -> anyhow::Result<()> {
     let mut documents = Vec::new();
     for id in ids {
@@ -26,39 +27,26 @@ pub async fn inspect(channel: &Channel, ids: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn document(channel: &Channel, id: &str) -> anyhow::Result<Value> {
+async fn document(channel: &Channel, wanted: &str) -> anyhow::Result<Value> {
     let mut client = runtime_client(channel);
-    match client
-        .container_status(cri::ContainerStatusRequest { container_id: id.to_string(), verbose: true })
-        .await
-    {
-        Ok(response) => {
-            let response = response.into_inner();
-            if let Some(status) = response.status {
-                return Ok(json!({ "status": container(&status), "info": info(&response.info) }));
-            }
+    match lookup::container_or_pod(channel, wanted).await? {
+        ContainerOrPod::Container(found) => {
+            let request = cri::ContainerStatusRequest { container_id: found.id.clone(), verbose: true };
+            let response = client.container_status(request).await?.into_inner();
+            let Some(status) = response.status else { bail!("container {} not found", found.id) };
+            Ok(json!({ "status": container(&status), "info": info(&response.info) }))
         }
-        Err(status) if status.code() == tonic::Code::NotFound => {}
-        Err(status) => return Err(status.into()),
-    }
-    match client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.to_string(), verbose: true })
-        .await
-    {
-        Ok(response) => {
-            let response = response.into_inner();
-            if let Some(status) = response.status {
-                return Ok(json!({
-                    "status": pod(&status),
-                    "containers": response.containers_statuses.iter().map(container).collect::<Vec<_>>(),
-                    "info": info(&response.info),
-                }));
-            }
+        ContainerOrPod::Pod(found) => {
+            let request = cri::PodSandboxStatusRequest { pod_sandbox_id: found.id.clone(), verbose: true };
+            let response = client.pod_sandbox_status(request).await?.into_inner();
+            let Some(status) = response.status else { bail!("pod {} not found", found.id) };
+            Ok(json!({
+                "status": pod(&status),
+                "containers": response.containers_statuses.iter().map(container).collect::<Vec<_>>(),
+                "info": info(&response.info),
+            }))
         }
-        Err(status) if status.code() == tonic::Code::NotFound => {}
-        Err(status) => return Err(status.into()),
     }
-    bail!("no container or pod {id:?}")
 }
 
 /// The verbose `info` map, with values that are JSON documents parsed.

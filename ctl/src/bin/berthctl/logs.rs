@@ -30,7 +30,7 @@ pub struct LogsArgs {
     /// Prefix each line with its RFC 3339 timestamp.
     #[arg(short, long)]
     timestamps: bool,
-    /// The container (an id or a unique prefix).
+    /// The container (an ID, a name or a unique ID prefix).
     container: String,
 }
 

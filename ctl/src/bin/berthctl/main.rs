@@ -3,10 +3,12 @@
 //! dispatch; each area has its own module.
 
 mod containers;
+mod host_ports;
 mod images;
 mod info;
 mod inspect;
 mod logs;
+mod lookup;
 mod namespaces;
 mod pods;
 mod run;
@@ -22,7 +24,13 @@ use clap::{Parser, Subcommand};
 use tonic::transport::Channel;
 
 #[derive(Parser)]
-#[command(name = "berthctl", version, about = "Talk to berthd")]
+#[command(
+    name = "berthctl",
+    version,
+    about = "Talk to berthd",
+    after_help = "Containers and pods are named by ID, by name (pods also by namespace/name) or by a \
+                  unique ID prefix."
+)]
 struct Cli {
     /// berthd's socket.
     #[arg(long, global = true, default_value = "/run/berth/berth.sock", env = "BERTH_ADDRESS")]

@@ -5,6 +5,7 @@ use berth_proto::runtime::v1 as cri;
 use clap::{Args, ValueEnum};
 use tonic::transport::Channel;
 
+use crate::lookup;
 use crate::shared::{parse_key_value, runtime_client};
 use crate::table::{self, Table};
 
@@ -37,14 +38,6 @@ pub struct PodsArgs {
 pub enum PodState {
     Ready,
     Notready,
-}
-
-/// "Ready" or "NotReady", as crictl shows a pod's state.
-pub fn state_name(state: i32) -> &'static str {
-    match cri::PodSandboxState::try_from(state) {
-        Ok(cri::PodSandboxState::SandboxReady) => "Ready",
-        _ => "NotReady",
-    }
 }
 
 pub async fn list(channel: &Channel, args: PodsArgs) -> anyhow::Result<()> {
@@ -85,7 +78,7 @@ pub async fn list(channel: &Channel, args: PodsArgs) -> anyhow::Result<()> {
         out.row(vec![
             id(&pod.id),
             table::age(pod.created_at),
-            state_name(pod.state).to_string(),
+            table::pod_state(pod.state).to_string(),
             metadata.name,
             metadata.namespace,
             metadata.attempt.to_string(),
@@ -96,24 +89,23 @@ pub async fn list(channel: &Channel, args: PodsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pod `wanted` (an id or a unique prefix) names; NotFound when there is none.
+/// The status of the pod `wanted` (an ID, a name, `namespace/name` or a unique ID prefix)
+/// names; NotFound when there is none.
 pub async fn status(channel: &Channel, wanted: &str) -> anyhow::Result<cri::PodSandboxStatus> {
+    let id = lookup::pod(channel, wanted).await?.id;
     let response = runtime_client(channel)
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: wanted.to_string(),
-            verbose: false,
-        })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
         .await?
         .into_inner();
     match response.status {
         Some(status) => Ok(status),
-        None => bail!("pod {wanted:?} not found"),
+        None => bail!("pod {id} not found"),
     }
 }
 
 pub async fn stop(channel: &Channel, pods: &[String]) -> anyhow::Result<()> {
     for wanted in pods {
-        let id = status(channel, wanted).await?.id;
+        let id = lookup::pod(channel, wanted).await?.id;
         runtime_client(channel)
             .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() })
             .await?;

@@ -1,7 +1,7 @@
 //! `run`: one container in a new pod, the way `crictl run` does it, from flags instead of
 //! JSON files: the image is pulled if missing, then RunPodSandbox, CreateContainer and
 //! StartContainer. `--rm` follows the container's log until it exits, removes the pod and
-//! exits with the container's code.
+//! exits with the container's code. Host ports another pod or process holds are refused first.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::logs::{self, Printer};
 use crate::shared::{exit_code, parse_key_value, runtime_client};
-use crate::{containers, images};
+use crate::{containers, host_ports, images};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -119,6 +119,9 @@ async fn ensure_image(channel: &Channel, image: &str) -> anyhow::Result<()> {
 
 pub async fn run(channel: Channel, args: RunArgs) -> anyhow::Result<u8> {
     ensure_image(&channel, &args.image).await?;
+    // The node's network has no port mappings: the container binds the node's ports itself.
+    let port_mappings = if args.host_network { Vec::new() } else { args.ports.clone() };
+    host_ports::ensure_free(&channel, &port_mappings).await?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => format!("{}-{}", image_base_name(&args.image), random_hex(3)?),
@@ -137,7 +140,10 @@ pub async fn run(channel: Channel, args: RunArgs) -> anyhow::Result<u8> {
         }),
         hostname: pod_name,
         log_directory: log_dir.to_string_lossy().into_owned(),
-        port_mappings: args.ports.clone(),
+        annotations: host_ports::annotation(&port_mappings)
+            .map(|ports| std::collections::HashMap::from([(host_ports::PORTS_ANNOTATION.to_string(), ports)]))
+            .unwrap_or_default(),
+        port_mappings,
         labels: labels.clone(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {

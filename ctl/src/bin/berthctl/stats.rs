@@ -8,31 +8,37 @@ use berth_proto::runtime::v1 as cri;
 use clap::Args;
 use tonic::transport::Channel;
 
-use crate::containers;
 use crate::shared::{parse_key_value, runtime_client};
 use crate::table::{self, Table};
+use crate::{containers, lookup};
 
 #[derive(Args)]
 pub struct StatsArgs {
     /// All containers, not only running ones.
     #[arg(short, long)]
     all: bool,
-    /// Only containers of this pod (an id or a prefix).
+    /// Only containers of this pod (an ID, a name or a unique ID prefix).
     #[arg(short, long)]
     pod: Option<String>,
     /// Only containers with this label (repeatable; all must match).
     #[arg(long = "label", value_parser = parse_key_value)]
     labels: Vec<(String, String)>,
-    /// One container (an id or a prefix).
-    id: Option<String>,
+    /// One container (an ID, a name or a unique ID prefix).
+    container: Option<String>,
 }
 
 /// Time between the two CPU samples.
 const SAMPLE_GAP: Duration = Duration::from_secs(1);
 
 pub async fn stats(channel: &Channel, args: StatsArgs) -> anyhow::Result<()> {
-    let id = args.id.unwrap_or_default();
-    let pod = args.pod.unwrap_or_default();
+    let id = match args.container {
+        Some(wanted) => lookup::container(channel, &wanted).await?.id,
+        None => String::new(),
+    };
+    let pod = match args.pod {
+        Some(wanted) => lookup::pod(channel, &wanted).await?.id,
+        None => String::new(),
+    };
     let labels: HashMap<String, String> = args.labels.into_iter().collect();
     let filter = cri::ContainerFilter {
         id: id.clone(),

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tonic::transport::Channel;
 
+use crate::lookup;
 use crate::shared::{exit_code, runtime_client};
 
 /// How the streams travel.
@@ -166,7 +167,7 @@ pub async fn exec(
 ) -> anyhow::Result<u8> {
     let options = StreamOptions { stdin: args.interactive, stdout: true, stderr: !args.tty, tty: args.tty };
     let request = cri::ExecRequest {
-        container_id: container.to_string(),
+        container_id: lookup::container(channel, container).await?.id,
         cmd,
         tty: options.tty,
         stdin: options.stdin,
@@ -181,7 +182,7 @@ pub async fn exec(
 pub async fn attach(channel: &Channel, container: &str, args: &StreamArgs) -> anyhow::Result<u8> {
     let options = StreamOptions { stdin: args.interactive, stdout: true, stderr: !args.tty, tty: args.tty };
     let request = cri::AttachRequest {
-        container_id: container.to_string(),
+        container_id: lookup::container(channel, container).await?.id,
         stdin: options.stdin,
         tty: options.tty,
         stdout: options.stdout,
@@ -209,6 +210,7 @@ pub async fn port_forward(
     ports: &[(u16, u16)],
     transport: Transport,
 ) -> anyhow::Result<u8> {
+    let pod = lookup::pod(channel, pod).await?.id;
     let remote: Vec<i32> = ports.iter().map(|(_, remote)| i32::from(*remote)).collect();
     let mut listeners = Vec::new();
     for (local, remote) in ports {
@@ -219,7 +221,6 @@ pub async fn port_forward(
         listeners.push((listener, *remote));
     }
     let mut client = runtime_client(channel);
-    let pod = pod.to_string();
     // SPDY carries every port over one connection; WebSocket gets one per local connection.
     let spdy_session = match transport {
         Transport::Spdy => {

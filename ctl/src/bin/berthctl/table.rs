@@ -1,8 +1,10 @@
-//! Shared output formatting: aligned tables, short ids, ages ("5 minutes ago") and sizes, the
-//! way crictl prints them.
+//! Shared output formatting: aligned tables, short ids, ages ("5 minutes ago"), sizes and
+//! states, the way crictl prints them.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_proto::runtime::v1 as cri;
 
 /// Columns separated by three spaces, each as wide as its widest cell; the last column is not
 /// padded.
@@ -106,6 +108,24 @@ fn scaled(bytes: u64, base: f64, units: &[&str]) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes}{}", units[0]) } else { format!("{value:.1}{}", units[unit]) }
+}
+
+/// "Running", "Exited", …, as crictl shows a container's state.
+pub fn container_state(state: i32) -> &'static str {
+    match cri::ContainerState::try_from(state) {
+        Ok(cri::ContainerState::ContainerCreated) => "Created",
+        Ok(cri::ContainerState::ContainerRunning) => "Running",
+        Ok(cri::ContainerState::ContainerExited) => "Exited",
+        _ => "Unknown",
+    }
+}
+
+/// "Ready" or "NotReady", as crictl shows a pod's state.
+pub fn pod_state(state: i32) -> &'static str {
+    match cri::PodSandboxState::try_from(state) {
+        Ok(cri::PodSandboxState::SandboxReady) => "Ready",
+        _ => "NotReady",
+    }
 }
 
 /// `k=v,k=v`, sorted.

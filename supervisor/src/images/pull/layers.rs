@@ -157,7 +157,7 @@ impl PullerInner {
         let what = format!("layer {digest}");
         let mut body = match BlobStream::open(client, &digest.to_string(), (0, size), &what, ranges).await {
             Ok((_, body)) => body,
-            Err(e @ Error::Unavailable(_)) => return Ok(Streamed::Interrupted(e)),
+            Err(e @ Error::RegistryUnavailable(_)) => return Ok(Streamed::Interrupted(e)),
             Err(e) => return Err(e),
         };
 
@@ -196,7 +196,7 @@ impl PullerInner {
                     let _ = self.snapshotter.remove(&detached.key);
                 }
                 match e {
-                    Error::Unavailable(_) => Ok(Streamed::Interrupted(e)),
+                    Error::RegistryUnavailable(_) => Ok(Streamed::Interrupted(e)),
                     other => Err(other),
                 }
             }
@@ -236,7 +236,7 @@ impl PullerInner {
             match self.fetch_into(client, layer, writer, ranges).await {
                 // A download cut short resumes from the bytes in its ingest. (A token that
                 // expired is fetched anew by the client, on the 401.)
-                Err(e @ Error::Unavailable(_)) if retries < DOWNLOAD_RETRIES => {
+                Err(e @ Error::RegistryUnavailable(_)) if retries < DOWNLOAD_RETRIES => {
                     retries += 1;
                     tracing::info!(layer = %layer.digest(), host = %client.endpoint.host, error = %e, retries, "resuming a layer download");
                     tokio::time::sleep(Duration::from_millis(200 * retries as u64)).await;

@@ -37,9 +37,8 @@ impl PullerInner {
                 }
                 Err(error) => {
                     tracing::debug!(endpoint = %endpoint.base_url(), error = %error, "endpoint could not resolve");
-                    if !endpoint.fallback || last_error.is_none() {
-                        last_error = Some(error);
-                    }
+                    // The last endpoint is the registry itself, after its mirrors: its answer counts.
+                    last_error = Some(error);
                 }
             }
         }

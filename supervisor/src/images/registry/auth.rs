@@ -75,17 +75,17 @@ pub(super) fn preset(auth: &RegistryAuth) -> Option<HeaderValue> {
 /// `containerd-client`), so registries that know containerd's treat berth alike.
 const OAUTH_CLIENT_ID: &str = "containerd-client";
 
-/// The `Authorization` that answers `challenge` for pulling `repository`. `headers` (from
-/// hosts.toml) go to the token service too, as containerd sends them.
+/// The `Authorization` that answers `challenge` for pulling `repository`, to fetch `what`.
+/// `headers` (from hosts.toml) go to the token service too, as containerd sends them.
 pub(super) async fn answer(
     http: &reqwest::Client,
     headers: &HeaderMap,
     challenge: &Challenge,
     auth: &RegistryAuth,
-    repository: &str,
+    (repository, what): (&str, &str),
     host: &str,
 ) -> Result<HeaderValue> {
-    let denied = || Error::FailedPrecondition(format!("registry {host} denied access: check credentials"));
+    let denied = || errors::denied(host, what, "it wants a user and password, and the pull gave none");
     let value = match (challenge, auth) {
         (_, RegistryAuth::Bearer(token)) => format!("Bearer {token}"),
         (Challenge::Basic, RegistryAuth::Basic(user, password)) => basic(user, password),
@@ -114,7 +114,12 @@ pub(super) async fn answer(
                 },
                 _ => request.get(http, headers, auth).await,
             }
-            .map_err(|Refused(_, error)| error)?;
+            .map_err(|Refused(status, error)| match status {
+                Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                    errors::denied(host, what, &format!("its token service {realm} answered {status}"))
+                }
+                _ => error,
+            })?;
             format!("Bearer {token}")
         }
     };

@@ -161,7 +161,7 @@ impl BlobStream {
                 Source::Ranged(ranges) => ranges,
             };
             if ranges.broken {
-                return Err(Error::Unavailable(format!("the download of {} broke off", ranges.what)));
+                return Err(Error::RegistryUnavailable(format!("the download of {} broke off", ranges.what)));
             }
             let Some(head) = ranges.queue.front_mut() else { return Ok(None) };
             let failed = match head.bytes.recv().await {
@@ -176,7 +176,7 @@ impl BlobStream {
                     self.top_up();
                     continue;
                 }
-                None => Error::Unavailable(format!(
+                None => Error::RegistryUnavailable(format!(
                     "the ranged GET at offset {} of {} stopped after {} of {} bytes",
                     head.start, ranges.what, head.received, head.expected
                 )),
@@ -275,7 +275,7 @@ impl Ranges {
                     }
                 }
                 if got < want {
-                    return Err(Error::Unavailable(format!(
+                    return Err(Error::RegistryUnavailable(format!(
                         "registry {} ended the range at offset {start} of {what} after {got} of {want} bytes",
                         client.endpoint.host
                     )));
@@ -474,7 +474,7 @@ mod tests {
                 .await
                 .unwrap();
         let (got, error) = read_until_error(&mut body, "a whole blob in answer to a range").await;
-        assert!(matches!(&error, Error::Unavailable(m) if m.contains("200")), "{error}");
+        assert!(matches!(&error, Error::RegistryUnavailable(m) if m.contains("200")), "{error}");
         assert_eq!(got, fake.lock().unwrap().blob[..1000], "the first chunk, then the error");
         assert!(body.chunk().await.is_err(), "the stream stays broken");
     }
@@ -487,7 +487,10 @@ mod tests {
                 .await
                 .unwrap();
         let (got, error) = read_until_error(&mut body, "a cut range").await;
-        assert!(matches!(&error, Error::Unavailable(m) if m.contains("after 990 of 1000 bytes")), "{error}");
+        assert!(
+            matches!(&error, Error::RegistryUnavailable(m) if m.contains("after 990 of 1000 bytes")),
+            "{error}"
+        );
         // Only whole, in-order bytes came before the error: a resume from there is right.
         assert_eq!(got, fake.lock().unwrap().blob[..got.len()]);
         assert!(got.len() >= 1000);

@@ -8,6 +8,7 @@
 //! not be honoured through it; reqwest (the HTTP client oci-client itself is built on) can.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{
@@ -31,8 +32,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct EndpointClient {
     pub endpoint: Endpoint,
     http: reqwest::Client,
-    /// `<base url>/<repository>`.
-    repository_url: String,
+    /// `<host><api root>/<repository>`: request URLs after their scheme.
+    repository_path: String,
+    /// Plain HTTP: as configured, or since the server answered TLS in plain text.
+    plain_http: AtomicBool,
     repository: String,
     /// `?ns=<registry>` on a mirror's requests, as containerd sends it.
     query: String,
@@ -102,7 +105,8 @@ impl EndpointClient {
         Ok(Self {
             endpoint: endpoint.clone(),
             http,
-            repository_url: format!("{}/{}", endpoint.base_url(), image.repository),
+            repository_path: format!("{}{}/{}", endpoint.host, endpoint.path, image.repository),
+            plain_http: AtomicBool::new(endpoint.plain_http),
             repository: image.repository.clone(),
             query,
             headers,
@@ -114,7 +118,7 @@ impl EndpointClient {
     /// Fetches the manifest or index `reference` (a tag or digest) names, checking that its
     /// bytes hash to the digest asked for or the one the registry claims.
     pub async fn manifest(&self, reference: &str, accept: &[&str], what: &str) -> Result<FetchedManifest> {
-        let url = format!("{}/manifests/{reference}{}", self.repository_url, self.query);
+        let url = self.url(&format!("manifests/{reference}"));
         let accept = accept.join(", ");
         let response = self.get(&url, &[(ACCEPT, accept.as_str())], what).await?;
         let claimed = header(&response, "docker-content-digest");
@@ -174,7 +178,7 @@ impl EndpointClient {
         let range = format!("bytes={start}-{}", end - 1);
         let response = self.get(&self.blob_url(digest), &[(RANGE, range.as_str())], what).await?;
         if response.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::RegistryUnavailable(format!(
                 "registry {} answered {} to a ranged GET of {what}, having honoured ranges before",
                 self.endpoint.host,
                 response.status()
@@ -182,7 +186,7 @@ impl EndpointClient {
         }
         match content_range(&response) {
             Some((first, last)) if (first, last + 1) != (start, end) => {
-                Err(Error::Unavailable(self.wrong_range(first, last, start, end, what)))
+                Err(Error::RegistryUnavailable(self.wrong_range(first, last, start, end, what)))
             }
             _ => Ok(response),
         }
@@ -203,7 +207,13 @@ impl EndpointClient {
     }
 
     pub(super) fn blob_url(&self, digest: &str) -> String {
-        format!("{}/blobs/{digest}{}", self.repository_url, self.query)
+        self.url(&format!("blobs/{digest}"))
+    }
+
+    /// The URL of `tail` under the repository, over HTTP or HTTPS as the endpoint is now.
+    fn url(&self, tail: &str) -> String {
+        let scheme = if self.plain_http.load(Ordering::Relaxed) { "http" } else { "https" };
+        format!("{scheme}://{}/{tail}{}", self.repository_path, self.query)
     }
 
     /// GETs `url` with hosts.toml's headers and the current authorization; a 401 is answered
@@ -213,7 +223,12 @@ impl EndpointClient {
         let host = &self.endpoint.host;
         let mut answered = false;
         loop {
-            let mut request = self.http.get(url);
+            // A URL made before the endpoint switched to plain HTTP.
+            let url = match url.strip_prefix("https://") {
+                Some(rest) if self.plain_http.load(Ordering::Relaxed) => format!("http://{rest}"),
+                _ => url.to_string(),
+            };
+            let mut request = self.http.get(&url);
             for (name, value) in &self.headers {
                 request = request.header(name, value);
             }
@@ -223,7 +238,17 @@ impl EndpointClient {
             if let Some(authorization) = self.current_authorization() {
                 request = request.header(AUTHORIZATION, authorization);
             }
-            let response = request.send().await.map_err(|e| self.transport_error(&e, what))?;
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if self.endpoint.http_fallback && errors::is_plain_http_answer(&e) => {
+                    if self.plain_http.swap(true, Ordering::Relaxed) {
+                        return Err(self.transport_error(&e, what));
+                    }
+                    tracing::info!(%host, "the registry answered TLS in plain text: asking it over plain HTTP");
+                    continue;
+                }
+                Err(e) => return Err(self.transport_error(&e, what)),
+            };
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !answered {
                 let challenges: Vec<String> = response
@@ -239,7 +264,7 @@ impl EndpointClient {
                         &self.headers,
                         &challenge,
                         &self.auth,
-                        &self.repository,
+                        (&self.repository, what),
                         host,
                     )
                     .await?;
@@ -382,10 +407,78 @@ mod tests {
         // Without the password the token service refuses: denied, with the host named.
         let anonymous = EndpointClient::new(&endpoint, &image, RegistryAuth::Anonymous).unwrap();
         let err = anonymous.manifest("1", &[], "app:1").await.unwrap_err();
-        assert!(matches!(&err, Error::FailedPrecondition(m) if m.contains(&endpoint.host)), "{err}");
+        assert!(
+            matches!(&err, Error::FailedPrecondition(m)
+                if m.starts_with(&format!("registry {} denied access to app:1 (its token service", endpoint.host))
+                    && m.contains("answered 401 Unauthorized")),
+            "{err}"
+        );
         // Without hosts.toml's header the registry does not know the path.
         let bare = Endpoint { headers: Vec::new(), ..endpoint.clone() };
         let client = EndpointClient::new(&bare, &image, RegistryAuth::Basic("u".into(), "p".into())).unwrap();
-        assert!(matches!(client.manifest("1", &[], "app:1").await, Err(Error::NotFound(_))));
+        assert!(matches!(client.manifest("1", &[], "app:1").await, Err(Error::NotFoundBecause { .. })));
+    }
+
+    /// A registry serving plain HTTP on a loopback port, with `1` and without `nope`.
+    async fn plain_registry() -> u16 {
+        async fn manifest(axum::extract::Path(reference): axum::extract::Path<String>) -> AxumResponse {
+            if reference == "1" {
+                return ([("content-type", "application/vnd.oci.image.manifest.v1+json")], "{}")
+                    .into_response();
+            }
+            let unknown = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+            (StatusCode::NOT_FOUND, unknown).into_response()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app =
+            axum::Router::new().route("/v2/team/app/manifests/{reference}", axum::routing::get(manifest));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_registry_answering_tls_in_plain_text_is_asked_over_http_only_where_allowed() {
+        let port = plain_registry().await;
+        let host = format!("127.0.0.1:{port}");
+        let image = ImageReference::parse(&format!("{host}/team/app:1")).unwrap();
+        let loopback = Endpoint {
+            host: host.clone(),
+            http_fallback: true,
+            ..crate::images::hosts::tests_support::endpoint("unused")
+        };
+        let client = EndpointClient::new(&loopback, &image, RegistryAuth::Anonymous).unwrap();
+        // The registry's own answer counts, not the failed handshake before it.
+        let err = client.manifest("nope", &[], "r/team/app:nope").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "r/team/app:nope not found: registry {host} answered 404 Not Found (MANIFEST_UNKNOWN: manifest unknown)"
+            )
+        );
+        assert_eq!(client.manifest("1", &[], "app:1").await.unwrap().bytes, b"{}");
+
+        // Without the fallback the handshake's failure is the answer, with what to set.
+        let strict = Endpoint { http_fallback: false, ..loopback.clone() };
+        let client = EndpointClient::new(&strict, &image, RegistryAuth::Anonymous).unwrap();
+        let err = client.manifest("1", &[], "app:1").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::FailedPrecondition(m)
+                if m.starts_with(&format!("registry {host}: TLS failed, it does not speak TLS there")) && !m.contains('\n')),
+            "{err}"
+        );
+
+        // Nothing listening: RegistryUnavailable, naming the host.
+        let closed = format!("127.0.0.1:{}", {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        });
+        let gone = Endpoint { host: closed.clone(), ..loopback };
+        let client = EndpointClient::new(&gone, &image, RegistryAuth::Anonymous).unwrap();
+        let err = client.manifest("1", &[], "app:1").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::RegistryUnavailable(m) if m.starts_with(&format!("registry {closed} is unreachable: "))),
+            "{err}"
+        );
     }
 }

@@ -64,3 +64,31 @@ pub async fn cutting_proxy(
     .await;
     (host, cuts)
 }
+
+/// A TCP proxy to `upstream` that passes the server's bytes back at about `bytes_per_second`
+/// per connection, so a pull lasts long enough to watch. Returns its `host:port`.
+pub async fn throttled_proxy(upstream: String, bytes_per_second: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLICES_PER_SECOND: usize = 20;
+    proxy(upstream, move |client, server| async move {
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let requests = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        });
+        let mut buffer = vec![0u8; (bytes_per_second / SLICES_PER_SECOND).max(1)];
+        let mut slices = tokio::time::interval(std::time::Duration::from_secs(1) / SLICES_PER_SECOND as u32);
+        loop {
+            slices.tick().await;
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+        requests.abort();
+    })
+    .await
+}

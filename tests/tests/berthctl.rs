@@ -1,11 +1,14 @@
 //! berthctl against a real berthd: the native and image commands, and the CRI commands (run,
 //! pods, ps, inspect, exec (ExecSync and streamed), attach, port-forward, stats, logs with -f
 //! across a rotation, stop, rm, stopp, rmp) with runc, a loopback registry and busybox;
-//! containers and pods named by ID, name or unique ID prefix.
+//! containers and pods named by ID, name or unique ID prefix; a pull's progress in a
+//! pseudo-terminal and in a pipe; the one-line errors a user meets.
 
 use std::process::Command;
 use std::time::Duration;
 
+use berth_proto::containerd::services::content::v1 as content_api;
+use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::runtime::v1 as cri;
 use berth_tests::berthd::binary;
 use berth_tests::cri::{
@@ -588,6 +591,157 @@ async fn streamed_exec_attach_and_port_forward() {
     let _ = forward.wait();
     assert!(served, "no answer through berthctl port-forward: {answer:?}");
     remove_all_pods(&mut client).await;
+}
+
+/// A busybox image with a second, uncompressed layer holding `size` bytes of noise from `seed`.
+fn image_with_noise(seed: u64, size: usize) -> berth_tests::OciImage {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut noise = Vec::with_capacity(size + 8);
+    while noise.len() < size {
+        // xorshift64: bytes no compressor shrinks.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        noise.extend_from_slice(&state.to_le_bytes());
+    }
+    let layer = berth_tests::LayerBuilder::default().file("noise", 0o644, &noise).into_tar();
+    berth_tests::ImageBuilder::busybox()
+        .unwrap()
+        .layer_with(layer, berth_tests::image::LayerCompression::None)
+        .build()
+}
+
+/// `size` bytes as berthctl writes them: decimal units, one decimal.
+fn decimal(size: usize) -> String {
+    format!("{:.1}MB", size as f64 / 1e6)
+}
+
+// Multi-threaded: the proxy serves while berthctl, a blocking child process, runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_show_each_layers_download_and_unpack_then_a_summary() {
+    skip_unless!(root: true, tools: ["docker-registry", "busybox", "script"]);
+    let registry = berth_tests::Registry::start().await;
+    let berthd = Berthd::start().await;
+    // 3 MB/s: a 6 MB layer takes two seconds, long enough to watch.
+    let slow = berth_tests::proxy::throttled_proxy(registry.host(), 3_000_000).await;
+    berthd.paths.write_hosts_toml(&slow, &format!("server = \"http://{slow}\"\n"));
+    let in_terminal = image_with_noise(1, 6_000_000);
+    let piped = image_with_noise(2, 6_000_000);
+    let quiet = image_with_noise(3, 1_000_000);
+    for (tag, image) in [("terminal", &in_terminal), ("piped", &piped), ("quiet", &quiet)] {
+        registry.push_image("library/noise", tag, image).await;
+    }
+    let name = |tag: &str| format!("{slow}/library/noise:{tag}");
+
+    // In a pseudo-terminal: a bar per step, with byte counts, then the summary.
+    let command = format!(
+        "{} --address {} images pull {}",
+        binary("berthctl").display(),
+        berthd.paths.socket.display(),
+        name("terminal")
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    let noise = &in_terminal.layers[1].digest[..19];
+    assert!(
+        screen.contains(&format!("{noise} downloading [")) && screen.contains("=>"),
+        "no bar: {screen:?}"
+    );
+    assert!(screen.contains(" MB/"), "no byte count: {screen:?}");
+    assert!(screen.contains(&format!("{noise} unpacking")), "no unpack: {screen:?}");
+    assert!(screen.contains(&format!("pulled {}: ", name("terminal"))), "no summary: {screen:?}");
+    assert!(screen.contains(&format!("{}: {}", name("terminal"), in_terminal.id())), "{screen:?}");
+
+    // Not in a terminal: a line per finished step (the busybox layer is here already), then
+    // the summary: the bytes fetched, the time, the rate.
+    let (code, stdout, stderr) = berthctl_output(&berthd, &["images", "pull", &name("piped")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("{}: {}\n", name("piped"), piped.id()));
+    let layer = &piped.layers[1];
+    let (noise, size) = (&layer.digest[..19], decimal(layer.bytes.len()));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(
+        lines[..2],
+        [format!("{noise} downloaded {size}"), format!("{noise} unpacked {size}")],
+        "{stderr}"
+    );
+    let summary = lines[2];
+    assert!(
+        summary.starts_with(&format!("pulled {}: {size} in ", name("piped"))) && summary.ends_with("MB/s)"),
+        "{summary}"
+    );
+    let seconds: f64 =
+        summary.split(" in ").nth(1).and_then(|s| s.split('s').next()?.parse().ok()).unwrap_or(0.0);
+    assert!(seconds >= 1.5, "a 6 MB layer at 3 MB/s took {seconds}s: {summary}");
+
+    // --quiet: the name and ID only.
+    let (code, stdout, stderr) = berthctl_output(&berthd, &["images", "pull", "--quiet", &name("quiet")]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert_eq!(stdout, format!("{}: {}\n", name("quiet"), quiet.id()));
+
+    // What berthctl watches is the content service's statuses, as ctr reads them: while a pull
+    // runs, its layer's download shows in its namespace, answers Status and cannot be aborted.
+    let watched = image_with_noise(4, 3_000_000);
+    registry.push_image("library/noise", "watched", &watched).await;
+    let mut images = berthd.image_client().await;
+    let request = cri::PullImageRequest {
+        image: Some(cri::ImageSpec { image: name("watched"), ..Default::default() }),
+        ..Default::default()
+    };
+    let pulling = tokio::spawn(async move { images.pull_image(request).await });
+    let mut content = ContentClient::new(berthd.channel().await);
+    let layer = &watched.layers[1];
+    let reference = format!("layer-{}", layer.digest);
+    let mut shown = None;
+    for _ in 0..100 {
+        shown =
+            statuses(&mut content, "k8s.io").await.into_iter().find(|s| s.r#ref == reference && s.offset > 0);
+        if shown.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shown = shown.unwrap_or_else(|| panic!("{reference} never showed"));
+    assert_eq!((shown.total, shown.expected.as_str()), (layer.bytes.len() as i64, layer.digest.as_str()));
+    let status = content
+        .status(in_namespace("k8s.io", content_api::StatusRequest { r#ref: reference.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.r#ref, reference);
+    let refused = content
+        .abort(in_namespace("k8s.io", content_api::AbortRequest { r#ref: reference.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(statuses(&mut content, "default").await.is_empty(), "another namespace sees the pull");
+    pulling.await.unwrap().unwrap();
+    assert!(statuses(&mut content, "k8s.io").await.is_empty(), "the steps outlived the pull");
+}
+
+fn in_namespace<T>(namespace: &'static str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("containerd-namespace", tonic::metadata::MetadataValue::from_static(namespace));
+    request
+}
+
+async fn statuses(
+    content: &mut ContentClient<tonic::transport::Channel>,
+    namespace: &'static str,
+) -> Vec<content_api::Status> {
+    let request = in_namespace(namespace, content_api::ListStatusesRequest::default());
+    content.list_statuses(request).await.unwrap().into_inner().statuses
 }
 
 /// Runs berthctl expecting it to fail with one line on stderr; returns that line.

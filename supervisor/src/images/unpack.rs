@@ -197,10 +197,11 @@ pub struct LayerUnpack<'a> {
     pub key: &'a str,
 }
 
-/// Unpacks a layer unless its snapshot exists already. Returns whether it did the work.
+/// Unpacks a layer from `source` unless its snapshot exists already. Returns whether it did
+/// the work.
 pub fn unpack_layer(
     snapshotter: &dyn Snapshotter,
-    content: &ContentStore,
+    source: LayerSource<'_>,
     layer: &LayerUnpack<'_>,
 ) -> Result<bool> {
     if snapshotter.stat(layer.name).is_ok() {
@@ -208,7 +209,8 @@ pub fn unpack_layer(
     }
     let labels = Labels::from([("containerd.io/snapshot.ref".to_string(), layer.name.to_string())]);
     let mounts = snapshotter.prepare(layer.key, layer.parent, labels).map_err(Error::from)?;
-    let applied = apply_blob(content, layer.blob, layer.media_type, &mounts).and_then(|(digest, _)| {
+    let apply = |tar: &mut dyn Read| berth_snapshotter::apply_layer_to_mounts(tar, &mounts);
+    let applied = apply_layer_with(source, layer.blob, layer.media_type, apply).and_then(|(digest, _)| {
         if digest.to_string() != layer.diff_id {
             return Err(Error::FailedPrecondition(format!(
                 "layer {} unpacks to {digest}, but the image config says {}",

@@ -1,5 +1,6 @@
 //! `containerd.services.content.v1.Content`: blobs by digest, namespaced through content
-//! records, written through resumable ingests.
+//! records, written through resumable ingests. The statuses include berthd's own pulls in the
+//! namespace, layer by layer (`layer-<digest>`, `unpack-<digest>`), for clients to watch.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
@@ -181,7 +182,11 @@ impl Content for ContentService {
         request: Request<api::StatusRequest>,
     ) -> Result<Response<api::StatusResponse>, Status> {
         let namespace = request_namespace(&request)?;
-        let status = self.engine.content.status(&ingest_ref(&namespace, &request.into_inner().r#ref))?;
+        let reference = request.into_inner().r#ref;
+        let status = match self.engine.puller.progress().status(&namespace, &reference) {
+            Some(pulling) => pulling,
+            None => self.engine.content.status(&ingest_ref(&namespace, &reference))?,
+        };
         Ok(Response::new(api::StatusResponse { status: Some(to_status(&namespace, &status)) }))
     }
 
@@ -192,12 +197,11 @@ impl Content for ContentService {
         let namespace = request_namespace(&request)?;
         let filters = Filters::parse(&request.into_inner().filters)?;
         let prefix = format!("{namespace}/");
-        let statuses = self
-            .engine
-            .content
-            .statuses()?
+        let mut ingests = self.engine.content.statuses()?;
+        ingests.retain(|s| s.reference.starts_with(&prefix));
+        ingests.extend(self.engine.puller.progress().statuses(&namespace));
+        let statuses = ingests
             .iter()
-            .filter(|s| s.reference.starts_with(&prefix))
             .map(|s| to_status(&namespace, s))
             .filter(|s| {
                 filters.matches(&|path: &[String]| match path {
@@ -276,7 +280,12 @@ impl Content for ContentService {
 
     async fn abort(&self, request: Request<api::AbortRequest>) -> Result<Response<()>, Status> {
         let namespace = request_namespace(&request)?;
-        self.engine.content.abort(&ingest_ref(&namespace, &request.into_inner().r#ref))?;
+        let reference = request.into_inner().r#ref;
+        if self.engine.puller.progress().status(&namespace, &reference).is_some() {
+            // As a ref another writer holds: the pull owns it until it ends.
+            return Err(Status::unavailable(format!("ref {reference} is locked: a pull is using it")));
+        }
+        self.engine.content.abort(&ingest_ref(&namespace, &reference))?;
         Ok(Response::new(()))
     }
 }

@@ -11,6 +11,7 @@ mod logs;
 mod lookup;
 mod namespaces;
 mod pods;
+mod pull_progress;
 mod run;
 mod shared;
 mod stats;

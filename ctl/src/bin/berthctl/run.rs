@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::logs::{self, Printer};
 use crate::shared::{exit_code, parse_key_value, runtime_client};
-use crate::{containers, host_ports, images};
+use crate::{containers, host_ports, pull_progress};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -113,7 +113,9 @@ async fn ensure_image(channel: &Channel, image: &str) -> anyhow::Result<()> {
     }
     let request = cri::PullImageRequest { image: spec(), auth: None, sandbox_config: None };
     let pull = tokio::spawn(async move { client.pull_image(request).await });
-    images::show_pull_progress(channel.clone(), pull).await.with_context(|| format!("pull {image}"))?;
+    pull_progress::show_pull_progress(channel.clone(), image, pull, false)
+        .await
+        .with_context(|| format!("pull {image}"))?;
     Ok(())
 }
 

@@ -16,13 +16,15 @@ use crate::images::unpack::{
 };
 use crate::metadata::LeaseResource;
 
+use super::progress::{Step, download_ref, unpack_ref};
 use super::resolve::FetchedConfig;
 use super::{DOWNLOAD_RETRIES, Layout, PullerInner};
 
 impl PullerInner {
     /// The layer pipeline: downloads run concurrently; each layer is unpacked in order as it
-    /// arrives, or (stacking) unpacked apart as it arrives and stacked in order after. Returns
-    /// the layers' digests, in order.
+    /// arrives, or (stacking) unpacked apart as it arrives and stacked in order after. What it
+    /// has to do is shown ([`super::PullProgress`]) until it ends. Returns the layers' digests,
+    /// in order.
     pub(super) async fn fetch_and_unpack(
         self: &Arc<Self>,
         namespace: &str,
@@ -41,6 +43,9 @@ impl PullerInner {
             slots: downloads.clone(),
             requests: self.metrics.range_requests.clone(),
         });
+        let steps = self.layer_steps(manifest, layout)?;
+        let shown: Vec<Arc<Step>> = steps.iter().flat_map(|s| s.shown.iter().cloned()).collect();
+        let _shown = self.progress.show(namespace, shown);
         let mut pending = Vec::new();
         for (i, (layer, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
             let digest: Digest = layer.digest().as_ref().parse()?;
@@ -56,7 +61,7 @@ impl PullerInner {
             let job = self.clone().fetch_layer(
                 client.clone(),
                 layer.clone(),
-                digest,
+                (digest, steps[i].clone()),
                 detached,
                 (downloads.clone(), ranges.clone()),
             );
@@ -69,12 +74,17 @@ impl PullerInner {
             let layer = &manifest.layers()[i];
             let step = async {
                 let unpacked = job.await.map_err(|e| Error::Internal(format!("layer task: {e}")))??;
+                steps[i].download.finish();
                 self.record(namespace, lease, layer.digest().as_ref(), layer.size(), labels).await?;
                 if layout.stacking {
-                    self.stack(unpacked, i, &layout.snapshot_names).await
+                    self.stack(unpacked, i, &layout.snapshot_names).await?;
                 } else {
-                    self.unpack(namespace, lease, layer, &diff_ids[i], i, &layout.snapshot_names).await
+                    let (diff_id, unpack) = (&diff_ids[i], &steps[i].unpack);
+                    self.unpack(namespace, lease, layer, diff_id, (i, unpack), &layout.snapshot_names)
+                        .await?;
                 }
+                steps[i].unpack.finish();
+                Ok::<_, Error>(())
             };
             if let Err(e) = step.await {
                 // The pull has failed: stop the layers still in flight. Their snapshots are
@@ -99,6 +109,26 @@ impl PullerInner {
         Ok(downloaded)
     }
 
+    /// What each layer has to do, in order: its download unless its blob is here, its unpack
+    /// unless its snapshot is. Each step exists either way, so the work can count into it.
+    fn layer_steps(&self, manifest: &ImageManifest, layout: &Layout) -> Result<Vec<LayerSteps>> {
+        let mut steps = Vec::new();
+        for (i, layer) in manifest.layers().iter().enumerate() {
+            let digest: Digest = layer.digest().as_ref().parse()?;
+            let download = Step::new(download_ref(&digest), &digest, layer.size());
+            let unpack = Step::new(unpack_ref(&digest), &digest, layer.size());
+            let mut shown = Vec::new();
+            if !self.content.has_blob(&digest) {
+                shown.push(download.clone());
+            }
+            if self.snapshotter.stat(&layout.snapshot_names[i]).is_err() {
+                shown.push(unpack.clone());
+            }
+            steps.push(LayerSteps { download, unpack, shown });
+        }
+        Ok(steps)
+    }
+
     /// Fetches one layer, and (stacking) unpacks it apart: in the same pass as the download
     /// when an unpack slot is free and the download starts from its first byte, else from the
     /// blob once it is downloaded.
@@ -106,7 +136,7 @@ impl PullerInner {
         self: Arc<Self>,
         client: Arc<EndpointClient>,
         layer: Descriptor,
-        digest: Digest,
+        (digest, steps): (Digest, LayerSteps),
         unpack: Option<DetachedUnpack>,
         (downloads, ranges): (Arc<tokio::sync::Semaphore>, Option<RangePlan>),
     ) -> Result<Option<Detached>> {
@@ -114,19 +144,19 @@ impl PullerInner {
         let download_slot =
             downloads.acquire_owned().await.map_err(|_| Error::Internal("download slots closed".into()))?;
         let Some(unpack) = unpack else {
-            self.download(&client, &layer, &digest, ranges).await?;
+            self.download(&client, &layer, &digest, ranges, &steps.download).await?;
             return Ok(None);
         };
-        match self.download_and_unpack(&client, &layer, &digest, &unpack, ranges).await? {
+        match self.download_and_unpack(&client, &layer, &digest, &unpack, ranges, &steps).await? {
             Streamed::Unpacked(detached) => return Ok(detached),
             Streamed::NotTried => {}
             Streamed::Interrupted(error) => {
                 tracing::info!(layer = %digest, error = %error, "a streamed unpack was cut short; resuming the download, then unpacking the blob");
             }
         }
-        self.download(&client, &layer, &digest, ranges).await?;
+        self.download(&client, &layer, &digest, ranges, &steps.download).await?;
         drop(download_slot);
-        unpack.run().await
+        unpack.run(&steps.unpack).await
     }
 
     /// Downloads a layer and unpacks it in one pass: the bytes that arrive are written to the
@@ -140,6 +170,7 @@ impl PullerInner {
         digest: &Digest,
         unpack: &DetachedUnpack,
         ranges: Option<&RangePlan>,
+        steps: &LayerSteps,
     ) -> Result<Streamed> {
         if self.content.has_blob(digest) || self.snapshotter.stat(&unpack.name).is_ok() {
             return Ok(Streamed::NotTried);
@@ -164,12 +195,15 @@ impl PullerInner {
         let started = Instant::now();
         let (chunks, receiver) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(STREAM_QUEUE);
         let (snapshotter, job) = (self.snapshotter.clone(), unpack.job());
+        steps.download.set(0);
+        steps.unpack.set(0);
+        let unpacked_bytes = steps.unpack.clone();
         let unpacking = tokio::task::spawn_blocking(move || {
             let _slot = unpack_slot;
-            let source = LayerSource::Stream(Box::new(ChunkReader::new(receiver)));
+            let source = LayerSource::Stream(Box::new(unpacked_bytes.counting(ChunkReader::new(receiver))));
             unpack_detached(snapshotter.as_ref(), source, &job.layer())
         });
-        let downloaded = self.receive(&mut body, &mut writer, Some(&chunks)).await;
+        let downloaded = self.receive(&mut body, &mut writer, Some(&chunks), &steps.download).await;
         // Its ranged GETs still queued stop, and hand their slots back.
         drop(body);
         if let Err(error) = &downloaded {
@@ -204,14 +238,16 @@ impl PullerInner {
         }
     }
 
-    /// Downloads one blob into the content store, unless it is there. A download of the same
-    /// blob already running elsewhere (its ingest is locked) is waited for instead.
+    /// Downloads one blob into the content store, unless it is there, counting into `step`. A
+    /// download of the same blob already running elsewhere (its ingest is locked) is waited for
+    /// instead.
     async fn download(
         &self,
         client: &Arc<EndpointClient>,
         layer: &Descriptor,
         digest: &Digest,
         ranges: Option<&RangePlan>,
+        step: &Arc<Step>,
     ) -> Result<()> {
         let size = layer.size();
         let reference = ingest_ref(digest);
@@ -233,7 +269,8 @@ impl PullerInner {
             if writer.offset() > resumed_from {
                 (retries, resumed_from) = (0, writer.offset());
             }
-            match self.fetch_into(client, layer, writer, ranges).await {
+            step.set(writer.offset());
+            match self.fetch_into(client, layer, writer, ranges, step).await {
                 // A download cut short resumes from the bytes in its ingest. (A token that
                 // expired is fetched anew by the client, on the 401.)
                 Err(e @ Error::RegistryUnavailable(_)) if retries < DOWNLOAD_RETRIES => {
@@ -252,6 +289,7 @@ impl PullerInner {
         layer: &Descriptor,
         mut writer: crate::content::Writer,
         ranges: Option<&RangePlan>,
+        step: &Arc<Step>,
     ) -> Result<()> {
         let size = layer.size();
         let what = format!("layer {}", layer.digest());
@@ -262,25 +300,28 @@ impl PullerInner {
         if start == 0 && offset > 0 {
             // The registry sends the whole blob: the ingest starts over.
             writer.write_at(0, &[])?;
+            step.set(0);
         }
-        self.receive(&mut body, &mut writer, None).await?;
+        self.receive(&mut body, &mut writer, None, step).await?;
         commit_blob(&mut writer, size)
     }
 
-    /// Writes a blob's body into its ingest, counting the bytes, and hands each chunk to
-    /// `tee` (a streamed unpack) for as long as it listens: an unpack that stopped has failed,
-    /// and the download goes on without it.
+    /// Writes a blob's body into its ingest, counting the bytes (in the metrics and `step`),
+    /// and hands each chunk to `tee` (a streamed unpack) for as long as it listens: an unpack
+    /// that stopped has failed, and the download goes on without it.
     async fn receive(
         &self,
         body: &mut BlobStream,
         writer: &mut crate::content::Writer,
         tee: Option<&tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+        step: &Step,
     ) -> Result<()> {
         let mut tee = tee;
         while let Some(chunk) = body.chunk().await? {
             // Page-cache writes are short; the fsync happens once, at commit, off this task.
             writer.write(&chunk)?;
             self.metrics.bytes.inc_by(chunk.len() as u64);
+            step.advance(chunk.len() as u64);
             if let Some(sender) = tee
                 && sender.send(Ok(chunk)).await.is_err()
             {
@@ -290,14 +331,14 @@ impl PullerInner {
         Ok(())
     }
 
-    /// Unpacks layer `i` on top of layers `0..i`.
+    /// Unpacks layer `i` on top of layers `0..i`, counting what it reads into `step`.
     async fn unpack(
         &self,
         namespace: &str,
         lease: &str,
         layer: &Descriptor,
         diff_id: &str,
-        i: usize,
+        (i, step): (usize, &Arc<Step>),
         snapshot_names: &[String],
     ) -> Result<()> {
         let started = Instant::now();
@@ -315,6 +356,7 @@ impl PullerInner {
             LeaseResource { id: extract, r#type: format!("snapshots/{}", self.config.snapshotter) };
         let (meta, ns, id) = (self.meta.clone(), namespace.to_string(), lease.to_string());
         self.gc.outside_collection_blocking(move || meta.add_lease_resource(&ns, &id, resource)).await?;
+        let step = step.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
             let layer = LayerUnpack {
                 blob: &blob,
@@ -324,7 +366,8 @@ impl PullerInner {
                 name: &name,
                 key: &key,
             };
-            unpack_layer(snapshotter.as_ref(), &content, &layer)
+            let source = LayerSource::Stream(Box::new(step.counting(content.open_blob(&blob)?)));
+            unpack_layer(snapshotter.as_ref(), source, &layer)
         })
         .await
         .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
@@ -396,6 +439,14 @@ impl PullerInner {
         .map_err(|e| Error::Internal(format!("store task: {e}")))??;
         self.record(namespace, lease, &digest.to_string(), size, labels).await
     }
+}
+
+/// A layer's two steps, and those of them its pull shows (the others are done already).
+#[derive(Clone)]
+struct LayerSteps {
+    download: Arc<Step>,
+    unpack: Arc<Step>,
+    shown: Vec<Arc<Step>>,
 }
 
 /// Layers unpacked at once when a snapshotter stacks layers: two keeps both cores busy
@@ -490,15 +541,21 @@ impl DetachedUnpack {
         }
     }
 
-    /// Unpacks the layer from its blob; `None` when its snapshot exists already.
-    async fn run(self) -> Result<Option<Detached>> {
+    /// Unpacks the layer from its blob, counting what it reads into `step`; `None` when its
+    /// snapshot exists already.
+    async fn run(self, step: &Arc<Step>) -> Result<Option<Detached>> {
         let job = self.job();
         let _slot =
             self.slots.acquire_owned().await.map_err(|_| Error::Internal("unpack slots closed".into()))?;
         let started = Instant::now();
         let puller = self.puller.clone();
+        // A streamed unpack cut short may have counted some bytes: this one reads from the start.
+        step.set(0);
+        let step = step.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
-            unpack_detached(puller.snapshotter.as_ref(), LayerSource::Content(&puller.content), &job.layer())
+            let blob = puller.content.open_blob(&job.blob)?;
+            let source = LayerSource::Stream(Box::new(step.counting(blob)));
+            unpack_detached(puller.snapshotter.as_ref(), source, &job.layer())
         })
         .await
         .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;

@@ -27,10 +27,12 @@ use crate::images::registry::{EndpointClient, PullAuth};
 use crate::metadata::{EXPIRE_LABEL, ImageRecord, LeaseResource, MetadataStore, Target};
 
 mod layers;
+mod progress;
 mod resolve;
 #[cfg(test)]
 mod tests;
 
+pub use self::progress::PullProgress;
 use self::resolve::{Chosen, FetchedConfig, Resolved, choose_manifest, fetch_config};
 
 /// How long a pull's lease protects its content if berthd dies mid-pull.
@@ -96,6 +98,8 @@ struct PullerInner {
     snapshotter: Arc<dyn Snapshotter>,
     gc: GarbageCollector,
     metrics: PullMetrics,
+    /// What the pulls in flight are doing, layer by layer.
+    progress: PullProgress,
     /// Layers being fetched, by namespace and manifest digest.
     layers_in_flight: Mutex<HashMap<String, SharedLayers>>,
 }
@@ -117,9 +121,15 @@ impl Puller {
                 snapshotter,
                 gc,
                 metrics,
+                progress: PullProgress::default(),
                 layers_in_flight: Mutex::default(),
             }),
         }
+    }
+
+    /// What the pulls in flight are doing, layer by layer (the native content service lists it).
+    pub fn progress(&self) -> &PullProgress {
+        &self.inner.progress
     }
 
     /// Pulls `reference` into `namespace`. A pull of the same image already under way is not

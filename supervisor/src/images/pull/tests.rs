@@ -1,5 +1,5 @@
 //! Concurrent pulls against a fake registry that wants a token: each pull authenticates
-//! itself, and only the layers are shared.
+//! itself, and only the layers are shared; what a pull in flight does shows meanwhile.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -149,6 +149,13 @@ async fn a_pull_without_access_does_not_ride_on_an_authorized_pull_in_flight() {
     tokio::time::timeout(Duration::from_secs(20), asked)
         .await
         .expect("the authorized pull asks for its layer");
+    // It shows its layer's two steps in its namespace, none done yet.
+    let layer = Digest::of(&LAYER);
+    let shown = |namespace: &str| -> Vec<(String, u64, u64)> {
+        puller.progress().statuses(namespace).into_iter().map(|s| (s.reference, s.offset, s.total)).collect()
+    };
+    assert_eq!(shown("default"), [(format!("layer-{layer}"), 0, 1024), (format!("unpack-{layer}"), 0, 1024)]);
+    assert!(shown("k8s.io").is_empty());
 
     // While it downloads, pulls without credentials, or with wrong ones, ask the registry
     // themselves and are refused.
@@ -178,4 +185,5 @@ async fn a_pull_without_access_does_not_ride_on_an_authorized_pull_in_flight() {
     assert_eq!(first.config_digest, fake.config_digest);
     assert_eq!(second.config_digest, fake.config_digest);
     assert_eq!(fake.layer_gets.load(Ordering::SeqCst), 1, "the layer was downloaded once");
+    assert!(shown("default").is_empty(), "the steps outlived the pulls");
 }

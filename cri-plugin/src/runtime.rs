@@ -123,6 +123,8 @@ impl CriRuntime {
             .context("load the container records")?;
         let streaming = StreamingEndpoint::new(config.streaming.clone());
         let cdi = Arc::new(CdiRegistry::new(&config.cdi.spec_dirs));
+        let scanned = cdi.clone();
+        let _ = tokio::task::spawn_blocking(move || scanned.scan()).await;
         let runtime = Arc::new(Self {
             config,
             paths,

@@ -231,6 +231,12 @@ impl CdiRegistry {
         }
     }
 
+    /// Reads the directories now, so refused directories and specs are logged at start
+    /// rather than at the first container asking for a device.
+    pub fn scan(&self) {
+        drop(self.current());
+    }
+
     /// The edits of the devices asked for, in order: a spec's own edits before its first
     /// device's, once however many of its devices are asked for.
     pub fn resolve(&self, devices: &[String]) -> Result<Vec<SourcedEdits>, CdiError> {

@@ -34,6 +34,24 @@ pub struct CriConfig {
     pub sandbox_image: String,
     /// The streaming server that serves `Exec`, `Attach` and `PortForward` URLs.
     pub streaming: StreamingConfig,
+    /// Where the Container Device Interface specs are.
+    pub cdi: CdiConfig,
+}
+
+/// The `[cri.cdi]` section: the Container Device Interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdiConfig {
+    /// The directories of CDI spec files (`*.json`, `*.yaml`), in order of precedence: a
+    /// device declared in two of them is the later one's. Directories anyone but root can
+    /// write are refused, with a warning.
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        Self { spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")] }
+    }
 }
 
 /// The `[cri.streaming]` section: where exec, attach and port-forward are served.
@@ -97,6 +115,7 @@ impl Default for CriConfig {
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             sandbox_image: String::new(),
             streaming: StreamingConfig::default(),
+            cdi: CdiConfig::default(),
         }
     }
 }

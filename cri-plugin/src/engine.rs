@@ -60,6 +60,14 @@ pub struct HandlerFeatures {
     pub recursive_read_only_mounts: bool,
     /// Pods in a user namespace of their own (`hostUsers: false`).
     pub user_namespaces: bool,
+    /// Intel RDT (`linux.intelRdt`, which CDI specs may set): the OCI runtime has it and the
+    /// node mounts resctrl.
+    pub intel_rdt: bool,
+    /// Its `schemata` and `enableMonitoring` (runtime-spec 1.3).
+    pub intel_rdt_schemata: bool,
+    pub intel_rdt_monitoring: bool,
+    /// Host network devices moved into a container (`linux.netDevices`, runtime-spec 1.3).
+    pub net_devices: bool,
     /// One line per feature: "recursive read-only mounts: yes (runc takes rro, …)".
     pub explained: Vec<String>,
 }

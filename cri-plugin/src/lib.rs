@@ -15,6 +15,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cdi;
 pub mod cni;
 pub mod config;
 pub mod container;
@@ -41,7 +42,7 @@ pub mod streaming;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use config::{CgroupDriver, CriConfig, StreamingConfig};
+pub use config::{CdiConfig, CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{
     CgroupSample, HandlerFeatures, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore,
     RuntimeFacts, RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::cdi::CdiRegistry;
 use crate::config::CriConfig;
 use crate::counters::CpuRates;
 use crate::engine::{RecordKind, RecordStore, RootfsStore, RuntimeInfo, TaskRuntime};
@@ -100,6 +101,8 @@ pub struct CriRuntime {
     pub cpu_rates: CpuRates,
     /// Where Exec, Attach and PortForward send clients.
     pub streaming: StreamingEndpoint,
+    /// The CDI specs, for containers that ask for CDI devices.
+    pub cdi: Arc<CdiRegistry>,
 }
 
 impl CriRuntime {
@@ -119,6 +122,9 @@ impl CriRuntime {
             .await
             .context("load the container records")?;
         let streaming = StreamingEndpoint::new(config.streaming.clone());
+        let cdi = Arc::new(CdiRegistry::new(&config.cdi.spec_dirs));
+        let scanned = cdi.clone();
+        let _ = tokio::task::spawn_blocking(move || scanned.scan()).await;
         let runtime = Arc::new(Self {
             config,
             paths,
@@ -138,6 +144,7 @@ impl CriRuntime {
             metrics,
             cpu_rates: CpuRates::default(),
             streaming,
+            cdi,
         });
         for sandbox in runtime.sandboxes.list() {
             runtime.sandbox_names.reserve(&sandbox.name, &sandbox.id)?;

@@ -156,7 +156,15 @@ impl RuntimeService for CriRuntimeService {
             Self::condition("RuntimeReady", self.info.runtime_readiness()),
             Self::condition("NetworkReady", network),
         ];
-        let info = if request.get_ref().verbose { self.verbose_info() } else { HashMap::new() };
+        let mut info = if request.get_ref().verbose { self.verbose_info() } else { HashMap::new() };
+        if request.get_ref().verbose {
+            // The CDI devices known, and what was refused; reading the spec directories blocks.
+            let cdi = self.runtime.cdi.clone();
+            let described = tokio::task::spawn_blocking(move || cdi.describe())
+                .await
+                .map_err(|e| Status::internal(format!("CDI task: {e}")))?;
+            info.insert("cdi".to_string(), described.to_string());
+        }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use berth_proto::runtime::v1 as cri;
 
+use crate::cdi::RuntimeSupport;
 use crate::engine::{TaskCreate, TaskIo};
 use crate::records::container::{
     ContainerRecord, ContainerState, ContainerUser, KIND_LABEL, SANDBOX_LABEL, container_name,
@@ -171,8 +172,10 @@ impl CriRuntime {
         // berth's AppArmor profile.
         let spec = {
             let (id, config, image_config) = (id.to_string(), spec_config, image.config.clone());
-            tokio::task::spawn_blocking(move || {
-                container_spec(&ContainerSpecInput {
+            let (cdi, handler) = (self.cdi.clone(), sandbox.runtime_handler.clone());
+            let features = self.info.handler_features(&handler);
+            tokio::task::spawn_blocking(move || -> Result<_, CriError> {
+                let mut spec = container_spec(&ContainerSpecInput {
                     container_id: &id,
                     config: &config,
                     pod: &pod,
@@ -181,7 +184,15 @@ impl CriRuntime {
                     target_pid,
                     node: &node,
                     host: &RealHost,
-                })
+                })?;
+                // CDI devices last, over what the rest made, as containerd adds them.
+                cdi.inject(
+                    &mut spec,
+                    &config,
+                    RuntimeSupport { handler: &handler, features: &features },
+                    &RealHost,
+                )?;
+                Ok(spec)
             })
             .await
             .map_err(|e| CriError::internal(format!("spec task: {e}")))??

@@ -118,7 +118,7 @@ async fn create_container_leaves_nothing_when_any_step_fails() {
 #[tokio::test]
 async fn create_container_leaves_nothing_when_its_own_steps_fail() {
     type Spoil = fn(&Harness, &mut cri::ContainerConfig);
-    let cases: [(&str, Spoil, tonic::Code, &str); 5] = [
+    let cases: [(&str, Spoil, tonic::Code, &str); 7] = [
         (
             "image",
             |_, c| c.image = Some(cri::ImageSpec { image: "nope:1".into(), ..Default::default() }),
@@ -163,6 +163,20 @@ async fn create_container_leaves_nothing_when_its_own_steps_fail() {
             },
             tonic::Code::NotFound,
             "target container \"gone\"",
+        ),
+        (
+            "CDI device",
+            |_, c| c.cdi_devices = vec![cri::CdiDevice { name: "example.invalid/none=x".into() }],
+            tonic::Code::InvalidArgument,
+            "unknown CDI device \"example.invalid/none=x\"",
+        ),
+        (
+            "CDI annotation",
+            |_, c| {
+                c.annotations.insert("cdi.k8s.io/plugin".into(), "not-qualified".into());
+            },
+            tonic::Code::InvalidArgument,
+            "invalid CDI device in annotation \"cdi.k8s.io/plugin\"",
         ),
         (
             "log directory",

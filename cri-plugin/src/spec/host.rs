@@ -29,6 +29,11 @@ pub trait HostDevices: Send + Sync {
     /// The device node at `host_path` (links followed); `Ok(None)` when the path exists but is
     /// not a character or block device; `ErrorKind::NotFound` when it does not exist.
     fn device(&self, host_path: &Path) -> io::Result<Option<DeviceInfo>>;
+    /// Like [`HostDevices::device`], FIFOs included (kind `P`, numbers 0): what a CDI device
+    /// node may name on the host.
+    fn device_node(&self, host_path: &Path) -> io::Result<Option<DeviceInfo>> {
+        self.device(host_path)
+    }
     /// Every device node under /dev a privileged container gets.
     fn all_devices(&self) -> Vec<DeviceInfo>;
     /// A whole file, e.g. a Localhost seccomp profile.
@@ -109,6 +114,16 @@ impl RealHost {
 impl HostDevices for RealHost {
     fn device(&self, host_path: &Path) -> io::Result<Option<DeviceInfo>> {
         let meta = std::fs::metadata(host_path)?;
+        Ok(Self::info(host_path, &meta))
+    }
+
+    fn device_node(&self, host_path: &Path) -> io::Result<Option<DeviceInfo>> {
+        let meta = std::fs::metadata(host_path)?;
+        if meta.file_type().is_fifo() {
+            let (uid, gid) = (meta.uid(), meta.gid());
+            let (path, kind, file_mode) = (host_path.to_path_buf(), LinuxDeviceType::P, meta.mode() & 0o7777);
+            return Ok(Some(DeviceInfo { path, kind, major: 0, minor: 0, file_mode, uid, gid }));
+        }
         Ok(Self::info(host_path, &meta))
     }
 

@@ -23,7 +23,7 @@ mod seccomp;
 mod seccomp_default;
 mod security;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 mod user;

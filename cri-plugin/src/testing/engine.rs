@@ -38,7 +38,15 @@ impl RuntimeInfo for FakeRuntimeInfo {
     /// `runc` has every feature; `kata` none.
     fn handler_features(&self, handler: &str) -> HandlerFeatures {
         let all = matches!(handler, "" | "runc");
-        HandlerFeatures { recursive_read_only_mounts: all, user_namespaces: all, explained: Vec::new() }
+        HandlerFeatures {
+            recursive_read_only_mounts: all,
+            user_namespaces: all,
+            intel_rdt: all,
+            intel_rdt_schemata: all,
+            intel_rdt_monitoring: all,
+            net_devices: all,
+            explained: Vec::new(),
+        }
     }
 
     fn runtime_handlers(&self) -> Vec<String> {

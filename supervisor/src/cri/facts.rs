@@ -42,6 +42,8 @@ struct KernelFeatures {
     /// Whether pods can have user namespaces of their own, and why not: berth idmaps the
     /// overlay snapshotter's layers itself, so the kernel must idmap its file system.
     idmapped_layers: Result<(), String>,
+    /// resctrl is mounted (its `info` directory exists only then): Intel RDT can be set.
+    resctrl: bool,
 }
 
 impl KernelFeatures {
@@ -52,7 +54,11 @@ impl KernelFeatures {
             berth_sys::idmap::idmapped_mounts_work_on(&snapshotter.root)
                 .map_err(|e| format!("the kernel cannot idmap {}: {e}", snapshotter.root.display()))
         };
-        Self { mount_setattr: berth_sys::idmap::mount_setattr_supported(), idmapped_layers }
+        Self {
+            mount_setattr: berth_sys::idmap::mount_setattr_supported(),
+            idmapped_layers,
+            resctrl: Path::new("/sys/fs/resctrl/info").is_dir(),
+        }
     }
 }
 
@@ -97,13 +103,56 @@ fn probe_handler(tasks: &TasksConfig, name: &str, kernel: &KernelFeatures) -> Ha
         }
     };
     let yes = |b: bool| if b { "yes" } else { "no" };
+    let (rdt, net) = match &described {
+        Some((binary, Ok(features))) => (
+            intel_rdt_support(&binary.display().to_string(), &features.linux.intel_rdt, kernel.resctrl),
+            net_devices_support(&binary.display().to_string(), &features.linux.net_devices),
+        ),
+        _ => {
+            let why = format!("({rro_why})");
+            ((false, false, false, why.clone()), (false, why))
+        }
+    };
+    let (intel_rdt, intel_rdt_schemata, intel_rdt_monitoring, rdt_why) = rdt;
+    let (net_devices, net_why) = net;
     HandlerFeatures {
         recursive_read_only_mounts,
         user_namespaces,
+        intel_rdt,
+        intel_rdt_schemata,
+        intel_rdt_monitoring,
+        net_devices,
         explained: vec![
             format!("recursive read-only mounts: {} ({rro_why})", yes(recursive_read_only_mounts)),
             format!("user namespaces: {} ({userns_why})", yes(user_namespaces)),
+            format!("intel RDT: {} {rdt_why}", yes(intel_rdt)),
+            format!("network devices: {} {net_why}", yes(net_devices)),
         ],
+    }
+}
+
+/// Intel RDT as a CDI spec may set it: (at all, schemata, monitoring, why).
+fn intel_rdt_support(binary: &str, rdt: &FeatureFlags, resctrl: bool) -> (bool, bool, bool, String) {
+    match (rdt.enabled, resctrl) {
+        (Some(true), true) => {
+            let (schemata, monitoring) = (rdt.schemata == Some(true), rdt.monitoring == Some(true));
+            let why = format!(
+                "({binary} has it, resctrl is mounted; schemata: {schemata}, monitoring: {monitoring})"
+            );
+            (true, schemata, monitoring, why)
+        }
+        (Some(true), false) => {
+            (false, false, false, "(resctrl is not mounted at /sys/fs/resctrl)".to_string())
+        }
+        _ => (false, false, false, format!("({binary} features does not list linux.intelRdt)")),
+    }
+}
+
+/// Host network devices moved into containers: (supported, why).
+fn net_devices_support(binary: &str, net: &FeatureFlags) -> (bool, String) {
+    match net.enabled {
+        Some(true) => (true, format!("({binary} has it)")),
+        _ => (false, format!("({binary} features does not list linux.netDevices)")),
     }
 }
 
@@ -114,13 +163,29 @@ struct OciRuntimeFeatures {
     #[serde(default)]
     mount_options: Vec<String>,
     #[serde(default)]
-    linux: OciLinuxFeatures,
+    linux: LinuxFeatures,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-struct OciLinuxFeatures {
+#[serde(rename_all = "camelCase")]
+struct LinuxFeatures {
     #[serde(default)]
     namespaces: Vec<String>,
+    #[serde(default)]
+    intel_rdt: FeatureFlags,
+    #[serde(default)]
+    net_devices: FeatureFlags,
+}
+
+/// A feature's flags as runtime-spec 1.3 writes them; absent is unknown, taken as no.
+#[derive(Debug, Default, serde::Deserialize)]
+struct FeatureFlags {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    schemata: Option<bool>,
+    #[serde(default)]
+    monitoring: Option<bool>,
 }
 
 fn runtime_features(binary: &Path) -> Result<OciRuntimeFeatures, String> {
@@ -207,6 +272,24 @@ mod tests {
         assert!(parse_runtime_features(runc).unwrap().mount_options.contains(&"rro".to_string()));
         assert!(parse_runtime_features(b"{}").unwrap().mount_options.is_empty());
         assert!(parse_runtime_features(b"runc: unknown command").is_err());
+    }
+
+    #[test]
+    fn intel_rdt_and_net_devices_need_the_runtime_to_say_so() {
+        let runc_1_1 =
+            parse_runtime_features(br#"{"mountOptions":["ro"],"linux":{"namespaces":["mount"]}}"#).unwrap();
+        let (rdt, _, _, why) = intel_rdt_support("runc", &runc_1_1.linux.intel_rdt, true);
+        assert!(!rdt && why.contains("does not list linux.intelRdt"), "{why}");
+        assert!(!net_devices_support("runc", &runc_1_1.linux.net_devices).0);
+
+        let newer =
+            br#"{"linux":{"intelRdt":{"enabled":true,"schemata":true},"netDevices":{"enabled":true}}}"#;
+        let newer = parse_runtime_features(newer).unwrap();
+        let (rdt, schemata, monitoring, _) = intel_rdt_support("runc", &newer.linux.intel_rdt, true);
+        assert_eq!((rdt, schemata, monitoring), (true, true, false));
+        let (rdt, _, _, why) = intel_rdt_support("runc", &newer.linux.intel_rdt, false);
+        assert!(!rdt && why.contains("resctrl is not mounted"), "{why}");
+        assert!(net_devices_support("runc", &newer.linux.net_devices).0);
     }
 
     #[test]

@@ -41,10 +41,33 @@ pub async fn info(channel: &Channel) -> anyhow::Result<()> {
         println!("  supplemental groups policy: {}", yes(features.supplemental_groups_policy));
         println!("  user namespaces with host network: {}", yes(features.user_namespaces_host_network));
     }
+    if let Some(cdi) = status.info.get("cdi").and_then(|c| serde_json::from_str(c).ok()) {
+        print_cdi(&cdi);
+    }
     let mut keys: Vec<&String> = status.info.keys().collect();
     keys.sort();
     for key in keys {
         println!("{key}: {}", status.info[key]);
     }
     Ok(())
+}
+
+/// The CDI devices containers may ask for, and the spec files and directories refused.
+fn print_cdi(cdi: &serde_json::Value) {
+    let entries = |key: &str| cdi[key].as_object().cloned().unwrap_or_default();
+    let text = |value: &serde_json::Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
+    let devices = entries("devices");
+    println!("{}", if devices.is_empty() { "CDI devices: none" } else { "CDI devices:" });
+    for (name, spec) in &devices {
+        println!("  {name} (from {})", text(spec));
+    }
+    for (name, files) in entries("conflicts") {
+        println!("  {name}: unusable, declared by more than one spec of one directory: {files}");
+    }
+    for (file, error) in entries("invalidSpecs") {
+        println!("  refused spec {file}: {}", text(&error));
+    }
+    for (dir, why) in entries("refusedDirs") {
+        println!("  refused directory {dir}: {}", text(&why));
+    }
 }

@@ -177,22 +177,111 @@ pub struct TaskState {
     pub exit: Option<TaskExit>,
 }
 
-/// One sample of a container's cgroup.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One sample of a cgroup: a container's (through its shim) or a pod's own (read by the
+/// pod's host). Counters are cumulative; v1 and v2 figures are already in the same units.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupSample {
     pub timestamp: Option<SystemTime>,
-    /// Total CPU time, nanoseconds.
-    pub cpu_usage_ns: u64,
-    /// Memory in use, less inactive file pages (what kubelet evicts on).
-    pub memory_working_set_bytes: u64,
-    pub memory_usage_bytes: u64,
-    pub memory_rss_bytes: u64,
-    pub memory_available_bytes: Option<u64>,
+    pub cpu: CpuSample,
+    pub memory: MemorySample,
+    pub pids: PidsSample,
+    /// Per block device, from blkio (v1) or `io.stat` (v2).
+    pub io: Vec<DeviceIo>,
+    /// Pressure stall information, where the kernel keeps it for this cgroup.
+    pub pressure: CgroupPressure,
+}
+
+/// CPU time, nanoseconds, and CFS bandwidth throttling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuSample {
+    pub usage_ns: u64,
+    pub user_ns: u64,
+    pub system_ns: u64,
+    /// CFS enforcement periods elapsed, and those in which the cgroup was throttled.
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_ns: u64,
+}
+
+/// Memory, in bytes unless named otherwise; v1 figures are hierarchical (`total_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemorySample {
+    pub usage_bytes: u64,
+    /// The high-water mark (`memory.max_usage_in_bytes`, v2's `memory.peak`).
+    pub max_usage_bytes: u64,
+    /// `None` when the cgroup has no limit.
+    pub limit_bytes: Option<u64>,
+    /// Anonymous memory (v1 `rss`, v2 `anon`).
+    pub rss_bytes: u64,
+    /// Page cache (v1 `cache`, v2 `file`).
+    pub cache_bytes: u64,
+    pub mapped_file_bytes: u64,
+    pub kernel_bytes: u64,
+    pub active_file_bytes: u64,
+    pub inactive_file_bytes: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
-    pub pids: u64,
+    /// Times usage hit the limit (v1 `memory.failcnt`; v2 keeps none).
+    pub failcnt: u64,
+    /// Processes the OOM killer ended.
     pub oom_kills: u64,
+    /// `None` where the kernel does not account swap for cgroups.
+    pub swap: Option<SwapSample>,
 }
+
+impl MemorySample {
+    /// Usage less inactive file pages: what kubelet evicts on.
+    pub fn working_set_bytes(&self) -> u64 {
+        self.usage_bytes.saturating_sub(self.inactive_file_bytes)
+    }
+
+    /// What the limit leaves of the working set; `None` without a limit.
+    pub fn available_bytes(&self) -> Option<u64> {
+        self.limit_bytes.map(|limit| limit.saturating_sub(self.working_set_bytes()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwapSample {
+    pub usage_bytes: u64,
+    /// `None` when swap is not limited.
+    pub limit_bytes: Option<u64>,
+}
+
+impl SwapSample {
+    pub fn available_bytes(&self) -> Option<u64> {
+        self.limit_bytes.map(|limit| limit.saturating_sub(self.usage_bytes))
+    }
+}
+
+/// Tasks (processes and threads) in the cgroup, and the most it may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PidsSample {
+    pub current: u64,
+    /// `None` when unlimited.
+    pub limit: Option<u64>,
+}
+
+/// One block device's I/O.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    pub major: u64,
+    pub minor: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// Pressure stall information per resource; each `None` where there is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupPressure {
+    pub cpu: Option<Pressure>,
+    pub memory: Option<Pressure>,
+    pub io: Option<Pressure>,
+}
+
+pub use berth_sys::cgroup::{Pressure, PressureLine};
 
 /// An attach socket's output frames are `[stream: u8][length: u32 big-endian][bytes]`;
 /// the stream is this for stdout (and everything with a TTY) ...

@@ -44,8 +44,9 @@ pub(crate) mod testing;
 
 pub use config::{CdiConfig, CgroupDriver, CriConfig, StreamingConfig};
 pub use engine::{
-    CgroupSample, HandlerFeatures, LayerUsage, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore,
-    RuntimeFacts, RuntimeInfo, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
+    CgroupPressure, CgroupSample, CpuSample, DeviceIo, HandlerFeatures, LayerUsage, MemorySample, PidsSample,
+    Pressure, PressureLine, Readiness, RecordKind, RecordStore, RootfsMount, RootfsStore, RuntimeFacts,
+    RuntimeInfo, SwapSample, TaskCreate, TaskExit, TaskIo, TaskRuntime, TaskState, TaskStatus,
 };
 pub use error::CriError;
 pub use image_service::CriImageService;

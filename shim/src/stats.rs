@@ -2,12 +2,13 @@
 //! `io.containerd.cgroups.v2.Metrics` (what CRI type-switches on). Parsers take file contents
 //! so they are tested from fixture strings.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::protobuf::{MessageField, well_known_types::any::Any};
+
+use berth_sys::cgroup::{self, flat_keyed};
 
 use crate::cgroup::Cgroup;
 use crate::error::Result;
@@ -16,74 +17,77 @@ use crate::util;
 pub const V1_TYPE: &str = "io.containerd.cgroups.v1.Metrics";
 pub const V2_TYPE: &str = "io.containerd.cgroups.v2.Metrics";
 
-/// `key value` lines → map.
-pub fn flat_keyed(content: &str) -> HashMap<String, u64> {
-    content
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// A single number; `max` (no limit) reads as `u64::MAX` unless `max_is_zero`.
-pub fn single(content: &str, max_is_zero: bool) -> u64 {
-    let t = content.trim();
-    if t == "max" {
-        return if max_is_zero { 0 } else { u64::MAX };
-    }
-    t.parse().unwrap_or(0)
-}
-
 fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_default()
 }
 
-/// v1 blkio `8:0 Read 123` lines.
+/// A single-number file; missing or unreadable is 0, v2's `max` is `u64::MAX`.
+fn number(content: &str) -> u64 {
+    cgroup::value(content).unwrap_or(0)
+}
+
+/// `pids.max`: `max` (no limit) is 0, as containerd reports it.
+fn pids_limit(content: &str) -> u64 {
+    cgroup::value(content).filter(|v| *v != u64::MAX).unwrap_or(0)
+}
+
+/// v1 `blkio.*` lines as entries.
 pub fn blkio_entries(content: &str) -> Vec<v1::BlkIOEntry> {
-    content
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() != 3 {
-                return None; // "Total N"
-            }
-            let (maj, min) = f[0].split_once(':')?;
+    cgroup::blkio_lines(content)
+        .into_iter()
+        .map(|l| {
             let mut e = v1::BlkIOEntry::new();
-            e.major = maj.parse().ok()?;
-            e.minor = min.parse().ok()?;
-            e.op = f[1].to_string();
-            e.value = f[2].parse().ok()?;
-            Some(e)
+            e.major = l.major;
+            e.minor = l.minor;
+            e.op = l.op;
+            e.value = l.value;
+            e
         })
         .collect()
 }
 
-/// v2 `io.stat` lines: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`.
+/// v2 `io.stat` lines as entries.
 pub fn io_stat_entries(content: &str) -> Vec<v2::IOEntry> {
-    content
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (maj, min) = it.next()?.split_once(':')?;
+    cgroup::io_stat_lines(content)
+        .into_iter()
+        .map(|l| {
             let mut e = v2::IOEntry::new();
-            e.major = maj.parse().ok()?;
-            e.minor = min.parse().ok()?;
-            for kv in it {
-                let Some((k, v)) = kv.split_once('=') else { continue };
-                let v: u64 = v.parse().unwrap_or(0);
-                match k {
-                    "rbytes" => e.rbytes = v,
-                    "wbytes" => e.wbytes = v,
-                    "rios" => e.rios = v,
-                    "wios" => e.wios = v,
-                    _ => {}
-                }
-            }
-            Some(e)
+            e.major = l.major;
+            e.minor = l.minor;
+            e.rbytes = l.rbytes;
+            e.wbytes = l.wbytes;
+            e.rios = l.rios;
+            e.wios = l.wios;
+            e
         })
         .collect()
+}
+
+/// A v2 pressure file as PSI stats; `None` where the kernel keeps none.
+pub fn v2_psi(content: &str) -> Option<v2::PSIStats> {
+    let p = cgroup::pressure(content)?;
+    let data = |line: cgroup::PressureLine| {
+        let mut d = v2::PSIData::new();
+        d.avg10 = line.avg10;
+        d.avg60 = line.avg60;
+        d.avg300 = line.avg300;
+        d.total = line.total_us;
+        d
+    };
+    let mut stats = v2::PSIStats::new();
+    stats.some = MessageField::some(data(p.some));
+    stats.full = p.full.map(data).into();
+    Some(stats)
+}
+
+/// v1 `memory.oom_control`.
+pub fn v1_oom_control(content: &str) -> v1::MemoryOomControl {
+    let s = flat_keyed(content);
+    let mut o = v1::MemoryOomControl::new();
+    o.oom_kill_disable = s.get("oom_kill_disable").copied().unwrap_or(0);
+    o.under_oom = s.get("under_oom").copied().unwrap_or(0);
+    o.oom_kill = s.get("oom_kill").copied().unwrap_or(0);
+    o
 }
 
 pub fn v1_memory(stat: &str, usage: &str, max: &str, limit: &str, failcnt: &str) -> v1::MemoryStat {
@@ -123,22 +127,18 @@ pub fn v1_memory(stat: &str, usage: &str, max: &str, limit: &str, failcnt: &str)
     m.total_active_file = g("total_active_file");
     m.total_unevictable = g("total_unevictable");
     let mut u = v1::MemoryEntry::new();
-    u.usage = single(usage, false);
-    u.max = single(max, false);
-    u.limit = single(limit, false);
-    u.failcnt = single(failcnt, false);
+    u.usage = number(usage);
+    u.max = number(max);
+    u.limit = number(limit);
+    u.failcnt = number(failcnt);
     m.usage = MessageField::some(u);
     m
 }
 
 pub fn v1_cpu(usage: &str, stat: &str, percpu: &str, throttle: &str) -> v1::CPUStat {
-    let s = flat_keyed(stat);
-    // cpuacct.stat is in USER_HZ ticks (100/s); report nanoseconds
-    let ticks = |k: &str| s.get(k).copied().unwrap_or(0) * 10_000_000;
     let mut u = v1::CPUUsage::new();
-    u.total = single(usage, false);
-    u.user = ticks("user");
-    u.kernel = ticks("system");
+    u.total = number(usage);
+    (u.user, u.kernel) = cgroup::cpuacct_stat(stat);
     u.per_cpu = percpu.split_whitespace().filter_map(|v| v.parse().ok()).collect();
     let t = flat_keyed(throttle);
     let mut th = v1::Throttle::new();
@@ -163,18 +163,19 @@ pub fn v1_metrics(cg: &Cgroup) -> v1::Metrics {
         ));
         if let Some(mem) = m.memory.as_mut() {
             let mut sw = v1::MemoryEntry::new();
-            sw.usage = single(&read(d, "memory.memsw.usage_in_bytes"), false);
-            sw.max = single(&read(d, "memory.memsw.max_usage_in_bytes"), false);
-            sw.limit = single(&read(d, "memory.memsw.limit_in_bytes"), false);
-            sw.failcnt = single(&read(d, "memory.memsw.failcnt"), false);
+            sw.usage = number(&read(d, "memory.memsw.usage_in_bytes"));
+            sw.max = number(&read(d, "memory.memsw.max_usage_in_bytes"));
+            sw.limit = number(&read(d, "memory.memsw.limit_in_bytes"));
+            sw.failcnt = number(&read(d, "memory.memsw.failcnt"));
             mem.swap = MessageField::some(sw);
             let mut k = v1::MemoryEntry::new();
-            k.usage = single(&read(d, "memory.kmem.usage_in_bytes"), false);
-            k.max = single(&read(d, "memory.kmem.max_usage_in_bytes"), false);
-            k.limit = single(&read(d, "memory.kmem.limit_in_bytes"), false);
-            k.failcnt = single(&read(d, "memory.kmem.failcnt"), false);
+            k.usage = number(&read(d, "memory.kmem.usage_in_bytes"));
+            k.max = number(&read(d, "memory.kmem.max_usage_in_bytes"));
+            k.limit = number(&read(d, "memory.kmem.limit_in_bytes"));
+            k.failcnt = number(&read(d, "memory.kmem.failcnt"));
             mem.kernel = MessageField::some(k);
         }
+        m.memory_oom_control = MessageField::some(v1_oom_control(&read(d, "memory.oom_control")));
     }
     if let Some(d) = cg.v1("cpuacct") {
         let throttle = cg.v1("cpu").map(|c| read(c, "cpu.stat")).unwrap_or_default();
@@ -187,8 +188,8 @@ pub fn v1_metrics(cg: &Cgroup) -> v1::Metrics {
     }
     if let Some(d) = cg.v1("pids") {
         let mut p = v1::PidsStat::new();
-        p.current = single(&read(d, "pids.current"), true);
-        p.limit = single(&read(d, "pids.max"), true);
+        p.current = number(&read(d, "pids.current"));
+        p.limit = pids_limit(&read(d, "pids.max"));
         m.pids = MessageField::some(p);
     }
     if let Some(d) = cg.v1("blkio") {
@@ -245,10 +246,10 @@ pub fn v2_memory(stat: &str, current: &str, max: &str, swap_current: &str, swap_
     m.pglazyfreed = g("pglazyfreed");
     m.thp_fault_alloc = g("thp_fault_alloc");
     m.thp_collapse_alloc = g("thp_collapse_alloc");
-    m.usage = single(current, false);
-    m.usage_limit = single(max, false);
-    m.swap_usage = single(swap_current, false);
-    m.swap_limit = single(swap_max, false);
+    m.usage = number(current);
+    m.usage_limit = number(max);
+    m.swap_usage = number(swap_current);
+    m.swap_limit = number(swap_max);
     m
 }
 
@@ -283,19 +284,26 @@ pub fn v2_memory_events(content: &str) -> v2::MemoryEvents {
 pub fn v2_metrics(dir: &Path) -> v2::Metrics {
     let mut m = v2::Metrics::new();
     let mut p = v2::PidsStat::new();
-    p.current = single(&read(dir, "pids.current"), true);
-    p.limit = single(&read(dir, "pids.max"), true);
+    p.current = number(&read(dir, "pids.current"));
+    p.limit = pids_limit(&read(dir, "pids.max"));
     m.pids = MessageField::some(p);
-    m.cpu = MessageField::some(v2_cpu(&read(dir, "cpu.stat")));
-    m.memory = MessageField::some(v2_memory(
+    let mut cpu = v2_cpu(&read(dir, "cpu.stat"));
+    cpu.psi = v2_psi(&read(dir, "cpu.pressure")).into();
+    m.cpu = MessageField::some(cpu);
+    let mut memory = v2_memory(
         &read(dir, "memory.stat"),
         &read(dir, "memory.current"),
         &read(dir, "memory.max"),
         &read(dir, "memory.swap.current"),
         &read(dir, "memory.swap.max"),
-    ));
+    );
+    // memory.peak came with Linux 5.19; before it there is no high-water mark.
+    memory.max_usage = number(&read(dir, "memory.peak"));
+    memory.psi = v2_psi(&read(dir, "memory.pressure")).into();
+    m.memory = MessageField::some(memory);
     let mut io = v2::IOStat::new();
     io.usage = io_stat_entries(&read(dir, "io.stat"));
+    io.psi = v2_psi(&read(dir, "io.pressure")).into();
     m.io = MessageField::some(io);
     m.memory_events = MessageField::some(v2_memory_events(&read(dir, "memory.events")));
     m
@@ -342,8 +350,10 @@ mod tests {
         assert_eq!(c.usage.kernel, 20_000_000);
         assert_eq!(c.usage.per_cpu, vec![100, 200]);
         assert_eq!(c.throttling.throttled_periods, 3);
-        assert_eq!(single("max\n", true), 0);
-        assert_eq!(single("42\n", true), 42);
+        assert_eq!(pids_limit("max\n"), 0);
+        assert_eq!(pids_limit("42\n"), 42);
+        let o = v1_oom_control("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        assert_eq!((o.oom_kill_disable, o.under_oom, o.oom_kill), (0, 0, 2));
         let b = blkio_entries("8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 1\nTotal 12288\n");
         assert_eq!(b.len(), 3);
         assert_eq!((b[1].major, b[1].minor, b[1].op.as_str(), b[1].value), (8, 0, "Write", 8192));
@@ -370,5 +380,42 @@ mod tests {
         assert_eq!(io.len(), 2);
         assert_eq!((io[0].major, io[0].rbytes, io[0].wbytes, io[0].wios), (8, 4096, 8192, 2));
         assert_eq!(io[1].major, 259);
+    }
+
+    /// A v2 cgroup directory as the kernel lays it out: pressure files and the high-water mark
+    /// reach the answer.
+    #[test]
+    fn v2_metrics_from_a_fixture_directory() {
+        let dir = std::env::temp_dir().join(format!("berth-shim-v2-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in [
+            ("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"),
+            ("memory.current", "2621440\n"),
+            ("memory.peak", "3000000\n"),
+            ("memory.max", "max\n"),
+            ("memory.stat", "anon 2097152\ninactive_file 204800\n"),
+            (
+                "cpu.pressure",
+                "some avg10=1.00 avg60=0.50 avg300=0.25 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=99\n",
+            ),
+            (
+                "memory.pressure",
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=4\n",
+            ),
+            (
+                "io.pressure",
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total=77\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=66\n",
+            ),
+        ] {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let m = v2_metrics(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(m.memory.max_usage, 3_000_000);
+        assert_eq!((m.cpu.psi.some.total, m.cpu.psi.some.avg10, m.cpu.psi.full.total), (1234, 1.0, 99));
+        assert_eq!((m.memory.psi.some.total, m.memory.psi.full.total), (5, 4));
+        assert_eq!((m.io.psi.some.total, m.io.psi.full.total), (77, 66));
+        // No pressure files (a kernel without PSI): no PSI at all, rather than zeros.
+        assert!(v2_psi("").is_none());
     }
 }

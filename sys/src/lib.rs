@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cgroup;
 pub mod clock;
 pub mod executable;
 pub mod idmap;

@@ -528,3 +528,39 @@ async fn each_log_line_names_its_pod_and_container_once() {
         assert!(line.contains(&format!("pod=\"{pod}\"")), "{line}");
     }
 }
+
+/// A sandbox's lifecycle reaches GetContainerEvents as containerd sends it (kubelet's evented
+/// PLEG reads it): container events under the sandbox's id, each with the pod's status.
+#[tokio::test]
+async fn a_sandboxs_lifecycle_is_streamed_as_container_events() {
+    use tokio_stream::StreamExt;
+    skip_unless!(root: true, tools: ["runc", "docker-registry", "busybox"]);
+    let (berthd, _registry, _image) = berthd_with_busybox().await;
+    let mut client = berthd.runtime_client().await;
+    let mut events = client.get_container_events(cri::GetEventsRequest {}).await.unwrap().into_inner();
+    let logs = tempfile::tempdir().unwrap();
+    let pod = run_pod(&mut client, &pod_config("evented", logs.path())).await;
+    client.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    client.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+
+    use cri::ContainerEventType as E;
+    use cri::PodSandboxState::{SandboxNotready, SandboxReady};
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let event =
+            tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+        let status = event.pod_sandbox_status.unwrap();
+        assert_eq!((event.container_id.as_str(), status.id.as_str()), (pod.as_str(), pod.as_str()));
+        assert!(event.created_at > 0 && event.containers_statuses.is_empty());
+        seen.push((event.container_event_type, status.state));
+    }
+    assert_eq!(
+        seen,
+        [
+            (E::ContainerCreatedEvent as i32, SandboxReady as i32),
+            (E::ContainerStartedEvent as i32, SandboxReady as i32),
+            (E::ContainerStoppedEvent as i32, SandboxNotready as i32),
+            (E::ContainerDeletedEvent as i32, SandboxNotready as i32),
+        ]
+    );
+}

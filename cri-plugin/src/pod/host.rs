@@ -13,6 +13,7 @@ use nix::sched::CloneFlags;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
+use super::cgroup::CgroupFs;
 use super::pidfd::{self, PidHolder, process_start_time};
 use crate::records::sandbox::UserMapping;
 
@@ -73,6 +74,9 @@ pub trait PodHost: Send + Sync + 'static {
     fn unmount(&self, path: &Path) -> io::Result<()>;
     /// The interface counters (`/proc/net/dev`) inside the pinned network namespace `netns`.
     fn interface_counters(&self, netns: &Path) -> io::Result<Vec<crate::counters::InterfaceCounters>>;
+    /// A sample of the cgroup at `path` in each hierarchy (a pod's, as
+    /// [`super::cgroup::pod_cgroup_path`] finds it); `None` when there is no such cgroup.
+    fn cgroup_sample(&self, path: &Path) -> io::Result<Option<crate::engine::CgroupSample>>;
     /// A new TCP socket for connecting to `address`, not yet connected, made in the pinned
     /// network namespace `netns` (the host's when `None`, for host-network pods):
     /// port-forward's way in. A socket keeps the namespace it was made in, so its connect can
@@ -97,6 +101,9 @@ pub trait PodHost: Send + Sync + 'static {
     fn stop_pid_holder(&self, holder: &PidHolder) -> io::Result<()>;
 }
 
+/// Where the node mounts its cgroup filesystems.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// A TCP socket of `address`'s family in the calling thread's network namespace.
 fn tcp_socket_for(address: SocketAddr) -> io::Result<TcpSocket> {
     if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
@@ -110,6 +117,7 @@ pub struct LinuxPodHost {
     pause_binary: PathBuf,
     /// To the thread that makes sockets in pods' network namespaces.
     socket_maker: mpsc::Sender<SocketRequest>,
+    cgroups: CgroupFs,
 }
 
 impl LinuxPodHost {
@@ -118,7 +126,7 @@ impl LinuxPodHost {
         std::thread::Builder::new()
             .name("netns-sockets".to_string())
             .spawn(move || make_sockets_in_namespaces(requests))?;
-        Ok(Self { pause_binary, socket_maker })
+        Ok(Self { pause_binary, socket_maker, cgroups: CgroupFs::at(Path::new(CGROUP_ROOT)) })
     }
 }
 
@@ -330,6 +338,10 @@ impl PodHost for LinuxPodHost {
         })
         .join()
         .map_err(|_| io::Error::other("the network stats thread panicked"))?
+    }
+
+    fn cgroup_sample(&self, path: &Path) -> io::Result<Option<crate::engine::CgroupSample>> {
+        self.cgroups.sample(path)
     }
 
     fn tcp_socket_in_netns(

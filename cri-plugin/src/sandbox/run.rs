@@ -131,6 +131,7 @@ impl CriRuntime {
             Ok(()) => {
                 // Watched from Ready on: a holder that died during setup is found at once.
                 self.watch_sandbox(&id);
+                self.emit_sandbox_ready(&id);
                 self.metrics.pod_phase("sandbox_total", started.elapsed());
                 tracing::info!(name = %name, "sandbox ready");
                 Ok(id)

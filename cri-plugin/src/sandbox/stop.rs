@@ -1,7 +1,10 @@
 //! StopPodSandbox and RemovePodSandbox. Both may be repeated, and both succeed for a sandbox
-//! that is already gone, as kubelet expects.
+//! that is already gone, as kubelet expects. The stop that ends a ready pod and the removal
+//! tell event subscribers (CONTAINER_STOPPED and CONTAINER_DELETED under the sandbox's id).
 
 use std::sync::Arc;
+
+use berth_proto::runtime::v1 as cri;
 
 use crate::error::{CriError, ErrorContext};
 use crate::records::sandbox::{SandboxRecord, SandboxState};
@@ -25,7 +28,19 @@ impl CriRuntime {
         // moment too).
         self.release_image_volumes(&sandbox, true).await;
         sandbox.state = SandboxState::NotReady;
-        self.sandboxes.save(sandbox).await.context("record the stopped sandbox")?;
+        // Whether this stop is what ended the pod, read as the record is replaced: a PID
+        // holder's watch may have marked it NotReady (and told of it) meanwhile.
+        let mut was_ready = false;
+        self.sandboxes
+            .update(&id, |stored| {
+                was_ready = stored.state == SandboxState::Ready;
+                *stored = sandbox;
+            })
+            .await
+            .context("record the stopped sandbox")?;
+        if was_ready {
+            self.emit_container_event(&id, cri::ContainerEventType::ContainerStoppedEvent);
+        }
         tracing::info!("sandbox stopped");
         Ok(())
     }
@@ -46,9 +61,12 @@ impl CriRuntime {
         // Unmounted before the directory goes: removing it must never reach into a view.
         self.release_image_volumes(&sandbox, true).await;
         self.remove_sandbox_dir(&sandbox).await;
+        // Built while the record is there, so it carries the pod's last status.
+        let deleted = self.container_event(&id, cri::ContainerEventType::ContainerDeletedEvent);
         self.sandboxes.remove(&id).await.with_context(|| format!("remove the record of sandbox {id:?}"))?;
         self.sandbox_names.release(&sandbox.name);
         self.forget_lock(&id);
+        self.publish_container_event(deleted);
         tracing::info!("sandbox removed");
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! a real host, and [`FakePodHost::pinned`], [`FakePodHost::mounts`] and
 //! [`FakePodHost::live_holders`] tell a test what teardown left.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ use tokio::net::TcpSocket;
 use tokio::sync::Notify;
 
 use super::recorder::Recorder;
+use crate::counters::InterfaceCounters;
+use crate::engine::CgroupSample;
 use crate::pod::host::{PodHost, PodNamespace};
 use crate::pod::pidfd;
 use crate::pod::pidfd::PidHolder;
@@ -39,6 +41,10 @@ pub struct FakePodHost {
     stopped: Arc<Notify>,
     /// Every PID holder has exited (or its pid names another process now).
     pub holder_gone: Arc<AtomicBool>,
+    /// The cgroups there are, by path, and what a sample of each finds.
+    cgroups: Mutex<BTreeMap<PathBuf, CgroupSample>>,
+    /// What every network namespace's interfaces have counted.
+    interfaces: Mutex<Vec<InterfaceCounters>>,
 }
 
 impl FakePodHost {
@@ -58,6 +64,16 @@ impl FakePodHost {
     /// shm mounts not unmounted.
     pub fn mounts(&self) -> Vec<PathBuf> {
         self.state().mounts.iter().cloned().collect()
+    }
+
+    /// Makes the cgroup at `path`, whose samples find `sample`.
+    pub fn set_cgroup(&self, path: &str, sample: CgroupSample) {
+        self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).insert(PathBuf::from(path), sample);
+    }
+
+    /// Sets what the interfaces of every pod's network namespace have counted.
+    pub fn set_interfaces(&self, counters: Vec<InterfaceCounters>) {
+        *self.interfaces.lock().unwrap_or_else(|p| p.into_inner()) = counters;
     }
 
     /// PID holders started and not stopped.
@@ -141,8 +157,12 @@ impl PodHost for FakePodHost {
         Ok(())
     }
 
-    fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<crate::counters::InterfaceCounters>> {
-        Ok(Vec::new())
+    fn interface_counters(&self, _netns: &Path) -> io::Result<Vec<InterfaceCounters>> {
+        Ok(self.interfaces.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn cgroup_sample(&self, path: &Path) -> io::Result<Option<CgroupSample>> {
+        Ok(self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned())
     }
 
     fn tcp_socket_in_netns(

@@ -27,6 +27,8 @@ pub struct FakeTasks {
     tasks: Mutex<BTreeMap<String, FakeTask>>,
     /// Rung when a task stops or goes.
     changed: Notify,
+    /// What `stats` finds for a task, by id; a task without an entry has no sample.
+    samples: Mutex<BTreeMap<String, CgroupSample>>,
 }
 
 fn not_found(id: &str) -> CriError {
@@ -44,6 +46,11 @@ impl FakeTasks {
 
     fn tasks(&self) -> MutexGuard<'_, BTreeMap<String, FakeTask>> {
         self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `stats` of the running task `id` find `sample`.
+    pub fn set_sample(&self, id: &str, sample: CgroupSample) {
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), sample);
     }
 
     /// The tasks not deleted, by id.
@@ -186,8 +193,11 @@ impl TaskRuntime for FakeTasks {
         Err(unfaked("logs"))
     }
 
-    async fn stats(&self, _id: &str) -> Result<Option<CgroupSample>, CriError> {
-        Ok(None)
+    async fn stats(&self, id: &str) -> Result<Option<CgroupSample>, CriError> {
+        if !self.tasks().contains_key(id) {
+            return Ok(None);
+        }
+        Ok(self.samples.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
     }
 
     async fn checkpoint(&self, _id: &str, _images: &std::path::Path) -> Result<(), CriError> {

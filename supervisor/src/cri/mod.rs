@@ -4,9 +4,11 @@
 //! - `facts`: node facts, readiness and runtime handlers ([`berth_cri_plugin::RuntimeInfo`]);
 //! - `images`: the `k8s.io` image records grouped by image ID ([`berth_cri_plugin::ImageStore`]);
 //! - `rootfs`: containers' writable snapshots ([`berth_cri_plugin::RootfsStore`]);
-//! - `tasks`: containers' records and tasks ([`berth_cri_plugin::TaskRuntime`]);
+//! - `tasks`: containers' records and tasks ([`berth_cri_plugin::TaskRuntime`]), their cgroup
+//!   samples decoded in `cgroup_sample`;
 //! - `records`: the plugin's own records in the metadata file ([`berth_cri_plugin::RecordStore`]).
 
+pub mod cgroup_sample;
 pub mod facts;
 pub mod images;
 pub mod records;

@@ -91,57 +91,6 @@ impl CriTasks {
     }
 }
 
-/// A cgroup sample from the shim's `Stats` (cgroup v1 or v2 metrics).
-fn sample(any: &prost_types::Any) -> Option<CgroupSample> {
-    use containerd_shim_protos::cgroups::metrics::Metrics as V1;
-    use containerd_shim_protos::cgroups_v2::metrics::Metrics as V2;
-    let now = Some(SystemTime::now());
-    if any.type_url.ends_with("io.containerd.cgroups.v1.Metrics") {
-        let m = V1::parse_from_bytes(&any.value).ok()?;
-        let memory = m.memory.as_ref();
-        let usage = memory.and_then(|mem| mem.usage.as_ref()).map(|u| u.usage).unwrap_or_default();
-        let inactive = memory.map(|mem| mem.total_inactive_file).unwrap_or_default();
-        let limit = memory.and_then(|mem| mem.usage.as_ref()).map(|u| u.limit).unwrap_or_default();
-        let working_set = usage.saturating_sub(inactive);
-        // cgroup v1 reports "no limit" as a huge number.
-        let available = (limit > 0 && limit < (1 << 62)).then(|| limit.saturating_sub(working_set));
-        return Some(CgroupSample {
-            timestamp: now,
-            cpu_usage_ns: m.cpu.as_ref().and_then(|c| c.usage.as_ref()).map(|u| u.total).unwrap_or_default(),
-            memory_working_set_bytes: working_set,
-            memory_usage_bytes: usage,
-            memory_rss_bytes: memory.map(|mem| mem.total_rss).unwrap_or_default(),
-            memory_available_bytes: available,
-            page_faults: memory.map(|mem| mem.total_pg_fault).unwrap_or_default(),
-            major_page_faults: memory.map(|mem| mem.total_pg_maj_fault).unwrap_or_default(),
-            pids: m.pids.as_ref().map(|p| p.current).unwrap_or_default(),
-            oom_kills: m.memory_oom_control.as_ref().map(|o| o.oom_kill).unwrap_or_default(),
-        });
-    }
-    if any.type_url.ends_with("io.containerd.cgroups.v2.Metrics") {
-        let m = V2::parse_from_bytes(&any.value).ok()?;
-        let memory = m.memory.as_ref();
-        let usage = memory.map(|mem| mem.usage).unwrap_or_default();
-        let inactive = memory.map(|mem| mem.inactive_file).unwrap_or_default();
-        let limit = memory.map(|mem| mem.usage_limit).unwrap_or_default();
-        let working_set = usage.saturating_sub(inactive);
-        let available = (limit > 0 && limit < (1 << 62)).then(|| limit.saturating_sub(working_set));
-        return Some(CgroupSample {
-            timestamp: now,
-            cpu_usage_ns: m.cpu.as_ref().map(|c| c.usage_usec * 1000).unwrap_or_default(),
-            memory_working_set_bytes: working_set,
-            memory_usage_bytes: usage,
-            memory_rss_bytes: memory.map(|mem| mem.anon).unwrap_or_default(),
-            memory_available_bytes: available,
-            page_faults: memory.map(|mem| mem.pgfault).unwrap_or_default(),
-            major_page_faults: memory.map(|mem| mem.pgmajfault).unwrap_or_default(),
-            pids: m.pids.as_ref().map(|p| p.current).unwrap_or_default(),
-            oom_kills: m.memory_events.as_ref().map(|e| e.oom_kill).unwrap_or_default(),
-        });
-    }
-    None
-}
-
 #[tonic::async_trait]
 impl TaskRuntime for CriTasks {
     async fn create(&self, task: TaskCreate) -> Result<u32, CriError> {
@@ -309,6 +258,6 @@ impl TaskRuntime for CriTasks {
         let Some(stats) = not_found_is_none(self.engine.tasks.stats(CRI_NAMESPACE, id).await)? else {
             return Ok(None);
         };
-        Ok(stats.as_ref().and_then(sample))
+        Ok(stats.as_ref().and_then(super::cgroup_sample::from_stats))
     }
 }

@@ -14,7 +14,7 @@ use berth_tests::cri::{
     berthd_with_busybox, container_config, pod_config, remove_all_pods, run_pod, start_container,
     wait_for_state,
 };
-use berth_tests::skip_unless;
+use berth_tests::{skip_unless, wait_until};
 
 const CGROUP: &str = "/sys/fs/cgroup";
 /// Memory an idle container's usage may move by between two reads.
@@ -124,6 +124,10 @@ async fn a_pods_stats_are_its_own_cgroups_or_its_containers_sum() {
             .await;
     wait_for_state(&mut client, &app, cri::ContainerState::ContainerRunning, Duration::from_secs(30)).await;
     cgroup.add_strays(3);
+    // Started is not settled: runc's init may still be there beside the sleep a moment.
+    assert!(
+        wait_until(Duration::from_secs(10), || async { number("pids", &parent, "pids.current") == 4 }).await
+    );
     std::fs::write(format!("{CGROUP}/memory{parent}/memory.limit_in_bytes"), (256u64 << 20).to_string())
         .unwrap();
 
@@ -144,7 +148,7 @@ async fn a_pods_stats_are_its_own_cgroups_or_its_containers_sum() {
     let inactive = keyed("memory", &parent, "memory.stat", "total_inactive_file");
 
     // Its tasks: the container's sleep and the three strays, as pids.current counts them.
-    assert_eq!(number("pids", &parent, "pids.current"), 4);
+    assert_eq!(number("pids", &parent, "pids.current"), 4, "settled before the call");
     assert_eq!(v(stats.process.unwrap().process_count), 4);
     let cpu = stats.cpu.unwrap();
     let pod_cpu = v(cpu.usage_core_nano_seconds);
@@ -213,6 +217,12 @@ async fn a_pods_stats_are_its_own_cgroups_or_its_containers_sum() {
         .await;
         wait_for_state(&mut client, &id, cri::ContainerState::ContainerRunning, Duration::from_secs(30))
             .await;
+        // Started is not settled: runc's init may still be there beside the sleep a moment.
+        let tasks = format!("/berth/{id}");
+        assert!(
+            wait_until(Duration::from_secs(10), || async { number("pids", &tasks, "pids.current") == 1 })
+                .await
+        );
         ids.push(id);
     }
     let stats = linux(
@@ -229,7 +239,7 @@ async fn a_pods_stats_are_its_own_cgroups_or_its_containers_sum() {
     let memory_sum: u64 = stats.containers.iter().map(|c| v(c.memory.unwrap().usage_bytes)).sum();
     assert_eq!(v(stats.memory.unwrap().usage_bytes), memory_sum);
     let pids: u64 = ids.iter().map(|id| number("pids", &format!("/berth/{id}"), "pids.current")).sum();
-    assert_eq!(v(stats.process.unwrap().process_count), pids);
+    assert_eq!(v(stats.process.unwrap().process_count), pids, "the containers' pids.current");
 
     remove_all_pods(&mut client).await;
     drop(cgroup);

@@ -196,13 +196,24 @@ fn pin_in_user_namespace(
         &mapping.gid_ranges(),
     )
     .map_err(|e| io::Error::new(e.kind(), format!("make the pod's user namespace: {e}")))?;
+    pin_each(host, dir, kinds, |name| holder.namespace(name))
+}
+
+/// Pins each namespace of `kinds` with a bind mount of `source(<proc name>)` at
+/// `dir/<proc name>`; on a failure every pin made so far is undone.
+fn pin_each(
+    host: &LinuxPodHost,
+    dir: &Path,
+    kinds: &[PodNamespace],
+    source: impl Fn(&str) -> PathBuf,
+) -> io::Result<Vec<PathBuf>> {
     let mut pinned = Vec::new();
     for kind in kinds {
         let target = dir.join(kind.proc_name());
         let pin = || -> io::Result<()> {
             std::fs::File::create(&target)?;
             nix::mount::mount(
-                Some(&holder.namespace(kind.proc_name())),
+                Some(&source(kind.proc_name())),
                 &target,
                 None::<&str>,
                 nix::mount::MsFlags::MS_BIND,
@@ -253,33 +264,7 @@ impl PodHost for LinuxPodHost {
                 nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
             }
             let tid = nix::unistd::gettid();
-            let mut pinned = Vec::new();
-            for kind in &kinds {
-                let target = dir.join(kind.proc_name());
-                let source = PathBuf::from(format!("/proc/self/task/{tid}/ns/{}", kind.proc_name()));
-                let pin = || -> io::Result<()> {
-                    std::fs::File::create(&target)?;
-                    nix::mount::mount(
-                        Some(&source),
-                        &target,
-                        None::<&str>,
-                        nix::mount::MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(io::Error::from)
-                };
-                if let Err(e) = pin() {
-                    for path in pinned.iter().chain(std::iter::once(&target)) {
-                        let _ = host.unpin_namespace(path);
-                    }
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("pin the {} namespace at {}: {e}", kind.proc_name(), target.display()),
-                    ));
-                }
-                pinned.push(target);
-            }
-            Ok(pinned)
+            pin_each(&host, &dir, &kinds, |name| PathBuf::from(format!("/proc/self/task/{tid}/ns/{name}")))
         })
         .join()
         .map_err(|_| io::Error::other("the namespace thread panicked"))?
